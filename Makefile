@@ -1,0 +1,23 @@
+# Quick start:  make demo   (main job on the bundled example)   |   make test   (the test suite)
+# Each target creates .venv and installs what it needs on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean-venv
+
+$(STAMP): pyproject.toml requirements/dev.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements/dev.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sr-ir demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,22 @@
+"""sr-ir: exact structural minimization of pruned neural networks (Squeeze-Release)."""
+from __future__ import annotations
+
+from .errors import ParseError, SrIrError, TypeCheckError, UnsupportedOpError, VerificationError
+from .ir.parser import parse
+from .ir.program import Node, ParamRef, Program, ValueRef
+from .ir.types import TensorType
+
+__all__ = [
+    "Node",
+    "ParamRef",
+    "ParseError",
+    "Program",
+    "SrIrError",
+    "TensorType",
+    "TypeCheckError",
+    "UnsupportedOpError",
+    "ValueRef",
+    "VerificationError",
+    "parse",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,225 @@
+"""Parse program text (grammar/ir.lark) into a Program; every error carries file:line:col."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+import lark
+import sympy
+
+from ..errors import Loc, ParseError
+from ..resources import grammar_path
+from .program import Node, ParamRef, Program, ValueRef
+from .types import TensorType, normalize_dim, symbol
+
+
+@lru_cache(maxsize=1)
+def _parser() -> lark.Lark:
+    return lark.Lark(
+        grammar_path("ir.lark").read_text(),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+    )
+
+
+def _loc(filename: str, meta_or_token: Any) -> Loc:
+    return Loc(filename, getattr(meta_or_token, "line", 0) or 0, getattr(meta_or_token, "column", 0) or 0)
+
+
+class _Build(lark.Transformer):
+    def __init__(self, filename: str):
+        super().__init__()
+        self.filename = filename
+
+    # dims ---------------------------------------------------------------------------------
+    def int_dim(self, a):
+        return sympy.Integer(int(a[0]))
+
+    def sym(self, a):
+        return symbol(str(a[0]))
+
+    def neg(self, a):
+        return -_expr(a[0])
+
+    def add(self, a):
+        return _expr(a[0]) + _expr(a[1])
+
+    def sub(self, a):
+        return _expr(a[0]) - _expr(a[1])
+
+    def mul(self, a):
+        return _expr(a[0]) * _expr(a[1])
+
+    def floordiv(self, a):
+        return sympy.floor(_expr(a[0]) / _expr(a[1]))
+
+    def mod(self, a):
+        return sympy.Mod(_expr(a[0]), _expr(a[1]))
+
+    # literals -----------------------------------------------------------------------------
+    def float_lit(self, a):
+        return float(a[0])
+
+    def int_lit(self, a):
+        return int(a[0])
+
+    def string_lit(self, a):
+        return json.loads(str(a[0]))
+
+    def true_lit(self, _):
+        return True
+
+    def false_lit(self, _):
+        return False
+
+    def none_lit(self, _):
+        return _NONE
+
+    def list_lit(self, a):
+        return [_attr(x) for x in a if x is not None]
+
+    def value_ref(self, a):
+        return ValueRef(str(a[0])[1:])
+
+    def param_ref(self, a):
+        return ParamRef(str(a[0])[1:])
+
+    @lark.v_args(meta=True)
+    def kwarg(self, meta, a):
+        return _Kw(str(a[0]), _attr(a[1]), _loc(self.filename, meta))
+
+    @lark.v_args(meta=True)
+    def ttype(self, meta, a):
+        dtype = str(a[0])
+        dims = [normalize_dim(_expr(d)) for d in a[1:] if d is not None]
+        return TensorType(dtype, tuple(dims))
+
+    @lark.v_args(meta=True)
+    def input(self, meta, a):
+        return ("input", str(a[0])[1:], a[1], _loc(self.filename, meta))
+
+    @lark.v_args(meta=True)
+    def param(self, meta, a):
+        return ("param", str(a[0])[1:], a[1], _loc(self.filename, meta))
+
+    @lark.v_args(meta=True)
+    def node(self, meta, a):
+        name = str(a[0])[1:]
+        op = str(a[1])
+        ttype = a[-1]
+        operands: list = []
+        attrs: dict[str, Any] = {}
+        for item in a[2:-1]:
+            if item is None:
+                continue
+            if isinstance(item, _Kw):
+                if item.name in attrs:
+                    raise ParseError(f"attribute {item.name!r} given twice", item.loc)
+                attrs[item.name] = item.value
+            else:
+                if attrs:
+                    raise ParseError("positional operand after a keyword attribute", _loc(self.filename, meta))
+                operands.append(None if item is _NONE else item)
+        return ("node", Node(name, op, operands, attrs, ttype, _loc(self.filename, meta)))
+
+    @lark.v_args(meta=True)
+    def ret(self, meta, a):
+        return ("ret", [str(t)[1:] for t in a], _loc(self.filename, meta))
+
+    @lark.v_args(meta=True)
+    def graph(self, meta, a):
+        name = str(a[0])
+        inputs, params, nodes, outputs, out_types = [], {}, [], [], []
+        seen: set[str] = set()
+        for item in a[1:]:
+            if item is None:
+                continue
+            if isinstance(item, TensorType):
+                out_types.append(item)
+            elif item[0] == "input":
+                _, n, t, loc = item
+                if n in seen:
+                    raise ParseError(f"value %{n} defined twice", loc)
+                seen.add(n)
+                inputs.append((n, t))
+            elif item[0] == "param":
+                _, n, t, loc = item
+                if n in params:
+                    raise ParseError(f"parameter @{n} declared twice", loc)
+                params[n] = t
+            elif item[0] == "node":
+                node = item[1]
+                if node.name in seen:
+                    raise ParseError(f"value %{node.name} defined twice", node.loc)
+                seen.add(node.name)
+                nodes.append(node)
+            elif item[0] == "ret":
+                outputs = item[1]
+        return Program(name, inputs, params, nodes, outputs, out_types)
+
+
+class _NoneType:
+    pass
+
+
+_NONE = _NoneType()
+
+
+class _Kw:
+    def __init__(self, name: str, value: Any, loc: Loc):
+        self.name, self.value, self.loc = name, value, loc
+
+
+def _expr(x: Any) -> sympy.Expr:
+    if isinstance(x, sympy.Basic):
+        return x
+    raise ParseError(f"expected an integer dimension, got {x!r}")
+
+
+def _attr(x: Any) -> Any:
+    if x is _NONE:
+        return None
+    if isinstance(x, sympy.Basic):
+        return normalize_dim(x)
+    return x
+
+
+def parse(text: str, filename: str = "<string>", *, check: bool = True) -> Program:
+    """Parse program text. With `check`, also type-check every op against its declaration."""
+    try:
+        tree = _parser().parse(text)
+        prog = _Build(filename).transform(tree.children[0] if tree.data == "start" else tree)
+    except lark.exceptions.UnexpectedInput as e:
+        raise ParseError(_describe(e), Loc(filename, e.line, e.column)) from None
+    except lark.exceptions.VisitError as e:
+        if isinstance(e.orig_exc, ParseError):
+            err = e.orig_exc
+            if err.loc is None:
+                meta = getattr(e.obj, "meta", None)
+                err.loc = Loc(filename, getattr(meta, "line", 0), getattr(meta, "column", 0))
+            raise err from None
+        if isinstance(e.orig_exc, (ValueError, TypeError, ZeroDivisionError)):
+            meta = getattr(e.obj, "meta", None)
+            raise ParseError(str(e.orig_exc), Loc(filename, getattr(meta, "line", 0), getattr(meta, "column", 0))) from None
+        raise
+    if check:
+        from .checker import check_program
+
+        check_program(prog)
+    return prog
+
+
+def _describe(e: lark.exceptions.UnexpectedInput) -> str:
+    if isinstance(e, lark.exceptions.UnexpectedCharacters):
+        return f"unexpected character {e.char!r}"
+    if isinstance(e, lark.exceptions.UnexpectedToken):
+        if e.token.type == "$END":
+            return "unexpected end of input"
+        expected = sorted(x for x in e.expected if not x.startswith("__"))[:6]
+        hint = f" (expected {', '.join(expected)})" if expected else ""
+        return f"unexpected {e.token.type.lower()} {str(e.token)!r}{hint}"
+    if isinstance(e, lark.exceptions.UnexpectedEOF):
+        return "unexpected end of input"
+    return str(e).splitlines()[0]

@@ -1,0 +1,143 @@
+"""The IR: a typed SSA graph over tensors with parameters held in a weight store."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Union
+
+import torch
+
+from ..errors import Loc
+from .types import TensorType
+
+
+@dataclass(frozen=True)
+class ValueRef:
+    """An operand that names an SSA value (`%name`)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"%{self.name}"
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """An operand that names a parameter in the weight store (`@name`)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"@{self.name}"
+
+
+# Positional operands: a value, a parameter, an absent optional operand (None) or a scalar.
+Operand = Union[ValueRef, ParamRef, None, float, int]
+
+
+@dataclass
+class Node:
+    """`%name = op(operands..., attr=...) : type`."""
+
+    name: str
+    op: str
+    operands: list[Operand]
+    attrs: dict[str, Any]
+    type: TensorType
+    loc: Loc | None = field(default=None, compare=False)
+    # Where the node came from in the user's model (file:line), when lowered from PyTorch.
+    origin: str | None = field(default=None, compare=False)
+
+    def value_operands(self) -> Iterator[ValueRef]:
+        for o in self.operands:
+            if isinstance(o, ValueRef):
+                yield o
+
+    def param_operands(self) -> Iterator[ParamRef]:
+        for o in self.operands:
+            if isinstance(o, ParamRef):
+                yield o
+
+
+@dataclass
+class Program:
+    """A graph with named inputs, declared parameters, nodes in topological order and outputs.
+
+    `weights` maps parameter names to tensors; it may be empty for a program parsed from text
+    without its weight file (it can still be printed and type-checked, not run).
+    """
+
+    name: str
+    inputs: list[tuple[str, TensorType]]
+    params: dict[str, TensorType]
+    nodes: list[Node]
+    outputs: list[str]
+    output_types: list[TensorType]
+    weights: dict[str, torch.Tensor] = field(default_factory=dict, compare=False)
+
+    # ---- queries -------------------------------------------------------------------------
+    def value_types(self) -> dict[str, TensorType]:
+        types = {n: t for n, t in self.inputs}
+        for node in self.nodes:
+            types[node.name] = node.type
+        return types
+
+    def node_map(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    def users(self) -> dict[str, list[Node]]:
+        """For each value name, the nodes that read it (in program order)."""
+        out: dict[str, list[Node]] = {n: [] for n, _ in self.inputs}
+        for node in self.nodes:
+            out.setdefault(node.name, [])
+            for ref in node.value_operands():
+                out.setdefault(ref.name, []).append(node)
+        return out
+
+    def param_count(self) -> int:
+        total = 0
+        for t in self.params.values():
+            n = t.numel()
+            total += n if isinstance(n, int) else 0
+        return total
+
+    def param_bytes(self) -> int:
+        total = 0
+        for t in self.params.values():
+            n = t.numel()
+            if isinstance(n, int):
+                total += n * t.torch_dtype.itemsize
+        return total
+
+    def copy(self) -> "Program":
+        """A deep copy of the graph that shares no mutable state with self (weights are cloned)."""
+        p = copy.copy(self)
+        p.inputs = list(self.inputs)
+        p.params = dict(self.params)
+        p.nodes = [copy.copy(n) for n in self.nodes]
+        for n in p.nodes:
+            n.operands = list(n.operands)
+            n.attrs = copy.deepcopy(n.attrs)
+        p.outputs = list(self.outputs)
+        p.output_types = list(self.output_types)
+        p.weights = {k: v.clone() for k, v in self.weights.items()}
+        return p
+
+    # ---- text and files ------------------------------------------------------------------
+    def to_text(self) -> str:
+        from .printer import print_program
+
+        return print_program(self)
+
+    def save(self, path: str) -> None:
+        from .persist import save_program
+
+        save_program(self, path)
+
+    def check(self) -> None:
+        from .checker import check_program
+
+        check_program(self)
+
+    def __str__(self) -> str:
+        return self.to_text()

@@ -1,0 +1,287 @@
+"""Read rule files (grammar/rules.lark) into op declarations (and, through extensions, rules).
+
+Errors carry file:line:col. Files are read in sorted order, directories recursively; a later
+directory may not redeclare an op an earlier one declared.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import lark
+
+from ..errors import Loc, ParseError
+from ..ops.decl import AtenMapping, AttrParam, OpDecl, TensorParam, TensorPattern
+from ..resources import data_dir, grammar_path
+from . import ast as A
+
+
+@lru_cache(maxsize=1)
+def rules_parser() -> lark.Lark:
+    return lark.Lark(
+        grammar_path("rules.lark").read_text(),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+    )
+
+
+class ExprBuilder(lark.Transformer):
+    """Builds expression and condition trees; subclasses add the top-level items."""
+
+    def __init__(self, filename: str):
+        super().__init__()
+        self.filename = filename
+
+    def loc(self, meta: Any) -> Loc:
+        return Loc(self.filename, getattr(meta, "line", 0) or 0, getattr(meta, "column", 0) or 0)
+
+    def num(self, a):
+        s = str(a[0])
+        return A.Num(int(s) if s.isdigit() else float(s))
+
+    def negnum(self, a):
+        v = self.num(a).value
+        return A.Num(-v)
+
+    def name(self, a):
+        return A.Name(str(a[0]))
+
+    def add(self, a):
+        return A.BinOp("+", a[0], a[1])
+
+    def sub(self, a):
+        return A.BinOp("-", a[0], a[1])
+
+    def mul(self, a):
+        return A.BinOp("*", a[0], a[1])
+
+    def div(self, a):
+        return A.BinOp("/", a[0], a[1])
+
+    def floordiv(self, a):
+        return A.BinOp("//", a[0], a[1])
+
+    def mod(self, a):
+        return A.BinOp("%", a[0], a[1])
+
+    def pow(self, a):
+        return A.BinOp("^", a[0], a[1])
+
+    def neg(self, a):
+        return A.Neg(a[0])
+
+    def full_slice(self, _):
+        return A.Slice()
+
+    def variadic(self, a):
+        return A.Variadic(str(a[0]))
+
+    def indexed(self, a):
+        return A.Index(str(a[0]), tuple(a[1:]))
+
+    def bound(self, a):
+        return A.Bound(str(a[0]), a[1])
+
+    def call(self, a):
+        return A.Call(str(a[0]), tuple(x for x in a[1:] if x is not None))
+
+    def list_expr(self, a):
+        return A.ListExpr(tuple(x for x in a if x is not None))
+
+    def cmp(self, a):
+        return A.Cmp(str(a[1]), a[0], a[2])
+
+    def and_(self, a):
+        return A.BoolOp("and", (a[0], a[1]))
+
+    def or_(self, a):
+        return A.BoolOp("or", (a[0], a[1]))
+
+    def not_(self, a):
+        return A.BoolOp("not", (a[0],))
+
+    def index_eq(self, a):
+        return A.IndexEq(a[0], a[1])
+
+    # literals used as attribute defaults
+    def str_lit(self, a):
+        return A.Num(json.loads(str(a[0])))
+
+    def true_lit(self, _):
+        return A.Num(True)
+
+    def false_lit(self, _):
+        return A.Num(False)
+
+    def none_lit(self, _):
+        return A.Num(None)
+
+    def list_lit(self, a):
+        return A.Num([x.value for x in a if x is not None])
+
+
+class _DeclBuilder(ExprBuilder):
+    def tensor_pattern(self, a):
+        return TensorPattern(str(a[0]), [x for x in a[1:] if x is not None])
+
+    def tensor_param(self, a):
+        flags = {t.type for t in a[2:] if isinstance(t, lark.Token)}
+        return TensorParam(str(a[0]), a[1], "OPTIONAL" in flags, "SCALAR" in flags, "VARIADIC" in flags)
+
+    def attr_param(self, a):
+        name, kind = str(a[0]), str(a[1])
+        rest = [x for x in a[2:] if x is not None]
+        optional = any(isinstance(x, lark.Token) and x.type == "OPTIONAL" for x in rest)
+        defaults = [x for x in rest if isinstance(x, A.Num)]
+        return AttrParam(name, kind, optional, defaults[0].value if defaults else None, bool(defaults))
+
+    def pattern_result(self, a):
+        return a[0]
+
+    def shape_fn_result(self, a):
+        return str(a[0])
+
+    def where_clause(self, a):
+        return ("where", list(a))
+
+    def axis_ref(self, a):
+        return (str(a[0]), int(a[1]))
+
+    def chain(self, a):
+        return ("axes", list(a))
+
+    def couple_fn(self, a):
+        return ("fn", str(a[0]), [str(x) for x in a[1:] if x is not None])
+
+    def couple_clause(self, a):
+        return ("couple", list(a))
+
+    def aten_skip(self, _):
+        return None
+
+    def aten_arg(self, a):
+        return str(a[0])
+
+    def aten_clause(self, a):
+        return ("aten", AtenMapping(str(a[0]), [x for x in a[1:]]))
+
+    def torch_clause(self, a):
+        return ("torch", json.loads(str(a[0])))
+
+    def means_clause(self, a):
+        return ("means", list(a))
+
+    @lark.v_args(meta=True)
+    def op_decl(self, meta, a):
+        name = str(a[0])
+        params = []
+        i = 1
+        while i < len(a) and isinstance(a[i], (TensorParam, AttrParam)):
+            params.append(a[i])
+            i += 1
+        result = a[i]
+        decl = OpDecl(
+            name,
+            [p for p in params if isinstance(p, TensorParam)],
+            [p for p in params if isinstance(p, AttrParam)],
+            result,
+            loc=self.loc(meta),
+        )
+        for clause in a[i + 1 :]:
+            kind, body = clause
+            if kind == "where":
+                decl.where.extend(body)
+            elif kind == "couple":
+                decl.couple.extend(body)
+            elif kind == "aten":
+                decl.aten.append(body)
+            elif kind == "torch":
+                if decl.torch is not None:
+                    raise ParseError(f"op {name!r} has two torch mappings", decl.loc)
+                decl.torch = body
+            elif kind == "means":
+                decl.means.extend(body)
+        return decl
+
+
+@dataclass
+class RuleSet:
+    """Everything read from a set of rule directories."""
+
+    ops: dict[str, OpDecl] = field(default_factory=dict)
+    items: list[Any] = field(default_factory=list)  # every top-level item in file order
+    files: list[Path] = field(default_factory=list)
+
+    def aten_index(self) -> dict[str, tuple[OpDecl, AtenMapping]]:
+        idx: dict[str, tuple[OpDecl, AtenMapping]] = {}
+        for decl in self.ops.values():
+            for m in decl.aten:
+                idx[m.target] = (decl, m)
+        return idx
+
+
+def parse_rule_text(text: str, filename: str, builder: type[ExprBuilder] = _DeclBuilder) -> list[Any]:
+    try:
+        tree = rules_parser().parse(text)
+        return list(builder(filename).transform(tree).children)
+    except lark.exceptions.UnexpectedInput as e:
+        from ..ir.parser import _describe
+
+        raise ParseError(_describe(e), Loc(filename, e.line, e.column)) from None
+    except lark.exceptions.VisitError as e:
+        if isinstance(e.orig_exc, ParseError):
+            raise e.orig_exc from None
+        meta = getattr(e.obj, "meta", None)
+        raise ParseError(str(e.orig_exc), Loc(filename, getattr(meta, "line", 0), getattr(meta, "column", 0))) from None
+
+
+def rule_files(paths: Iterable[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(p.rglob("*.rules")))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ParseError(f"no such rule file or directory: {p}")
+    return out
+
+
+def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) -> RuleSet:
+    """Load the bundled rules/ (or `paths`) plus `extra` user directories."""
+    base = [data_dir("rules")] if paths is None else list(paths)
+    rs = RuleSet()
+    for f in rule_files([*base, *extra]):
+        rel = _display(f)
+        rs.files.append(f)
+        for item in parse_rule_text(f.read_text(), rel):
+            rs.items.append(item)
+            if isinstance(item, OpDecl):
+                if item.name in rs.ops:
+                    prev = rs.ops[item.name].loc
+                    raise ParseError(f"op {item.name!r} declared again (first at {prev})", item.loc)
+                rs.ops[item.name] = item
+    return rs
+
+
+def _display(f: Path) -> str:
+    try:
+        return str(f.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(f)
+
+
+_DEFAULT: RuleSet | None = None
+
+
+def default_rules() -> RuleSet:
+    """The bundled rule set, loaded once per process."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = load_rules()
+    return _DEFAULT

@@ -1,0 +1,73 @@
+"""Op declarations read from rule files: signature, shape rule, channel coupling, ATen and torch mappings.
+
+The declarations are data (rules/ops/*.rules); this module turns their syntax tree into OpDecl
+objects and evaluates shape patterns. Nothing here knows any particular op.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from ..errors import Loc
+
+
+@dataclass
+class TensorPattern:
+    dtype: str  # a dtype name, or a single capital letter: a dtype variable
+    dims: list[Any]  # sympy expressions, or ("*", name) for a variadic run of dims
+
+
+@dataclass
+class TensorParam:
+    name: str
+    pattern: TensorPattern
+    optional: bool
+    scalar_ok: bool = False  # `| scalar`: a number may stand in for the tensor
+    variadic: bool = False  # `...`: any number of operands (the last parameter only)
+
+
+@dataclass
+class AttrParam:
+    name: str
+    kind: str  # int, ints, float, floats, bool, str, dims
+    optional: bool
+    default: Any
+    has_default: bool
+
+
+@dataclass
+class AtenMapping:
+    target: str  # e.g. aten.linear.default
+    args: list[str | None]  # op parameter per ATen positional argument (None: ignored)
+
+
+@dataclass
+class OpDecl:
+    name: str
+    tensor_params: list[TensorParam]
+    attr_params: list[AttrParam]
+    result: TensorPattern | str  # a pattern, or the name of a shape function
+    where: list[Any] = field(default_factory=list)  # condition trees (see rules/ast)
+    couple: list[Any] = field(default_factory=list)
+    aten: list[AtenMapping] = field(default_factory=list)
+    torch: str | None = None
+    means: list[Any] = field(default_factory=list)
+    loc: Loc | None = None
+
+    def attr(self, name: str) -> AttrParam | None:
+        for a in self.attr_params:
+            if a.name == name:
+                return a
+        return None
+
+    def tensor_param(self, name: str) -> TensorParam | None:
+        for t in self.tensor_params:
+            if t.name == name:
+                return t
+        return None
+
+    @property
+    def param_names(self) -> list[str]:
+        return [t.name for t in self.tensor_params] + [a.name for a in self.attr_params]
