@@ -1,0 +1,1 @@
+"""Bundled example networks, built from code (nothing is downloaded)."""
