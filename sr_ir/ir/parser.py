@@ -105,6 +105,10 @@ class _Build(lark.Transformer):
         return ("param", str(a[0])[1:], a[1], _loc(self.filename, meta))
 
     @lark.v_args(meta=True)
+    def buffer(self, meta, a):
+        return ("buffer", str(a[0])[1:], a[1], _loc(self.filename, meta))
+
+    @lark.v_args(meta=True)
     def node(self, meta, a):
         name = str(a[0])[1:]
         op = str(a[1])
@@ -132,6 +136,7 @@ class _Build(lark.Transformer):
     def graph(self, meta, a):
         name = str(a[0])
         inputs, params, nodes, outputs, out_types = [], {}, [], [], []
+        buffers: set[str] = set()
         seen: set[str] = set()
         for item in a[1:]:
             if item is None:
@@ -144,8 +149,10 @@ class _Build(lark.Transformer):
                     raise ParseError(f"value %{n} defined twice", loc)
                 seen.add(n)
                 inputs.append((n, t))
-            elif item[0] == "param":
+            elif item[0] in ("param", "buffer"):
                 _, n, t, loc = item
+                if item[0] == "buffer":
+                    buffers.add(n)
                 if n in params:
                     raise ParseError(f"parameter @{n} declared twice", loc)
                 params[n] = t
@@ -157,7 +164,7 @@ class _Build(lark.Transformer):
                 nodes.append(node)
             elif item[0] == "ret":
                 outputs = item[1]
-        return Program(name, inputs, params, nodes, outputs, out_types)
+        return Program(name, inputs, params, nodes, outputs, out_types, buffers=buffers)
 
 
 class _NoneType:

@@ -51,7 +51,8 @@ def print_program(p: Program) -> str:
     outs = ", ".join(str(t) for t in p.output_types)
     lines = [f"graph {p.name}({ins}) -> ({outs}) {{"]
     for name, t in p.params.items():
-        lines.append(f"  param @{name}: {t}")
+        kind = "buffer" if name in p.buffers else "param"
+        lines.append(f"  {kind} @{name}: {t}")
     for n in p.nodes:
         lines.append("  " + format_node(n))
     lines.append("  return " + ", ".join(f"%{o}" for o in p.outputs))

@@ -74,6 +74,8 @@ class Program:
     outputs: list[str]
     output_types: list[TensorType]
     weights: dict[str, torch.Tensor] = field(default_factory=dict, compare=False)
+    # Parameters that are non-trainable state (BatchNorm statistics, index tables, norm constants).
+    buffers: set[str] = field(default_factory=set)
 
     # ---- queries -------------------------------------------------------------------------
     def value_types(self) -> dict[str, TensorType]:
@@ -114,6 +116,7 @@ class Program:
         p = copy.copy(self)
         p.inputs = list(self.inputs)
         p.params = dict(self.params)
+        p.buffers = set(self.buffers)
         p.nodes = [copy.copy(n) for n in self.nodes]
         for n in p.nodes:
             n.operands = list(n.operands)

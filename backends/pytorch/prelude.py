@@ -1,0 +1,23 @@
+"""Helper functions for emitted PyTorch code.
+
+The emitter copies the functions a program needs into the generated source as static methods of a
+class `P`, so that a generated file stands alone (imports torch only) and works under torch.export
+and torch.compile. Keep each function self-contained: only `torch` and `F` (torch.nn.functional).
+"""
+import torch
+import torch.nn.functional as F
+
+
+def slice_dim(x: torch.Tensor, dim: int, start: int, end: int, step: int) -> torch.Tensor:
+    idx = [slice(None)] * x.dim()
+    idx[dim] = slice(start, end, step)
+    return x[tuple(idx)]
+
+
+def layer_norm_channels(x: torch.Tensor, weight, bias, eps: float) -> torch.Tensor:
+    # LayerNorm over axis 1 (channels-first), computed the channels-last way so that it matches
+    # permute -> F.layer_norm -> permute bit for bit.
+    perm = [0, *range(2, x.dim()), 1]
+    inv = [0, x.dim() - 1, *range(1, x.dim() - 1)]
+    y = F.layer_norm(x.permute(perm), (x.shape[1],), weight, bias, eps)
+    return y.permute(inv)

@@ -1,0 +1,177 @@
+"""ATen ops that need a little arithmetic to become IR nodes (the rest map by their rules/ declaration)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import UnsupportedOpError
+from .lower import Handler, _Lowering, source_line
+
+# Identities in eval mode, or aliases that do not change values.
+IDENTITY_OPS = {
+    "aten.dropout.default",
+    "aten.feature_dropout.default",
+    "aten.alpha_dropout.default",
+    "aten.contiguous.default",
+    "aten.clone.default",
+    "aten.detach.default",
+    "aten.detach_.default",
+    "aten.lift_fresh_copy.default",
+    "aten.alias.default",
+    "aten._assert_tensor_metadata.default",
+}
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(*keys: str):
+    def deco(fn: Handler) -> Handler:
+        for k in keys:
+            HANDLERS[k] = fn
+        return fn
+
+    return deco
+
+
+@handles(
+    "aten.view.default",
+    "aten.reshape.default",
+    "aten._unsafe_view.default",
+    "aten.flatten.using_ints",
+    "aten.unflatten.int",
+    "aten.unsqueeze.default",
+    "aten.squeeze.dim",
+    "aten.squeeze.dims",
+    "aten.squeeze.default",
+)
+def _reshape(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    # The result shape export inferred (with our symbols) is the reshape target; the argument's -1
+    # and symbolic sizes need no reinterpretation.
+    x = lw.operand(v[0], n)
+    t = lw.ttype(n.meta["val"], n)
+    return lw.add_node("reshape", [x], {"shape": list(t.shape)}, n)
+
+
+@handles("aten.transpose.int")
+def _transpose(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    x, d0, d1 = v[0], v[1], v[2]
+    rank = n.args[0].meta["val"].dim()
+    dims = list(range(rank))
+    d0, d1 = d0 % rank, d1 % rank
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return lw.add_node("permute", [lw.operand(x, n)], {"dims": dims}, n)
+
+
+@handles("aten.t.default")
+def _t(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    rank = n.args[0].meta["val"].dim()
+    return lw.add_node("permute", [lw.operand(v[0], n)], {"dims": list(reversed(range(rank)))}, n)
+
+
+def _scaled(lw: _Lowering, n: torch.fx.Node, y: Any, alpha: Any) -> Any:
+    if alpha in (None, 1):
+        return lw.operand(y, n)
+    if isinstance(y, (int, float)):
+        return y * alpha
+    ref = lw.add_node("mul", [lw.operand(y, n), alpha], {}, n, n.meta["val"] if False else n.args[1].meta["val"])
+    return ref
+
+
+@handles("aten.add.Tensor", "aten.add.Scalar")
+def _add(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    return lw.add_node("add", [lw.operand(v[0], n), _scaled(lw, n, v[1], v[2] if len(v) > 2 else 1)], {}, n)
+
+
+@handles("aten.sub.Tensor", "aten.sub.Scalar")
+def _sub(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    return lw.add_node("sub", [lw.operand(v[0], n), _scaled(lw, n, v[1], v[2] if len(v) > 2 else 1)], {}, n)
+
+
+@handles("aten.rsub.Scalar", "aten.rsub.Tensor")
+def _rsub(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    return lw.add_node("sub", [_scaled(lw, n, v[1], 1), lw.operand(v[0], n)] if v[2] in (None, 1) else [], {}, n)
+
+
+@handles("aten.mul.Scalar")
+def _mul_scalar(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    return lw.add_node("mul", [lw.operand(v[0], n), v[1]], {}, n)
+
+
+@handles("aten.div.Scalar")
+def _div_scalar(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    return lw.add_node("div", [lw.operand(v[0], n), v[1]], {}, n)
+
+
+@handles("aten.batch_norm.default")
+def _batch_norm(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    x, w, b, rm, rv, training, _momentum, eps, _cudnn = v
+    if training:
+        raise UnsupportedOpError(f"batch_norm in training mode at {source_line(n)} (lower the model in eval mode)")
+    ops = [lw.operand(o, n) for o in (x, w, b, rm, rv)]
+    return lw.add_node("batch_norm", ops, {"eps": float(eps)}, n)
+
+
+@handles("aten._native_batch_norm_legit_no_training.default")
+def _bn_no_training(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    x, w, b, rm, rv, _momentum, eps = v
+    ops = [lw.operand(o, n) for o in (x, w, b, rm, rv)]
+    val = n.meta["val"][0]
+    return (lw.add_node("batch_norm", ops, {"eps": float(eps)}, n, val),)
+
+
+@handles("getitem")
+def _getitem(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    seq, i = v
+    if isinstance(seq, (tuple, list)):
+        return seq[i]
+    raise UnsupportedOpError(f"indexing a non-tuple value at {source_line(n)}")
+
+
+@handles("aten.max_pool2d_with_indices.default")
+def _max_pool_with_indices(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    x, k, s, p, d, ceil = v
+    users = [u for u in n.users if u.args[1] != 0]
+    if users:
+        raise UnsupportedOpError(f"max_pool2d indices are used at {source_line(users[0])}; only the values are supported")
+    ref = lw.add_node(
+        "max_pool2d", [lw.operand(x, n)],
+        {"kernel_size": list(k), "stride": list(s or []), "padding": list(p), "dilation": list(d), "ceil_mode": bool(ceil)},
+        n, n.meta["val"][0],
+    )
+    return (ref, None)
+
+
+@handles("aten.mean.default")
+def _mean_all(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    rank = n.args[0].meta["val"].dim()
+    return lw.add_node("mean", [lw.operand(v[0], n)], {"dims": list(range(rank)), "keepdim": False}, n)
+
+
+@handles("aten.scaled_dot_product_attention.default")
+def _sdpa(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    q, k, val, mask, dropout_p, causal, scale, enable_gqa = v
+    if dropout_p:
+        raise UnsupportedOpError(
+            f"scaled_dot_product_attention with dropout_p={dropout_p} at {source_line(n)}: "
+            "dropout in eval mode changes the function; pass dropout_p=0.0 when not training"
+        )
+    if enable_gqa:
+        raise UnsupportedOpError(f"scaled_dot_product_attention(enable_gqa=True) at {source_line(n)} is not supported yet")
+    ops = [lw.operand(o, n) for o in (q, k, val, mask)]
+    while ops and ops[-1] is None:
+        ops.pop()
+    attrs: dict[str, Any] = {"causal": bool(causal)}
+    if scale is not None:
+        attrs["scale"] = float(scale)
+    return lw.add_node("scaled_dot_product_attention", ops, attrs, n)
+
+
+@handles("aten.slice.Tensor")
+def _slice(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    x, dim, start, end, step = v
+    size = n.args[0].meta["val"].shape[dim]
+    if not isinstance(size, int):
+        raise UnsupportedOpError(f"slicing a symbolic dim at {source_line(n)} is not supported")
+    start, end, _ = slice(start, end).indices(size) if True else (0, 0, 0)
+    return lw.add_node("slice", [lw.operand(x, n)], {"dim": dim, "start": start, "end": end, "step": step or 1}, n)

@@ -1,0 +1,73 @@
+"""Raise framework idioms into IR ops with explicit structure, so later rules stay local.
+
+- permute(0,2,3,1) -> layer_norm(last dim) -> permute(0,3,1,2)  ==>  layer_norm_channels (LayerNorm over
+  axis 1 of an NCHW tensor, ConvNeXt's channels-first LayerNorm).
+Attention raising lives in raise_attention.py (when present) and runs after these.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..ir.program import Node, Program, ValueRef
+from ..lang.loader import RuleSet
+
+
+def raise_idioms(p: Program, rules: RuleSet) -> Program:
+    p = _channels_first_layer_norm(p, rules)
+    try:
+        attention = importlib.import_module(f"{__package__}.raise_attention")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.raise_attention":
+            raise
+    else:
+        p = attention.raise_attention(p, rules)
+    return _dead_code(p)
+
+
+def _channels_first_layer_norm(p: Program, rules: RuleSet) -> Program:
+    if "layer_norm_channels" not in rules.ops:
+        return p
+    users = p.users()
+    by_name = p.node_map()
+    replace: dict[str, Node] = {}
+    for ln in p.nodes:
+        if ln.op != "layer_norm" or len(ln.attrs.get("normalized_shape", [])) != 1:
+            continue
+        src = next(iter(ln.value_operands()), None)
+        pre = by_name.get(src.name) if src else None
+        if pre is None or pre.op != "permute" or len(users[pre.name]) != 1:
+            continue
+        rank = pre.type.rank
+        if rank < 3 or pre.attrs["dims"] != [0, *range(2, rank), 1]:
+            continue
+        outs = users[ln.name]
+        if len(outs) != 1 or outs[0].op != "permute" or outs[0].attrs["dims"] != [0, rank - 1, *range(1, rank - 1)]:
+            continue
+        post = outs[0]
+        x = pre.operands[0]
+        replace[post.name] = Node(
+            post.name, "layer_norm_channels", [x, *ln.operands[1:]], {"eps": ln.attrs.get("eps", 1e-5)},
+            post.type, post.loc, ln.origin,
+        )
+    if not replace:
+        return p
+    p = p.copy() if False else p
+    p.nodes = [replace.get(n.name, n) for n in p.nodes]
+    return p
+
+
+def _dead_code(p: Program) -> Program:
+    live = set(p.outputs)
+    keep: list[Node] = []
+    for n in reversed(p.nodes):
+        if n.name in live:
+            keep.append(n)
+            live.update(r.name for r in n.value_operands())
+    p.nodes = list(reversed(keep))
+    used = {r.name for n in p.nodes for r in n.param_operands()}
+    for name in list(p.params):
+        if name not in used:
+            del p.params[name]
+            p.weights.pop(name, None)
+            p.buffers.discard(name)
+    return p

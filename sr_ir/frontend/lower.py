@@ -1,0 +1,352 @@
+"""Lower an nn.Module to a Program through torch.export.
+
+The ATen graph is walked in order. Ops with an `aten` mapping in rules/ become IR nodes by that
+mapping alone; layout and framework idioms that need arithmetic on shapes (views, transposes, alpha
+scaling, identities in eval mode) are handled by the small table in `handlers.py`. Subgraphs that read
+only parameters and constants (pruning masks `weight_orig * weight_mask`, parametrizations, lifted
+constants) are evaluated once and stored as parameters. Anything else stops lowering with an error
+naming the ATen op and the user's source line.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import sympy
+import torch
+from torch import nn
+from torch.export import Dim, ExportedProgram
+
+from ..errors import SrIrError, UnsupportedOpError
+from ..ir.checker import check_program
+from ..ir.program import Node, ParamRef, Program, ValueRef
+from ..ir.types import DTYPE_NAMES, TensorType, normalize_dim, symbol
+from ..lang.loader import RuleSet, default_rules
+
+
+def export_model(model: nn.Module, example_inputs: Sequence[Any], dynamic_batch: bool = True) -> ExportedProgram:
+    """torch.export in eval mode, with a dynamic leading (batch) dim where the model allows one."""
+    model = model.eval()
+    args = tuple(example_inputs)
+    dynamic = None
+    if dynamic_batch:
+        dynamic = tuple({0: Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, args, dynamic_shapes=dynamic, strict=False)
+    except Exception as e:  # torch.export raises many types; report the first line, the user's model is at fault
+        if dynamic is None:
+            raise SrIrError(f"torch.export failed: {str(e).splitlines()[0]}") from e
+        with torch.no_grad():
+            return torch.export.export(model, args, strict=False)
+
+
+def lower(
+    model: nn.Module | ExportedProgram,
+    example_inputs: Sequence[Any] = (),
+    *,
+    dynamic_batch: bool = True,
+    rules: RuleSet | None = None,
+    name: str | None = None,
+    check: bool = True,
+) -> Program:
+    """Lower `model` (or an ExportedProgram) to a type-checked Program holding its weights."""
+    rules = rules or default_rules()
+    if isinstance(model, ExportedProgram):
+        ep = model
+        graph_name = name or "model"
+    else:
+        ep = export_model(model, example_inputs, dynamic_batch)
+        graph_name = name or _graph_name(type(model).__name__)
+    prog = _Lowering(ep, rules, graph_name).run()
+    from .idioms import raise_idioms
+
+    prog = raise_idioms(prog, rules)
+    if check:
+        check_program(prog, rules)
+    return prog
+
+
+def _graph_name(cls: str) -> str:
+    s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls).lower()
+    s = re.sub(r"[^a-z0-9_]", "_", s)
+    return s if s and (s[0].isalpha() or s[0] == "_") else "model"
+
+
+def source_line(node: torch.fx.Node) -> str:
+    """The user's file:line for an FX node, from the stack trace export records (innermost user frame)."""
+    trace = node.meta.get("stack_trace") or ""
+    frames = re.findall(r'File "([^"]+)", line (\d+)', trace)
+    for f, line in reversed(frames):
+        if "/torch/" not in f and "/site-packages/torch" not in f:
+            return f"{f}:{line}"
+    return f"{frames[-1][0]}:{frames[-1][1]}" if frames else "<unknown source>"
+
+
+@dataclass
+class _Const:
+    """A tensor known at lowering time (parameter, buffer, lifted constant, or folded)."""
+
+    tensor: torch.Tensor
+    name: str
+    is_buffer: bool
+
+
+@dataclass
+class _Lowering:
+    ep: ExportedProgram
+    rules: RuleSet
+    name: str
+    env: dict[str, Any] = field(default_factory=dict)  # fx node name -> ValueRef | _Const | sym | py value
+    nodes: list[Node] = field(default_factory=list)
+    params: dict[str, TensorType] = field(default_factory=dict)
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    buffers: set[str] = field(default_factory=set)
+    symbols: dict[sympy.Symbol, sympy.Symbol] = field(default_factory=dict)
+    inputs: list[tuple[str, TensorType]] = field(default_factory=list)
+    used_names: set[str] = field(default_factory=set)
+
+    # ---- naming and types -----------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_.]", "_", base) or "v"
+        name, i = base, 1
+        while name in self.used_names:
+            name = f"{base}_{i}"
+            i += 1
+        self.used_names.add(name)
+        return name
+
+    def sym(self, expr: Any) -> Any:
+        """Translate an export symbol expression (s77, 2*s77) into ours (N, 2*N)."""
+        if isinstance(expr, torch.SymInt):
+            expr = expr.node.expr
+        if isinstance(expr, int):
+            return expr
+        expr = sympy.sympify(expr)
+        subs = {}
+        for s in expr.free_symbols:
+            if s not in self.symbols:
+                self.symbols[s] = symbol("N" if not self.symbols else f"S{len(self.symbols)}")
+            subs[s] = self.symbols[s]
+        return normalize_dim(expr.xreplace(subs))
+
+    def ttype(self, val: Any, where: torch.fx.Node) -> TensorType:
+        if not isinstance(val, torch.Tensor):
+            raise UnsupportedOpError(f"{where.target} produces a non-tensor value", None)
+        if val.dtype not in DTYPE_NAMES:
+            raise UnsupportedOpError(f"dtype {val.dtype} (from {where.target} at {source_line(where)}) is not supported")
+        return TensorType(DTYPE_NAMES[val.dtype], tuple(self.sym(d) for d in val.shape))
+
+    # ---- the walk --------------------------------------------------------------------------
+    def run(self) -> Program:
+        sig = self.ep.graph_signature
+        state = dict(self.ep.state_dict)
+        state.update(getattr(self.ep, "constants", {}) or {})
+        param_of = dict(sig.inputs_to_parameters)
+        buffer_of = dict(sig.inputs_to_buffers)
+        const_of = dict(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
+        user_inputs = set(sig.user_inputs)
+        graph = self.ep.graph_module.graph
+        placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+        # Name the batch symbol N after the first user input's leading dim.
+        for n in placeholders:
+            if n.name in user_inputs:
+                val = n.meta.get("val")
+                if isinstance(val, torch.Tensor) and val.dim() > 0 and isinstance(val.shape[0], torch.SymInt):
+                    self.sym(val.shape[0])
+                break
+        for n in placeholders:
+            if n.name in user_inputs:
+                val = n.meta.get("val")
+                if not isinstance(val, torch.Tensor):
+                    raise UnsupportedOpError(f"non-tensor model input {n.name!r} is not supported")
+                iname = self.fresh(n.name)
+                self.inputs.append((iname, self.ttype(val, n)))
+                self.env[n.name] = ValueRef(iname)
+            elif n.name in param_of:
+                self.env[n.name] = _Const(state[param_of[n.name]].detach(), param_of[n.name], False)
+            elif n.name in buffer_of:
+                self.env[n.name] = _Const(state[buffer_of[n.name]].detach(), buffer_of[n.name], True)
+            elif n.name in const_of:
+                self.env[n.name] = _Const(state[const_of[n.name]].detach(), const_of[n.name], True)
+            else:
+                raise UnsupportedOpError(f"graph input {n.name!r} of an unknown kind")
+        outputs: list[str] = []
+        out_types: list[TensorType] = []
+        from .handlers import HANDLERS, IDENTITY_OPS
+
+        aten_index = self.rules.aten_index()
+        for n in graph.nodes:
+            if n.op == "call_function":
+                self.env[n.name] = self.call(n, HANDLERS, IDENTITY_OPS, aten_index)
+            elif n.op == "output":
+                for o in _flatten(n.args[0]):
+                    v = self.env.get(o.name) if isinstance(o, torch.fx.Node) else o
+                    if isinstance(v, _Const):
+                        v = self.materialize_identity(v, o)
+                    if not isinstance(v, ValueRef):
+                        raise UnsupportedOpError(f"model output {o} is not a tensor computed from the inputs")
+                    outputs.append(v.name)
+                    out_types.append(self.value_type(v))
+        prog = Program(self.name, self.inputs, self.params, self.nodes, outputs, out_types, self.weights, self.buffers)
+        return prog
+
+    def value_type(self, v: ValueRef) -> TensorType:
+        for n in reversed(self.nodes):
+            if n.name == v.name:
+                return n.type
+        for name, t in self.inputs:
+            if name == v.name:
+                return t
+        raise KeyError(v.name)
+
+    def materialize_identity(self, c: _Const, where: Any) -> ValueRef:
+        raise UnsupportedOpError("a model output that does not depend on the inputs is not supported")
+
+    def param(self, c: _Const) -> ParamRef:
+        """Register a known tensor as a parameter (once) and return a reference to it."""
+        name = c.name
+        if name in self.weights and self.weights[name] is not c.tensor:
+            name = self.fresh(name)
+            c.name = name
+        if name not in self.weights:
+            self.used_names.add(name)
+            t = c.tensor
+            self.weights[name] = t
+            self.params[name] = TensorType.of(t)
+            if c.is_buffer or not t.is_floating_point():
+                self.buffers.add(name)
+        return ParamRef(name)
+
+    def arg(self, a: Any) -> Any:
+        """An fx argument as an IR-side value: ValueRef, _Const, symbolic dim, list or Python scalar."""
+        if isinstance(a, torch.fx.Node):
+            return self.env[a.name]
+        if isinstance(a, (list, tuple)):
+            return [self.arg(x) for x in a]
+        return a
+
+    def call(self, n: torch.fx.Node, handlers: dict, identities: set, aten_index: dict) -> Any:
+        target = n.target
+        key = str(target) if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", str(target))
+        args = normalize_args(n)
+        values = [self.arg(a) for a in args]
+        if key in identities:
+            return values[0]
+        # Symbolic shape arithmetic (sym_size, operator.mul on SymInts) stays at lowering time.
+        if isinstance(n.meta.get("val"), (torch.SymInt, int)) and not isinstance(n.meta.get("val"), bool):
+            return self.sym(n.meta["val"])
+        tensor_inputs = [v for v in _flatten(values) if isinstance(v, (ValueRef, _Const))]
+        if tensor_inputs and all(isinstance(v, _Const) for v in tensor_inputs) and isinstance(n.meta.get("val"), torch.Tensor):
+            return self.fold(n, args)
+        if key in handlers:
+            return handlers[key](self, n, values)
+        if key in aten_index:
+            decl, mapping = aten_index[key]
+            return self.emit_mapped(n, decl, mapping, values)
+        raise UnsupportedOpError(
+            f"unsupported op {key} at {source_line(n)} (no declaration in rules/ maps it; "
+            f"declare it with an `aten` line in a rule file)"
+        )
+
+    def fold(self, n: torch.fx.Node, args: list[Any]) -> _Const:
+        """Evaluate a node that reads only known tensors; the result becomes a parameter if used."""
+
+        def real(a: Any) -> Any:
+            if isinstance(a, torch.fx.Node):
+                v = self.env[a.name]
+                return v.tensor if isinstance(v, _Const) else v
+            if isinstance(a, (list, tuple)):
+                return type(a)(real(x) for x in a)
+            return a
+
+        with torch.no_grad():
+            out = n.target(*[real(a) for a in args])
+        src = [self.env[a.name] for a in n.all_input_nodes if isinstance(self.env.get(a.name), _Const)]
+        base = src[0].name if src else n.name
+        base = re.sub(r"(_orig|\.parametrizations\.(\w+)\.original\d*)$", lambda m: "." + m.group(2) if m.group(2) else "", base)
+        base = base.replace(".parametrizations.", ".")
+        return _Const(out.detach(), base, all(s.is_buffer for s in src) if src else True)
+
+    def operand(self, v: Any, n: torch.fx.Node) -> Any:
+        if isinstance(v, _Const):
+            return self.param(v)
+        if isinstance(v, (ValueRef,)) or v is None:
+            return v
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return v
+        raise UnsupportedOpError(f"{n.target} at {source_line(n)}: unsupported operand {v!r}")
+
+    def attr(self, v: Any, kind: str, n: torch.fx.Node) -> Any:
+        if v is None:
+            return None
+        if kind in ("ints", "floats", "dims"):
+            if not isinstance(v, (list, tuple)):
+                v = [v]
+            return [self.attr(x, kind[:-1] if kind != "dims" else "dim", n) for x in v]
+        if kind == "dim":
+            return self.sym(v) if not isinstance(v, int) else v
+        if kind == "int":
+            if not isinstance(v, int) or isinstance(v, bool):
+                if isinstance(v, sympy.Basic) and v.is_Integer:
+                    return int(v)
+                raise UnsupportedOpError(f"{n.target} at {source_line(n)}: expected a constant int, got {v!r}")
+            return v
+        if kind == "float":
+            return float(v)
+        if kind == "bool":
+            return bool(v)
+        if kind == "str":
+            return str(v)
+        raise AssertionError(kind)
+
+    def emit_mapped(self, n: torch.fx.Node, decl: Any, mapping: Any, values: list[Any]) -> ValueRef:
+        bound: dict[str, Any] = {}
+        for name, v in zip(mapping.args, values):
+            if name is not None:
+                bound[name] = v
+        operands: list[Any] = []
+        for tp in decl.tensor_params:
+            v = bound.get(tp.name)
+            if tp.variadic:
+                operands.extend(self.operand(x, n) for x in (v or []))
+            else:
+                operands.append(self.operand(v, n))
+        while operands and operands[-1] is None:
+            operands.pop()
+        attrs = {a.name: self.attr(bound[a.name], a.kind, n) for a in decl.attr_params if a.name in bound}
+        return self.add_node(decl.name, operands, attrs, n)
+
+    def add_node(self, op: str, operands: list[Any], attrs: dict[str, Any], n: torch.fx.Node, val: Any = None) -> ValueRef:
+        name = self.fresh(n.name)
+        t = self.ttype(val if val is not None else n.meta["val"], n)
+        self.nodes.append(Node(name, op, operands, attrs, t, origin=source_line(n)))
+        return ValueRef(name)
+
+
+def normalize_args(n: torch.fx.Node) -> list[Any]:
+    """Positional arguments in schema order, keyword arguments and defaults filled in."""
+    target = n.target
+    if not isinstance(target, torch._ops.OpOverload):
+        return list(n.args)
+    out: list[Any] = []
+    for i, a in enumerate(target._schema.arguments):
+        if i < len(n.args) and not a.kwarg_only:
+            out.append(n.args[i])
+        elif a.name in n.kwargs:
+            out.append(n.kwargs[a.name])
+        elif a.has_default_value():
+            out.append(a.default_value)
+        else:
+            out.append(None)
+    return out
+
+
+def _flatten(x: Any) -> list[Any]:
+    if isinstance(x, (list, tuple)):
+        return [y for z in x for y in _flatten(z)]
+    return [x]
+
+
+Handler = Callable[[_Lowering, torch.fx.Node, list[Any]], Any]
