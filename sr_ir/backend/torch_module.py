@@ -110,7 +110,8 @@ def emit_source(program: Program, rules: RuleSet | None = None, class_name: str 
             return repr(v) if v == v and v not in (float("inf"), float("-inf")) else f"float({str(v)!r})"
         if isinstance(v, (int, str)):
             return repr(v)
-        return "(" + dim_str(v) + ")"  # symbolic dim: the symbols are bound from the input shapes
+        text = dim_str(v)
+        return text if v.is_Symbol else "(" + text + ")"  # symbolic dim: the symbols are bound from the input shapes
 
     for node in program.nodes:
         decl = rules.ops.get(node.op)

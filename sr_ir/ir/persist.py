@@ -44,6 +44,10 @@ def atomic_save_with(path: str | os.PathLike[str], writer) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    # Some writers insist on the final suffix (torch.export.save wants .pt2): keep it last.
+    final_tmp = tmp + path.suffix
+    os.replace(tmp, final_tmp)
+    tmp = final_tmp
     try:
         writer(tmp)
         os.replace(tmp, path)
