@@ -1,0 +1,410 @@
+"""The Squeeze-Release cycle: prune -> minimize -> release -> fine-tune, until no unit is removed.
+
+    train (or take) the dense model; A0 = its validation accuracy
+    repeat:
+        prune     iterative pruning, each step fine-tuned under the mask and kept only while the
+                  validation accuracy stays >= A0 - max_drop (a failed step is undone; the step size
+                  is halved and retried ``backoff`` times)
+        minimize  exact structural rewrite (sr_ir.minimize); its verification, and ours on real
+                  data, must pass or the run stops with VerificationError
+        stop      if minimization removed nothing
+        release   the exact zeros in the compacted tensors become trainable, seeded with calibrated
+                  noise (or, with release off, they stay masked: the ablation)
+        fine-tune
+    every cycle: a checkpoint (atomic), a JSON record, a callback for tables and plots
+
+Everything random is seeded from ``(config.seed, phase name)``, so ``resume=True`` after an
+interruption continues exactly where the uninterrupted run would be.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..errors import SrIrError, VerificationError
+from . import checkpoint as ckpt
+from . import ddp
+from .metrics import size_summary
+from .pruning import (
+    PruneSpec,
+    apply_masks,
+    full_masks,
+    nonzero_masks,
+    output_parameter,
+    prunable_parameters,
+    prune_step,
+    sparsity,
+)
+from .release import ReleaseRecord, default_ladder, release
+from .train import TrainSpec, evaluate, fine_tune, phase_seed
+
+
+class MinimizeResult(Protocol):
+    module: nn.Module
+    report: Any
+
+
+Minimizer = Callable[[nn.Module, tuple], MinimizeResult]
+
+
+def default_minimizer(model: nn.Module, example_inputs: tuple) -> MinimizeResult:
+    """``sr_ir.minimize(model, example_inputs, verify=True)``."""
+    try:
+        from .. import minimize  # type: ignore[attr-defined]
+    except ImportError:
+        raise SrIrError("sr_ir.minimize is not available in this build; pass minimizer=...") from None
+    return minimize(model, example_inputs, verify=True)
+
+
+@dataclass(frozen=True)
+class CycleConfig:
+    """Every knob of a run. Stored in each checkpoint; a resume must use the same values
+    (``max_cycles`` excepted, so a finished run can be extended)."""
+
+    max_cycles: int = 8
+    max_drop: float = 1.0  # accuracy points below the dense validation accuracy a pruned model may lose
+    dense_epochs: float = 0.0  # train the given model first (0: it is already trained)
+    prune: PruneSpec = field(default_factory=PruneSpec)
+    prune_epochs: float = 2.0  # fine-tuning after each pruning step
+    max_prune_steps: int = 25  # per cycle
+    backoff: int = 1  # on a failed step: halve the step and retry this many times
+    release: bool = True
+    release_epochs: float = 3.0
+    release_tolerance: float = 0.05  # allowed relative change of the calibration loss
+    release_ladder: tuple[float, ...] = default_ladder()
+    calibration_size: int = 256
+    train: TrainSpec = field(default_factory=TrainSpec)
+    dense_train: TrainSpec | None = None  # dense training (defaults to ``train`` without distillation)
+    verify_tolerance: float = 1e-4  # max |y - y'| / max |y| on real data, float32
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["release_ladder"] = list(self.release_ladder)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CycleConfig":
+        d = dict(d)
+        d["prune"] = PruneSpec(**d["prune"])
+        d["train"] = TrainSpec(**d["train"])
+        d["dense_train"] = TrainSpec(**d["dense_train"]) if d.get("dense_train") else None
+        d["release_ladder"] = tuple(d["release_ladder"])
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+@dataclass
+class CycleResult:
+    """What a run produced: the final module, the dense reference and one record per cycle."""
+
+    module: nn.Module
+    dense_record: dict[str, Any]
+    records: list[dict[str, Any]]
+    stopped: str  # "no-unit-removed" | "max-cycles"
+
+    def best(self) -> dict[str, Any] | None:
+        """The smallest deployable state (minimized or released) within the accuracy floor."""
+        return best_state(self.dense_record, self.records)
+
+
+def best_state(dense: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    floor = dense["floor"]
+    cands = []
+    for r in records:
+        cands.append({"cycle": r["cycle"], "stage": "minimized", "params": r["params"], "bytes": r["bytes"],
+                      "flops": r["flops"], "val_acc": r["val_acc"], "test_acc": r.get("test_acc")})
+        if r.get("released_val_acc") is not None:
+            cands.append({"cycle": r["cycle"], "stage": "released", "params": r["params"], "bytes": r["bytes"],
+                          "flops": r["flops"], "val_acc": r["released_val_acc"], "test_acc": r.get("released_test_acc")})
+    ok = [c for c in cands if c["val_acc"] >= floor - 1e-12]
+    if not ok:
+        return None
+    b = min(ok, key=lambda c: (c["params"], -c["val_acc"], c["cycle"]))
+    b["compression"] = dense["params"] / b["params"]
+    return b
+
+
+def _dataset(d: DataLoader | Dataset) -> tuple[Dataset, DataLoader | None]:
+    return (d.dataset, d) if isinstance(d, DataLoader) else (d, None)
+
+
+def _batch(dataset: Dataset, n: int, like: DataLoader | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+    kw = {"collate_fn": like.collate_fn} if like is not None else {}
+    x, y = next(iter(DataLoader(dataset, batch_size=min(n, len(dataset)), shuffle=False, **kw)))  # type: ignore[arg-type]
+    return x.to(device), y.to(device)
+
+
+@torch.no_grad()
+def check_same_function(a: nn.Module, b: nn.Module, inputs: Sequence[torch.Tensor], tolerance: float) -> dict[str, float]:
+    """Max abs and relative difference of two modules' outputs; VerificationError beyond ``tolerance``."""
+    a.eval()
+    b.eval()
+    worst_abs, worst_rel = 0.0, 0.0
+    for x in inputs:
+        ya, yb = a(x), b(x)
+        if ya.shape != yb.shape:
+            raise VerificationError(f"minimized module returns shape {tuple(yb.shape)}, original {tuple(ya.shape)}")
+        err = float((ya - yb).abs().max())
+        worst_abs = max(worst_abs, err)
+        worst_rel = max(worst_rel, err / max(float(ya.abs().max()), 1e-12))
+    if not worst_rel <= tolerance:  # also catches NaN
+        raise VerificationError(
+            f"minimized module differs from the pruned one by {worst_rel:.3g} (relative), tolerance {tolerance:g}"
+        )
+    return {"max_abs_err": worst_abs, "max_rel_err": worst_rel}
+
+
+def removed_units(report: Any) -> dict[str, int]:
+    """Per-layer count of removed units from a minimize report (dict or object; counts or index lists)."""
+    if report is None:
+        return {}
+    for key in ("removed_channels", "removed_units", "removed"):
+        val = report.get(key) if isinstance(report, dict) else getattr(report, key, None)
+        if isinstance(val, dict):
+            return {str(k): (v if isinstance(v, int) else len(v)) for k, v in val.items()}
+    return {}
+
+
+class _Bar:
+    """One tqdm bar per phase on the main process; silent elsewhere."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and ddp.is_main()
+        self.bar = None
+
+    def start(self, desc: str) -> Callable[[int], None] | None:
+        if not self.enabled:
+            return None
+        self.close()
+        self.bar = tqdm(desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+        return self.bar.update
+
+    def note(self, **kw) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(**kw)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def squeeze_release(
+    model: nn.Module,
+    train: DataLoader | Dataset,
+    val: DataLoader | Dataset,
+    *,
+    example_inputs: tuple,
+    config: CycleConfig = CycleConfig(),
+    test: DataLoader | Dataset | None = None,
+    minimizer: Minimizer | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    teacher: nn.Module | None = None,
+    on_cycle: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+) -> CycleResult:
+    """Run the Squeeze-Release cycle on ``model`` (any nn.Module classifier).
+
+    ``train``/``val``/``test`` are DataLoaders (their dataset and collate function are used; batching
+    and shuffling follow ``config.train`` so runs are reproducible and shard under torchrun) or
+    map-style datasets. ``example_inputs`` are handed to the minimizer. With ``config.train.distill >
+    0`` the dense model (or ``teacher``) is the distillation teacher. ``on_cycle(record)`` is called
+    after every cycle's checkpoint is written (the dense model's record has ``cycle == 0``).
+    """
+    minimizer = minimizer or default_minimizer
+    train_ds, train_like = _dataset(train)
+    val_ds, val_like = _dataset(val)
+    test_ds, test_like = _dataset(test) if test is not None else (None, None)
+    device = next(model.parameters()).device
+    cfg = config
+    bar = _Bar(progress)
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    main = ddp.is_main()
+
+    def acc(m: nn.Module, which: str) -> float | None:
+        ds, like = (val_ds, val_like) if which == "val" else (test_ds, test_like)
+        return None if ds is None else evaluate(m, ds, like=like)[0]
+
+    def save(cycle: int, module, pruned_state, masks, record, meta) -> None:
+        if folder is not None and main:
+            ckpt.save_cycle(folder, cycle, state=module.state_dict(), pruned_state=pruned_state, masks=masks,
+                            record=record, config=cfg.to_dict(), meta=meta)
+        ddp.barrier()
+
+    protect = output_parameter(model, example_inputs)
+    records: list[dict[str, Any]] = []
+    start_cycle = 1
+    masks = None
+    stopped = None
+    dense_model = None
+    done = ckpt.completed_cycles(folder) if (folder is not None and resume) else []
+    if done:
+        model, masks, records, dense_model, stopped = _restore(model, folder, done, cfg, minimizer, example_inputs)
+        dense_record = records.pop(0)
+        start_cycle = records[-1]["cycle"] + 1 if records else 1
+        protect = output_parameter(model, example_inputs)
+    else:
+        if folder is not None and main and ckpt.completed_cycles(folder):
+            raise SrIrError(f"{folder} already holds checkpoints; pass resume=True (--resume) or use another folder")
+        t0 = time.perf_counter()
+        if cfg.dense_epochs > 0:
+            spec = replace(cfg.dense_train or cfg.train, epochs=cfg.dense_epochs, distill=0.0, group_lasso=0.0)
+            fine_tune(model, train_ds, spec, seed=cfg.seed, tag="dense", like=train_like, progress=bar.start("dense"))
+            bar.close()
+        dense_model = copy.deepcopy(model).eval()
+        a0 = acc(model, "val")
+        dense_record = {"cycle": 0, **size_summary(model, example_inputs), "val_acc": a0, "test_acc": acc(model, "test"),
+                        "floor": a0 - cfg.max_drop / 100.0, "time_s": time.perf_counter() - t0}
+        save(0, model, None, {}, dense_record, {"stopped": None})
+        if on_cycle is not None:
+            on_cycle(dense_record)
+    teacher = teacher if teacher is not None else dense_model
+    floor = dense_record["floor"]
+    if masks is None:
+        masks = full_masks(model)
+    calib = _batch(train_ds, cfg.calibration_size, train_like, device)
+    check_inputs = [_batch(val_ds, 256, val_like, device)[0]]
+
+    cycle = start_cycle
+    while stopped is None:
+        if cycle > cfg.max_cycles:
+            stopped = "max-cycles"
+            break
+        t0 = time.perf_counter()
+        tspec = cfg.train
+
+        # --- prune: iterative, fine-tuned under the mask, floored on validation accuracy
+        amount, retries, steps, tried = cfg.prune.amount, cfg.backoff, 0, 0
+        while steps < cfg.max_prune_steps:
+            spec = replace(cfg.prune, amount=amount)
+            new_masks = prune_step(model, masks, spec, protect_rows=[protect] if protect else [])
+            if all(torch.equal(new_masks[n], masks[n]) for n in masks):
+                break
+            saved = copy.deepcopy(model.state_dict())
+            apply_masks(model, new_masks)
+            tick = bar.start(f"cycle {cycle} prune {steps + 1} ({spec.criterion} {amount:.3g})")
+            fine_tune(model, train_ds, replace(tspec, epochs=cfg.prune_epochs), seed=cfg.seed,
+                      tag=f"c{cycle}/prune{tried}", masks=new_masks, teacher=teacher,
+                      lasso_names=list(new_masks), protect_rows=[protect] if protect else [], like=train_like,
+                      progress=tick)
+            tried += 1
+            v = acc(model, "val")
+            bar.note(val=f"{v:.4f}", sparsity=f"{sparsity(new_masks):.3f}")
+            if v >= floor - 1e-12:
+                masks, steps = new_masks, steps + 1
+                continue
+            model.load_state_dict(saved)
+            if retries <= 0:
+                break
+            retries -= 1
+            amount /= 2
+        bar.close()
+        apply_masks(model, masks)
+        pruned_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        pre_params = size_summary(model, example_inputs)["params"]
+        pre_val = acc(model, "val")
+
+        # --- minimize: exact, verified by the minimizer and again here on real data
+        res = minimizer(copy.deepcopy(model).eval(), example_inputs)
+        small = res.module.to(device).eval()
+        ddp.sync_module(small)
+        errors = check_same_function(model, small, check_inputs + [example_inputs[0]], cfg.verify_tolerance)
+        sizes = size_summary(small, example_inputs)
+        units = removed_units(res.report)
+        record: dict[str, Any] = {
+            "cycle": cycle,
+            **sizes,
+            "compression": dense_record["params"] / sizes["params"],
+            "params_before_minimize": pre_params,
+            "sparsity_before_minimize": sparsity(masks),
+            "prune_steps": steps,
+            "prune_tries": tried,
+            "val_acc": acc(small, "val"),
+            "test_acc": acc(small, "test"),
+            "pruned_val_acc": pre_val,
+            "units_removed": units,
+            "units_removed_total": sum(units.values()),
+            **errors,
+        }
+        removed_any = sizes["params"] < pre_params
+        if not removed_any:
+            stopped = "no-unit-removed"
+            record.update(release=None, released_val_acc=None, released_test_acc=None,
+                          time_s=time.perf_counter() - t0)
+            model = small
+            records.append(record)
+            save(cycle, model, pruned_state, nonzero_masks(model), record, {"stopped": stopped})
+            if on_cycle is not None:
+                on_cycle(record)
+            break
+
+        # --- release (or keep the zeros masked: the ablation) and fine-tune
+        rel: ReleaseRecord | None = None
+        if cfg.release:
+            rel = release(small, calib, seed=phase_seed(cfg.seed, f"c{cycle}/release") & 0x7FFFFFFF,
+                          ladder=cfg.release_ladder, tolerance=cfg.release_tolerance)
+            masks = full_masks(small)
+        else:
+            masks = nonzero_masks(small)
+        protect = output_parameter(small, example_inputs)
+        tick = bar.start(f"cycle {cycle} {'release' if cfg.release else 'masked'} fine-tune")
+        fine_tune(small, train_ds, replace(tspec, epochs=cfg.release_epochs), seed=cfg.seed, tag=f"c{cycle}/release",
+                  masks=masks, teacher=teacher, lasso_names=list(masks), protect_rows=[protect] if protect else [],
+                  like=train_like, progress=tick)
+        bar.close()
+        record.update(
+            release=rel.to_dict() if rel else None,
+            released_val_acc=acc(small, "val"),
+            released_test_acc=acc(small, "test"),
+            time_s=time.perf_counter() - t0,
+        )
+        model = small
+        records.append(record)
+        save(cycle, model, pruned_state, masks, record, {"stopped": None})
+        if on_cycle is not None:
+            on_cycle(record)
+        cycle += 1
+    bar.close()
+    return CycleResult(model, dense_record, records, stopped or "max-cycles")
+
+
+def _restore(model0, folder, done, cfg: CycleConfig, minimizer, example_inputs):
+    """Rebuild the run's state from its checkpoints by replaying minimization on stored weights."""
+    if done[0] != 0 or done != list(range(done[-1] + 1)):
+        raise SrIrError(f"{folder}: checkpoints {done} are not a contiguous run starting at cycle 0")
+    first = ckpt.load_cycle(ckpt.cycle_path(folder, 0))
+    stored = CycleConfig.from_dict(first["config"]).to_dict()
+    now = cfg.to_dict()
+    diff = sorted(k for k in now if k != "max_cycles" and now[k] != stored.get(k))
+    if diff:
+        raise SrIrError(f"{folder}: cannot resume with different settings ({', '.join(diff)}); use the original ones")
+    model = model0
+    try:
+        model.load_state_dict(first["state"])
+    except RuntimeError as e:
+        raise SrIrError(f"{folder}: the dense checkpoint does not fit the given model ({str(e).splitlines()[0]})") from None
+    dense_model = copy.deepcopy(model).eval()
+    records = [first["record"]]
+    masks = None
+    stopped = first["meta"].get("stopped")
+    device = next(model0.parameters()).device
+    for k in done[1:]:
+        c = ckpt.load_cycle(ckpt.cycle_path(folder, k))
+        model.load_state_dict(c["pruned_state"])
+        model = minimizer(copy.deepcopy(model).eval(), example_inputs).module.to(device)
+        model.load_state_dict(c["state"])
+        masks = {n: m.to(device) for n, m in c["masks"].items()}
+        records.append(c["record"])
+        stopped = c["meta"].get("stopped")
+    model.eval()
+    ddp.sync_module(model)
+    return model, masks, records, dense_model, stopped

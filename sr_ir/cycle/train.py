@@ -1,0 +1,152 @@
+"""Fine-tuning under a mask: Adam, cross-entropy, optional distillation and group lasso.
+
+Every phase seeds its own randomness from ``(seed, tag)`` (shuffling, dropout), never from history,
+so a run resumed from a checkpoint retraces the uninterrupted run exactly. Under torch.distributed
+the model is wrapped in DistributedDataParallel and each process reads its shard of every global
+batch (DistributedSampler); with equal shards the averaged gradient is the single-process one.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from . import ddp
+from .pruning import group_norm_penalty
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How one fine-tuning phase trains. ``batch_size`` is the global batch (over all processes)."""
+
+    epochs: float = 3.0
+    lr: float = 1e-3
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    distill: float = 0.0  # weight of the KL term towards the teacher's soft labels (0: plain labels)
+    temperature: float = 4.0
+    group_lasso: float = 0.0  # coefficient of pruning.group_norm_penalty (unit-death variant)
+
+
+def phase_seed(seed: int, tag: str) -> int:
+    """A 63-bit seed for one phase, a pure function of the run seed and the phase name."""
+    h = hashlib.sha256(f"{seed}:{tag}".encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+def loader_for(dataset: Dataset, batch_size: int, seed: int, epoch: int, *, shuffle: bool, like: DataLoader | None = None):
+    """A loader over this process's shard; the same global order for any number of processes."""
+    world, rank = ddp.world_size(), ddp.rank()
+    if batch_size % world:
+        raise ValueError(f"global batch {batch_size} is not divisible by the {world} processes")
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+    sampler.set_epoch(epoch)
+    kw = {}
+    if like is not None:
+        kw = {"collate_fn": like.collate_fn, "num_workers": like.num_workers, "pin_memory": like.pin_memory}
+    return DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, **kw)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def fine_tune(
+    model: nn.Module,
+    dataset: Dataset,
+    spec: TrainSpec,
+    *,
+    seed: int,
+    tag: str,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    teacher: nn.Module | None = None,
+    lasso_names: Iterable[str] = (),
+    protect_rows: Iterable[str] = (),
+    like: DataLoader | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> float:
+    """Train ``model`` in place for ``spec.epochs`` (fractions allowed); masked weights stay exactly 0.
+
+    Returns the mean training loss of the last epoch. ``progress(n)`` is called after every batch."""
+    if spec.epochs <= 0:
+        return float("nan")
+    torch.manual_seed(phase_seed(seed, tag))
+    device = _device_of(model)
+    params = dict(model.named_parameters())
+    mask_list = [(params[n], m.to(device=device, dtype=params[n].dtype)) for n, m in (masks or {}).items()]
+    lasso_names = list(lasso_names)
+    protect_rows = list(protect_rows)
+    with torch.no_grad():
+        for p, m in mask_list:
+            p.mul_(m)
+    net = ddp.wrap(model)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=spec.lr, weight_decay=spec.weight_decay)
+    if teacher is not None:
+        teacher.eval()
+    model.train()
+    sampler_seed = phase_seed(seed, tag + "/order") & 0x7FFFFFFF
+    full_epochs = int(spec.epochs)
+    frac = spec.epochs - full_epochs
+    last_loss = float("nan")
+    for epoch in range(full_epochs + (1 if frac > 0 else 0)):
+        loader = loader_for(dataset, spec.batch_size, sampler_seed, epoch, shuffle=True, like=like)
+        n_batches = len(loader) if epoch < full_epochs else max(1, int(round(frac * len(loader))))
+        total, count = 0.0, 0
+        for b, (x, y) in enumerate(loader):
+            if b >= n_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            out = net(x)
+            loss = F.cross_entropy(out, y)
+            if teacher is not None and spec.distill > 0:
+                with torch.no_grad():
+                    soft = F.softmax(teacher(x) / spec.temperature, dim=-1)
+                kd = F.kl_div(F.log_softmax(out / spec.temperature, dim=-1), soft, reduction="batchmean")
+                loss = (1 - spec.distill) * loss + spec.distill * spec.temperature**2 * kd
+            if spec.group_lasso > 0 and lasso_names:
+                loss = loss + spec.group_lasso * group_norm_penalty(model, lasso_names, protect_rows)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if mask_list:
+                with torch.no_grad():
+                    for p, m in mask_list:
+                        p.mul_(m)
+            total += float(loss.detach())
+            count += 1
+            if progress is not None:
+                progress(1)
+        last_loss = total / max(count, 1)
+    model.eval()
+    return last_loss
+
+
+def batches_per_phase(dataset: Dataset, spec: TrainSpec) -> int:
+    """How many progress ticks ``fine_tune`` will make (for progress bars)."""
+    per_epoch = -(-len(dataset) // spec.batch_size)  # type: ignore[arg-type]
+    full = int(spec.epochs)
+    frac = spec.epochs - full
+    return full * per_epoch + (max(1, int(round(frac * per_epoch))) if frac > 0 else 0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 1000, like: DataLoader | None = None) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over the whole dataset, computed identically on every process."""
+    device = _device_of(model)
+    model.eval()
+    kw = {"collate_fn": like.collate_fn} if like is not None else {}
+    correct, loss, n = 0, 0.0, 0
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, **kw):
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        loss += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(-1) == y).sum())
+        n += len(y)
+    return correct / max(n, 1), loss / max(n, 1)
