@@ -101,3 +101,97 @@ class Located:
 
     node: Any
     loc: Loc | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class Unused:
+    """`unused y[*B, c]` in a side condition: the engine knows channel c of y has no reader."""
+
+    target: Index
+
+
+@dataclass(frozen=True)
+class Quant:
+    """`forall i < n: cond` / `exists i < n: cond` over an index range."""
+
+    kind: str  # forall / exists
+    var: str
+    upper: "Expr"
+    body: "Cond"
+
+
+Cond = Union[Cmp, BoolOp, Unused, Quant]
+
+
+def walk(node: Any):
+    """Every sub-tree of an expression or condition, the node itself first."""
+    yield node
+    if isinstance(node, Index):
+        for i in node.indices:
+            yield from walk(i)
+    elif isinstance(node, Bound):
+        yield from walk(node.upper)
+    elif isinstance(node, Call):
+        for a in node.args:
+            yield from walk(a)
+    elif isinstance(node, (BinOp, Cmp)):
+        yield from walk(node.left)
+        yield from walk(node.right)
+    elif isinstance(node, Neg):
+        yield from walk(node.operand)
+    elif isinstance(node, ListExpr):
+        for a in node.items:
+            yield from walk(a)
+    elif isinstance(node, BoolOp):
+        for a in node.operands:
+            yield from walk(a)
+    elif isinstance(node, Unused):
+        yield from walk(node.target)
+    elif isinstance(node, Quant):
+        yield from walk(node.upper)
+        yield from walk(node.body)
+    elif isinstance(node, IndexEq):
+        yield from walk(node.target)
+        yield from walk(node.value)
+
+
+def show(node: Any) -> str:
+    """Rule-language text of a tree (normalised spacing; used in messages and hashes)."""
+    if isinstance(node, Num):
+        v = node.value
+        if isinstance(v, str):
+            return '"' + v + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(show(Num(x)) for x in v) + "]"
+        return {True: "true", False: "false", None: "none"}.get(v, str(v)) if isinstance(v, (bool, type(None))) else str(v)
+    if isinstance(node, Name):
+        return node.id
+    if isinstance(node, Slice):
+        return ":"
+    if isinstance(node, Variadic):
+        return "*" + node.name
+    if isinstance(node, Index):
+        return f"{node.base}[{', '.join(show(i) for i in node.indices)}]"
+    if isinstance(node, Bound):
+        return f"{node.var} < {show(node.upper)}"
+    if isinstance(node, Call):
+        return f"{node.fn}({', '.join(show(a) for a in node.args)})"
+    if isinstance(node, BinOp):
+        return f"({show(node.left)} {node.op} {show(node.right)})"
+    if isinstance(node, Neg):
+        return f"-{show(node.operand)}"
+    if isinstance(node, ListExpr):
+        return "[" + ", ".join(show(a) for a in node.items) + "]"
+    if isinstance(node, Cmp):
+        return f"{show(node.left)} {node.op} {show(node.right)}"
+    if isinstance(node, BoolOp):
+        if node.op == "not":
+            return f"not {show(node.operands[0])}"
+        return "(" + f" {node.op} ".join(show(a) for a in node.operands) + ")"
+    if isinstance(node, Unused):
+        return f"unused {show(node.target)}"
+    if isinstance(node, Quant):
+        return f"{node.kind} {node.var} < {show(node.upper)}: {show(node.body)}"
+    if isinstance(node, IndexEq):
+        return f"{show(node.target)} = {show(node.value)}"
+    return repr(node)

@@ -1,7 +1,8 @@
-"""Read rule files (grammar/rules.lark) into op declarations (and, through extensions, rules).
+"""Read rule files (grammar/rules.lark) into op declarations and rules (sr_ir.lang.rule).
 
 Errors carry file:line:col. Files are read in sorted order, directories recursively; a later
-directory may not redeclare an op an earlier one declared.
+directory may not redeclare an op or a rule an earlier one declared. Rules are resolved against
+the op declarations once everything is read (so a rule may use an op declared in another file).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..errors import Loc, ParseError
 from ..ops.decl import AtenMapping, AttrParam, OpDecl, TensorParam, TensorPattern
 from ..resources import data_dir, grammar_path
 from . import ast as A
+from . import rule as R
 
 
 @lru_cache(maxsize=1)
@@ -106,6 +108,12 @@ class ExprBuilder(lark.Transformer):
 
     def index_eq(self, a):
         return A.IndexEq(a[0], a[1])
+
+    def forall_(self, a):
+        return A.Quant("forall", str(a[0]), a[1], a[2])
+
+    def exists_(self, a):
+        return A.Quant("exists", str(a[0]), a[1], a[2])
 
     # literals used as attribute defaults
     def str_lit(self, a):
@@ -208,6 +216,119 @@ class _DeclBuilder(ExprBuilder):
         return decl
 
 
+    # ---- rules ------------------------------------------------------------------------------
+    def shape_ann(self, a):
+        return tuple(x for x in a if x is not None)
+
+    def bind_operand(self, a):
+        return ("operand", str(a[0]), a[1] if len(a) > 1 else None)
+
+    def bind_attr(self, a):
+        return ("attr", str(a[0]), a[1])
+
+    def bind_none(self, _):
+        return ("operand", None, None)
+
+    @lark.v_args(meta=True)
+    def binding(self, meta, a):
+        result = str(a[0])
+        i = 1
+        result_shape = None
+        if isinstance(a[i], tuple) and not isinstance(a[i], lark.Token) and a[i] and a[i][0] not in ("operand", "attr"):
+            result_shape = a[i]
+            i += 1
+        elif isinstance(a[i], tuple) and not a[i]:
+            result_shape = ()
+            i += 1
+        op = str(a[i])
+        args = [x for x in a[i + 1 :] if x is not None]
+        return (result, result_shape, op, args, self.loc(meta))
+
+    def match_clause(self, a):
+        return ("match", list(a))
+
+    @lark.v_args(meta=True)
+    def wcond(self, meta, a):
+        return (a[0], self.loc(meta))
+
+    def rwhere_clause(self, a):
+        return ("where", list(a))
+
+    def unused_cond(self, a):
+        return A.Unused(a[0])
+
+    def forward_concl(self, a):
+        if str(a[1]) != "==":
+            raise ParseError(f"a forward fact is `tensor[...] == value`, not {str(a[1])!r}")
+        if not isinstance(a[0], A.Index):
+            raise ParseError("a forward fact's left side is an indexed tensor, e.g. y[*B, c]")
+        return ("then", R.ForwardFact(a[0], a[2]))
+
+    def backward_concl(self, a):
+        return ("then", R.BackwardFact(tuple(a)))
+
+    def rewrite_concl(self, a):
+        return ("then", R.Rewrite(a[0], a[1]))
+
+    def then_clause(self, a):
+        return a[0]
+
+    def axioms_clause(self, a):
+        return ("axioms", [str(x) for x in a])
+
+    def doc_clause(self, a):
+        return ("doc", json.loads(str(a[0])))
+
+    @lark.v_args(meta=True)
+    def rule_decl(self, meta, a):
+        name = str(a[0])
+        loc = self.loc(meta)
+        bindings: list[R.Binding] = []
+        where: list[Any] = []
+        where_locs: list[Any] = []
+        conclusion = None
+        axioms: list[str] = []
+        doc = ""
+        for kind, body in a[1:]:
+            if kind == "match":
+                if bindings:
+                    raise ParseError(f"rule {name!r} has two match clauses (chain bindings with ';')", loc)
+                for result, rshape, op, args, bloc in body:
+                    bindings.append(self._binding(name, result, rshape, op, args, bloc))
+            elif kind == "where":
+                for c, cl in body:
+                    where.append(c)
+                    where_locs.append(cl)
+            elif kind == "then":
+                if conclusion is not None:
+                    raise ParseError(f"rule {name!r} has two `then` clauses", loc)
+                conclusion = body
+            elif kind == "axioms":
+                axioms += body
+            elif kind == "doc":
+                doc = body
+        if not bindings:
+            raise ParseError(f"rule {name!r} has no `match` clause", loc)
+        if conclusion is None:
+            raise ParseError(f"rule {name!r} has no `then` clause", loc)
+        return R.Rule(name, tuple(bindings), tuple(where), conclusion, tuple(axioms), doc, None, loc,
+                      tuple(where_locs))
+
+    def _binding(self, rule, result, rshape, op, args, loc) -> R.Binding:
+        operands = []
+        attrs = []
+        for kind, n, v in args:
+            if kind == "operand":
+                if attrs:
+                    raise ParseError(f"rule {rule!r}: operands come before attributes in `{op}(...)`", loc)
+                operands.append((n, v))
+            else:
+                attrs.append((n, v))
+        # parameter names are filled in by the loader, which knows the op's declaration
+        return R.Binding(result, op, tuple(R.Operand(str(i), n, v) for i, (n, v) in enumerate(operands)),
+                         tuple(attrs), rshape)
+
+
 @dataclass
 class RuleSet:
     """Everything read from a set of rule directories."""
@@ -215,6 +336,13 @@ class RuleSet:
     ops: dict[str, OpDecl] = field(default_factory=dict)
     items: list[Any] = field(default_factory=list)  # every top-level item in file order
     files: list[Path] = field(default_factory=list)
+    rules: list[R.Rule] = field(default_factory=list)  # resolved rules, in file order
+
+    def rule(self, name: str) -> R.Rule:
+        for r in self.rules:
+            if r.name == name:
+                return r
+        raise KeyError(name)
 
     def aten_index(self) -> dict[str, tuple[OpDecl, AtenMapping]]:
         idx: dict[str, tuple[OpDecl, AtenMapping]] = {}
@@ -234,7 +362,11 @@ def parse_rule_text(text: str, filename: str, builder: type[ExprBuilder] = _Decl
         raise ParseError(_describe(e), Loc(filename, e.line, e.column)) from None
     except lark.exceptions.VisitError as e:
         if isinstance(e.orig_exc, ParseError):
-            raise e.orig_exc from None
+            err = e.orig_exc
+            if err.loc is None:
+                meta = getattr(e.obj, "meta", None)
+                err.loc = Loc(filename, getattr(meta, "line", 0), getattr(meta, "column", 0))
+            raise err from None
         meta = getattr(e.obj, "meta", None)
         raise ParseError(str(e.orig_exc), Loc(filename, getattr(meta, "line", 0), getattr(meta, "column", 0))) from None
 
@@ -256,17 +388,53 @@ def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) 
     """Load the bundled rules/ (or `paths`) plus `extra` user directories."""
     base = [data_dir("rules")] if paths is None else list(paths)
     rs = RuleSet()
-    for f in rule_files([*base, *extra]):
-        rel = _display(f)
-        rs.files.append(f)
-        for item in parse_rule_text(f.read_text(), rel):
-            rs.items.append(item)
-            if isinstance(item, OpDecl):
-                if item.name in rs.ops:
-                    prev = rs.ops[item.name].loc
-                    raise ParseError(f"op {item.name!r} declared again (first at {prev})", item.loc)
-                rs.ops[item.name] = item
+    pending: list[R.Rule] = []
+    for root in [*base, *extra]:
+        root = Path(root)
+        for f in rule_files([root]):
+            rel = _display(f)
+            rs.files.append(f)
+            for item in parse_rule_text(f.read_text(), rel):
+                rs.items.append(item)
+                if isinstance(item, OpDecl):
+                    if item.name in rs.ops:
+                        prev = rs.ops[item.name].loc
+                        raise ParseError(f"op {item.name!r} declared again (first at {prev})", item.loc)
+                    rs.ops[item.name] = item
+                elif isinstance(item, R.Rule):
+                    if any(r.name == item.name for r in pending):
+                        prev = next(r.loc for r in pending if r.name == item.name)
+                        raise ParseError(f"rule {item.name!r} declared again (first at {prev})", item.loc)
+                    pending.append(_with_origin(item, root if root.is_dir() else root.parent))
+    for r in pending:
+        rs.rules.append(R.resolve(_name_operands(r, rs.ops), rs.ops))
     return rs
+
+
+def _with_origin(r: R.Rule, origin: Path) -> R.Rule:
+    from dataclasses import replace
+
+    return replace(r, origin=origin.resolve())
+
+
+def _name_operands(r: R.Rule, ops: dict[str, OpDecl]) -> R.Rule:
+    """Positional match operands -> the op's parameter names."""
+    from dataclasses import replace
+
+    from ..errors import TypeCheckError
+
+    bindings = []
+    for b in r.bindings:
+        decl = ops.get(b.op)
+        if decl is None:
+            raise TypeCheckError(f"rule {r.name!r}: unknown op {b.op!r}", r.loc)
+        if len(b.operands) > len(decl.tensor_params):
+            raise TypeCheckError(
+                f"rule {r.name!r}: {b.op} takes {len(decl.tensor_params)} tensor operands, the match gives "
+                f"{len(b.operands)}", r.loc)
+        ops_ = tuple(R.Operand(decl.tensor_params[int(o.param)].name, o.name, o.shape) for o in b.operands)
+        bindings.append(replace(b, operands=ops_))
+    return replace(r, bindings=tuple(bindings))
 
 
 def _display(f: Path) -> str:

@@ -1,0 +1,396 @@
+"""Rules: the stable syntax tree the prover proves and the engine applies (documented in docs/rules.md).
+
+    rule linear.fold_const
+      match y = linear(x: [*B, n], weight, bias)
+      where x[*B, c] == k
+      then  y = linear(drop(x, -1, c), drop(weight, 1, c), bias + k * weight[:, c])
+
+A rule matches one node (or a short chain of nodes, root first), states side conditions over the
+node's operands, attributes and the engine's channel facts, and concludes one of three things:
+
+- ForwardFact  `then y[*B, c] == e`: channel c of a tensor always holds the value e;
+- BackwardFact `then unused x[*B, c]`: the node's output (minus channels the conditions declare
+  unused) does not depend on channel c of x;
+- Rewrite      `then T = E`: the matched value (or `drop(y, axis, c)`, its kept channels) equals E.
+
+Everything here is plain data: frozen dataclasses of sr_ir.lang.ast trees plus names resolved once
+(`RuleInfo`), so the engine can compile a rule without re-reading rule text.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from ..errors import Loc, TypeCheckError
+from ..ops.decl import OpDecl
+from . import ast as A
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One tensor operand of a matched op: `param` is the op's parameter, `name` the rule's name for it."""
+
+    param: str
+    name: str | None  # None: the rule requires the optional operand to be absent (`none`)
+    shape: tuple[Any, ...] | None = None  # `x: [*B, n]` annotation (ast dims), None: the op's pattern
+
+
+@dataclass(frozen=True)
+class Binding:
+    """`y = op(operands..., attr=expr...)`: one matched node."""
+
+    result: str
+    op: str
+    operands: tuple[Operand, ...]
+    attrs: tuple[tuple[str, A.Expr], ...] = ()  # attribute -> name it is known by, or a required value
+    result_shape: tuple[Any, ...] | None = None
+
+    def operand(self, param: str) -> Operand | None:
+        for o in self.operands:
+            if o.param == param:
+                return o
+        return None
+
+
+@dataclass(frozen=True)
+class ForwardFact:
+    target: A.Index  # y[*B, c]
+    value: A.Expr
+
+    kind = "forward"
+
+
+@dataclass(frozen=True)
+class BackwardFact:
+    targets: tuple[A.Index, ...]  # unused x[*B, c], ...
+
+    kind = "backward"
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    target: A.Expr  # a result name, or drop(result, axis, c)
+    value: A.Expr  # an op call over the rule's tensors (a new node)
+
+    kind = "rewrite"
+
+
+Conclusion = Union[ForwardFact, BackwardFact, Rewrite]
+
+
+@dataclass(frozen=True)
+class ChannelUse:
+    """The channel variable indexes axis `axis` of tensor `tensor` (negative: counted from the end)."""
+
+    tensor: str
+    axis: int
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """Names resolved once: what each name in the rule stands for."""
+
+    channel: str | None  # the channel index variable (e.g. c), None for a rule without one
+    channel_uses: tuple[ChannelUse, ...]
+    values: tuple[str, ...]  # scalar variables bound by the conditions (k in `x[*B, c] == k`)
+    tensors: tuple[str, ...]  # every tensor name: results and operands
+    attrs: tuple[tuple[str, int, str], ...]  # (name in rule, binding index, attribute)
+    dims: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    bindings: tuple[Binding, ...]  # root first
+    where: tuple[A.Cond, ...]  # a conjunction
+    conclusion: Conclusion
+    axioms: tuple[str, ...] = ()
+    doc: str = ""
+    info: RuleInfo | None = field(default=None, compare=False)
+    loc: Loc | None = field(default=None, compare=False)
+    where_locs: tuple[Loc | None, ...] = field(default=(), compare=False)
+    origin: Path | None = field(default=None, compare=False)  # the rule directory it was read from
+
+    @property
+    def root(self) -> Binding:
+        return self.bindings[0]
+
+    @property
+    def kind(self) -> str:
+        return self.conclusion.kind
+
+    @property
+    def ops_used(self) -> tuple[str, ...]:
+        """Every op whose semantics the rule's meaning depends on (matched and produced)."""
+        names = [b.op for b in self.bindings]
+        for node in _conclusion_trees(self.conclusion):
+            for sub in A.walk(node):
+                if isinstance(sub, A.Call) and sub.fn not in names and sub.fn not in BUILTINS:
+                    names.append(sub.fn)
+        return tuple(names)
+
+    def text(self) -> str:
+        """Normalised rule text (no comments, no positions): what certificates hash."""
+        lines = [f"rule {self.name}"]
+        for i, b in enumerate(self.bindings):
+            args = []
+            for o in b.operands:
+                if o.name is None:
+                    args.append("none")
+                else:
+                    ann = f": [{', '.join(A.show(d) for d in o.shape)}]" if o.shape is not None else ""
+                    args.append(f"{o.name}{ann}")
+            args += [f"{k}={A.show(v)}" for k, v in b.attrs]
+            rs = f": [{', '.join(A.show(d) for d in b.result_shape)}]" if b.result_shape is not None else ""
+            lines.append(f"  {'match' if i == 0 else '     '} {b.result}{rs} = {b.op}({', '.join(args)})")
+        if self.where:
+            lines.append("  where " + ", ".join(A.show(w) for w in self.where))
+        if self.axioms:
+            lines.append("  axioms " + ", ".join(self.axioms))
+        lines.append("  then  " + show_conclusion(self.conclusion))
+        return "\n".join(lines)
+
+
+def show_conclusion(c: Conclusion) -> str:
+    if isinstance(c, ForwardFact):
+        return f"{A.show(c.target)} == {A.show(c.value)}"
+    if isinstance(c, BackwardFact):
+        return "unused " + ", ".join(A.show(t) for t in c.targets)
+    return f"{A.show(c.target)} = {A.show(c.value)}"
+
+
+def _conclusion_trees(c: Conclusion) -> list[Any]:
+    if isinstance(c, ForwardFact):
+        return [c.target, c.value]
+    if isinstance(c, BackwardFact):
+        return list(c.targets)
+    return [c.target, c.value]
+
+
+# Functions with a fixed meaning in rule expressions (everything else called is an op or a scalar
+# function, uninterpreted unless an axiom says more).
+BUILTINS = {
+    "sum": "sum(j < n, e): sum of e over j = 0..n-1",
+    "tensor": "tensor(i < n, j < m, e): the tensor whose entry [i, j] is e",
+    "drop": "drop(t, axis, c): t without position c on that axis",
+    "padded": "padded(t[...]): the entry, or 0 when an index is out of range (zero padding)",
+    "dim": "dim(t, axis): the size of an axis of t",
+    "softmax": "softmax(t < s, score, keep, j): weight of j in a softmax over the kept t (all 0 if none kept)",
+    "max": "max(a, b)",
+    "min": "min(a, b)",
+    "len": "len(list)",
+}
+
+
+def _free_names(node: Any, bound: frozenset[str] = frozenset()) -> list[tuple[str, bool]]:
+    """(name, used_as_index) for every free name in a tree, in order."""
+    out: list[tuple[str, bool]] = []
+
+    def go(n: Any, bound: frozenset[str], as_index: bool = False) -> None:
+        if isinstance(n, A.Name):
+            if n.id not in bound:
+                out.append((n.id, as_index))
+        elif isinstance(n, A.Index):
+            out.append((n.base, False)) if n.base not in bound else None
+            for i in n.indices:
+                go(i, bound, True)
+        elif isinstance(n, A.Call):
+            inner = bound
+            for a in n.args:
+                if isinstance(a, A.Bound):
+                    go(a.upper, inner)
+                    inner = inner | {a.var}
+            for a in n.args:
+                if not isinstance(a, A.Bound):
+                    go(a, inner, as_index and n.fn in ("max", "min"))
+        elif isinstance(n, A.Quant):
+            go(n.upper, bound)
+            go(n.body, bound | {n.var})
+        elif isinstance(n, (A.BinOp, A.Cmp)):
+            go(n.left, bound, as_index)
+            go(n.right, bound, as_index)
+        elif isinstance(n, A.Neg):
+            go(n.operand, bound, as_index)
+        elif isinstance(n, A.ListExpr):
+            for a in n.items:
+                go(a, bound)
+        elif isinstance(n, A.BoolOp):
+            for a in n.operands:
+                go(a, bound)
+        elif isinstance(n, A.Unused):
+            go(n.target, bound)
+
+    go(node, bound)
+    return out
+
+
+def _pattern_dims(dims: Any) -> list[str]:
+    names: list[str] = []
+    for d in dims or ():
+        if isinstance(d, A.Variadic):
+            names.append(d.name)
+        else:
+            names += [n for n, _ in _free_names(d)]
+    return names
+
+
+def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
+    """Check a rule against the op declarations and resolve its names; TypeCheckError at the rule."""
+    loc = rule.loc
+
+    def err(msg: str, at: Loc | None = None) -> TypeCheckError:
+        return TypeCheckError(f"rule {rule.name!r}: {msg}", at or loc)
+
+    tensors: list[str] = []
+    attrs: list[tuple[str, int, str]] = []
+    dims: list[str] = []
+    shapes: dict[str, tuple[Any, ...]] = {}
+    results = {b.result for b in rule.bindings}
+    for bi, b in enumerate(rule.bindings):
+        decl = ops.get(b.op)
+        if decl is None:
+            raise err(f"unknown op {b.op!r}")
+        if b.result in tensors and bi == 0:
+            raise err(f"{b.result!r} is bound twice")
+        tensors.append(b.result)
+        if len(b.operands) > len(decl.tensor_params):
+            raise err(f"{b.op} takes {len(decl.tensor_params)} tensor operands, the match gives {len(b.operands)}")
+        for o in b.operands:
+            p = decl.tensor_param(o.param)
+            if o.name is None:
+                if not p.optional:
+                    raise err(f"operand {o.param!r} of {b.op} is not optional")
+                continue
+            if o.name not in tensors:
+                tensors.append(o.name)
+            if o.shape is not None:
+                pat = p.pattern.dims
+                if not any(isinstance(d, A.Variadic) for d in pat) and len(pat) != len(o.shape):
+                    raise err(f"{o.name}: annotation has rank {len(o.shape)}, {b.op}.{o.param} has rank {len(pat)}")
+                shapes[o.name] = o.shape
+            elif o.name not in results and o.name not in shapes:
+                shapes[o.name] = tuple(p.pattern.dims)
+            for d in _pattern_dims(shapes.get(o.name)):
+                if d not in dims:
+                    dims.append(d)
+        for p in decl.tensor_params[len(b.operands):]:
+            if not p.optional:
+                raise err(f"{b.op} needs operand {p.name!r}")
+        bound_attrs = dict(b.attrs)
+        for k in bound_attrs:
+            if decl.attr(k) is None:
+                raise err(f"{b.op} has no attribute {k!r}")
+        for a in decl.attr_params:
+            v = bound_attrs.get(a.name)
+            name = v.id if isinstance(v, A.Name) else a.name
+            if all(n != name for n, _, _ in attrs):
+                attrs.append((name, bi, a.name))
+        if b.result_shape is not None:
+            shapes[b.result] = b.result_shape
+            for d in _pattern_dims(b.result_shape):
+                if d not in dims:
+                    dims.append(d)
+    known = set(tensors) | {n for n, _, _ in attrs} | set(dims)
+
+    # free names of the conditions and conclusion: one channel index variable, the rest values
+    trees: list[Any] = list(rule.where) + _conclusion_trees(rule.conclusion)
+    channel: str | None = None
+    values: list[str] = []
+    for t in trees:
+        for n, as_index in _free_names(t):
+            if n in known or n in BUILTINS:
+                continue
+            if as_index:
+                if channel not in (None, n):
+                    raise err(f"two channel variables {channel!r} and {n!r}; a rule speaks of one channel")
+                channel = n
+            elif n not in values:
+                values.append(n)
+    values = [v for v in values if v != channel]
+    for t in trees:
+        for sub in A.walk(t):
+            if isinstance(sub, A.Index) and sub.base not in known and sub.base not in _local_names(t):
+                raise err(f"unknown tensor {sub.base!r}")
+            if isinstance(sub, A.Call) and sub.fn in ops and sub.fn not in BUILTINS:
+                d = ops[sub.fn]
+                n_t = sum(1 for a in sub.args if not (isinstance(a, A.Call) and a.fn == "_kw"))
+                if n_t > len(d.param_names):
+                    raise err(f"{sub.fn} takes {len(d.param_names)} arguments, got {n_t}")
+
+    uses: list[ChannelUse] = []
+    if channel is not None:
+        for t in trees:
+            for sub in A.walk(t):
+                if isinstance(sub, A.Index) and sub.base in tensors:
+                    _check_rank(sub, shapes.get(sub.base), err)
+                    var_at = [i for i, x in enumerate(sub.indices) if isinstance(x, A.Variadic)]
+                    for pos, x in enumerate(sub.indices):
+                        if x == A.Name(channel):
+                            axis = pos - len(sub.indices) if var_at and var_at[0] < pos else pos
+                            u = ChannelUse(sub.base, axis)
+                            if u not in uses:
+                                uses.append(u)
+                if (
+                    isinstance(sub, A.Call) and sub.fn == "drop" and len(sub.args) == 3
+                    and isinstance(sub.args[0], A.Name) and sub.args[2] == A.Name(channel)
+                ):
+                    ax = _int_of(sub.args[1])
+                    if ax is None:
+                        raise err("drop(t, axis, c) needs a literal axis")
+                    u = ChannelUse(sub.args[0].id, ax)
+                    if u not in uses:
+                        uses.append(u)
+    for w, wl in zip(rule.where, rule.where_locs or [None] * len(rule.where)):
+        if isinstance(w, A.BoolOp) and w.op == "or" and any(isinstance(s, A.Unused) for s in A.walk(w)):
+            raise err("`unused` may not sit under `or`", wl)
+    c = rule.conclusion
+    if isinstance(c, ForwardFact) and c.target.base not in tensors:
+        raise err(f"unknown tensor {c.target.base!r}")
+    if isinstance(c, BackwardFact):
+        for t in c.targets:
+            if t.base not in tensors or t.base in results:
+                raise err(f"`unused` names {t.base!r}, which is not an operand of the match")
+    if isinstance(c, Rewrite):
+        tgt = c.target
+        base = tgt.id if isinstance(tgt, A.Name) else (
+            tgt.args[0].id if isinstance(tgt, A.Call) and tgt.fn == "drop" and isinstance(tgt.args[0], A.Name) else None
+        )
+        if base != rule.root.result:
+            raise err(f"a rewrite replaces the matched result {rule.root.result!r} (or drop of it)")
+        if not (isinstance(c.value, A.Call) and c.value.fn in ops):
+            raise err("a rewrite's right side must be an op call")
+    info = RuleInfo(channel, tuple(uses), tuple(values), tuple(tensors), tuple(attrs), tuple(dims))
+    return Rule(rule.name, rule.bindings, rule.where, rule.conclusion, rule.axioms, rule.doc, info, rule.loc,
+                rule.where_locs, rule.origin)
+
+
+def _local_names(t: Any) -> set[str]:
+    names = set()
+    for sub in A.walk(t):
+        if isinstance(sub, A.Bound):
+            names.add(sub.var)
+        if isinstance(sub, A.Quant):
+            names.add(sub.var)
+    return names
+
+
+def _check_rank(ix: A.Index, shape: tuple[Any, ...] | None, err) -> None:
+    if shape is None:
+        return
+    has_var = any(isinstance(d, A.Variadic) for d in shape)
+    ix_var = any(isinstance(i, A.Variadic) for i in ix.indices)
+    n_fixed = sum(1 for d in shape if not isinstance(d, A.Variadic))
+    n_ix = sum(1 for i in ix.indices if not isinstance(i, A.Variadic))
+    if not has_var and not ix_var and n_ix != n_fixed:
+        raise err(f"{A.show(ix)}: {ix.base} has rank {n_fixed}")
+    if has_var and ix_var and n_ix != n_fixed:
+        raise err(f"{A.show(ix)}: {ix.base} has {n_fixed} axes after its batch dims")
+
+
+def _int_of(e: Any) -> int | None:
+    if isinstance(e, A.Num) and isinstance(e.value, int):
+        return e.value
+    if isinstance(e, A.Neg) and isinstance(e.operand, A.Num) and isinstance(e.operand.value, int):
+        return -e.operand.value
+    return None
