@@ -171,7 +171,19 @@ def _sdpa(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
 def _slice(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
     x, dim, start, end, step = v
     size = n.args[0].meta["val"].shape[dim]
+    if start in (None, 0) and end is not None and (step or 1) == 1 and _covers(end, size):
+        return lw.operand(x, n)  # x[:, ...] over a whole (possibly symbolic) dim: no-op
     if not isinstance(size, int):
         raise UnsupportedOpError(f"slicing a symbolic dim at {source_line(n)} is not supported")
     start, end, _ = slice(start, end).indices(size) if True else (0, 0, 0)
     return lw.add_node("slice", [lw.operand(x, n)], {"dim": dim, "start": start, "end": end, "step": step or 1}, n)
+
+
+def _covers(end: Any, size: Any) -> bool:
+    """Whether a slice end reaches past the end of a dim (INT64_MAX, or the size itself)."""
+    if isinstance(end, int) and end >= 2**62:
+        return True
+    try:
+        return bool(end == size) or (isinstance(size, int) and isinstance(end, int) and end >= size)
+    except Exception:
+        return False

@@ -125,7 +125,10 @@ class _Lowering:
             return expr
         expr = sympy.sympify(expr)
         subs = {}
+        ours = set(self.symbols.values())
         for s in expr.free_symbols:
+            if s in ours:  # already translated (a size read earlier through sym_size)
+                continue
             if s not in self.symbols:
                 self.symbols[s] = symbol("N" if not self.symbols else f"S{len(self.symbols)}")
             subs[s] = self.symbols[s]
@@ -238,7 +241,12 @@ class _Lowering:
         if isinstance(n.meta.get("val"), (torch.SymInt, int)) and not isinstance(n.meta.get("val"), bool):
             return self.sym(n.meta["val"])
         tensor_inputs = [v for v in _flatten(values) if isinstance(v, (ValueRef, _Const))]
-        if tensor_inputs and all(isinstance(v, _Const) for v in tensor_inputs) and isinstance(n.meta.get("val"), torch.Tensor):
+        val = n.meta.get("val")
+        if isinstance(val, torch.Tensor) and (
+            (tensor_inputs and all(isinstance(v, _Const) for v in tensor_inputs))
+            # factories with static shapes (arange over the sequence length for position ids)
+            or (not tensor_inputs and all(isinstance(d, int) for d in val.shape) and not _has_sym(values))
+        ):
             return self.fold(n, args)
         if key in handlers:
             return handlers[key](self, n, values)
@@ -262,12 +270,15 @@ class _Lowering:
             return a
 
         with torch.no_grad():
-            out = n.target(*[real(a) for a in args])
+            # the node's own args/kwargs: normalized args would pass kwarg-only ones positionally
+            out = n.target(*[real(a) for a in n.args], **{k: real(v) for k, v in n.kwargs.items()})
         src = [self.env[a.name] for a in n.all_input_nodes if isinstance(self.env.get(a.name), _Const)]
+        # Name the result after the trainable source (weight_orig, not weight_mask).
+        src.sort(key=lambda c: c.is_buffer)
         base = src[0].name if src else n.name
         base = re.sub(r"(_orig|\.parametrizations\.(\w+)\.original\d*)$", lambda m: "." + m.group(2) if m.group(2) else "", base)
         base = base.replace(".parametrizations.", ".")
-        return _Const(out.detach(), base, all(s.is_buffer for s in src) if src else True)
+        return _Const(out.detach(), base, all(c.is_buffer for c in src) if src else True)
 
     def operand(self, v: Any, n: torch.fx.Node) -> Any:
         if isinstance(v, _Const):
@@ -341,6 +352,10 @@ def normalize_args(n: torch.fx.Node) -> list[Any]:
         else:
             out.append(None)
     return out
+
+
+def _has_sym(values: Any) -> bool:
+    return any(isinstance(v, sympy.Basic) and not v.is_Integer for v in _flatten(values))
 
 
 def _flatten(x: Any) -> list[Any]:

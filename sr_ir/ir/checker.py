@@ -36,12 +36,13 @@ def check_program(p: Program, rules: Any = None) -> None:
             raise TypeCheckError(f"%{node.name} is declared {node.type} but {node.op} gives {result}", node.loc)
         env[node.name] = node.type
     if len(p.outputs) != len(p.output_types):
-        raise TypeCheckError(f"graph declares {len(p.output_types)} results but returns {len(p.outputs)}")
+        raise TypeCheckError(f"graph declares {len(p.output_types)} results but returns {len(p.outputs)}", p.ret_loc)
     for name, t in zip(p.outputs, p.output_types):
         if name not in env:
-            raise TypeCheckError(f"return of undefined value %{name}")
+            raise TypeCheckError(f"return of undefined value %{name}", p.ret_loc)
         if env[name] != t:
-            raise TypeCheckError(f"returned %{name} has type {env[name]}, graph declares {t}")
+            raise TypeCheckError(f"returned %{name} has type {env[name]}, graph declares {t}", p.ret_loc)
+
 
 
 def bind_operands(decl: OpDecl, node: Node) -> list[tuple[TensorParam, Any]]:

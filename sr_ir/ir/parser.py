@@ -137,6 +137,7 @@ class _Build(lark.Transformer):
         name = str(a[0])
         inputs, params, nodes, outputs, out_types = [], {}, [], [], []
         buffers: set[str] = set()
+        ret_loc = None
         seen: set[str] = set()
         for item in a[1:]:
             if item is None:
@@ -163,8 +164,9 @@ class _Build(lark.Transformer):
                 seen.add(node.name)
                 nodes.append(node)
             elif item[0] == "ret":
-                outputs = item[1]
-        return Program(name, inputs, params, nodes, outputs, out_types, buffers=buffers)
+                outputs, ret_loc = item[1], item[2]
+        return Program(name, inputs, params, nodes, outputs, out_types, buffers=buffers,
+                       loc=_loc(self.filename, meta), ret_loc=ret_loc)
 
 
 class _NoneType:

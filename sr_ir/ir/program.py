@@ -76,6 +76,9 @@ class Program:
     weights: dict[str, torch.Tensor] = field(default_factory=dict, compare=False)
     # Parameters that are non-trainable state (BatchNorm statistics, index tables, norm constants).
     buffers: set[str] = field(default_factory=set)
+    # Where the graph header and its `return` were written, for errors about results.
+    loc: Loc | None = field(default=None, compare=False)
+    ret_loc: Loc | None = field(default=None, compare=False)
 
     # ---- queries -------------------------------------------------------------------------
     def value_types(self) -> dict[str, TensorType]:
@@ -96,14 +99,18 @@ class Program:
                 out.setdefault(ref.name, []).append(node)
         return out
 
-    def param_count(self) -> int:
+    def param_count(self, include_buffers: bool = False) -> int:
+        """Elements of the trainable parameters (and of the buffers too, with include_buffers)."""
         total = 0
-        for t in self.params.values():
+        for name, t in self.params.items():
+            if name in self.buffers and not include_buffers:
+                continue
             n = t.numel()
             total += n if isinstance(n, int) else 0
         return total
 
     def param_bytes(self) -> int:
+        """Bytes of everything the weight store holds (parameters and buffers): the deployable size."""
         total = 0
         for t in self.params.values():
             n = t.numel()
