@@ -1,0 +1,101 @@
+"""LeNet-300-100 on the 5,000-image MNIST subset: dense reference, Squeeze-Release, no-release ablation.
+
+    .venv/bin/python benchmarks/squeeze_release_lenet.py --variant unit --out benchmarks/out/lenet-unit
+    .venv/bin/python benchmarks/squeeze_release_lenet.py --variant faithful --out benchmarks/out/lenet-faithful
+    ... --no-release   (ablation: same schedule and epochs, zeros stay masked)
+
+Cycle 1 of every run is the single-pass prune+minimize baseline (prune to the accuracy floor once,
+minimize once). Results: benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sr_ir.cycle import CycleConfig, PruneSpec, TrainSpec, mnist_subset, squeeze_release  # noqa: E402
+from sr_ir.cycle.cycle import best_state  # noqa: E402
+from sr_ir.cycle.report import plot_cycles, table_header, table_row  # noqa: E402
+from sr_ir.models.lenet import lenet300_100  # noqa: E402
+
+VARIANTS = {
+    # the paper's method as stated: unstructured global magnitude pruning, plain labels
+    "faithful": dict(prune=PruneSpec(0.2, "magnitude", "global"), distill=0.0, group_lasso=0.0),
+    # favours whole-unit death: unit-RMS pruning per tensor, group lasso, distillation from the dense model
+    "unit": dict(prune=PruneSpec(0.2, "unit", "layer"), distill=0.7, group_lasso=2e-4),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", choices=VARIANTS, default="unit")
+    ap.add_argument("--no-release", action="store_true")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--dense-epochs", type=float, default=40)
+    ap.add_argument("--prune-epochs", type=float, default=2)
+    ap.add_argument("--release-epochs", type=float, default=4)
+    ap.add_argument("--max-cycles", type=int, default=12)
+    ap.add_argument("--max-steps", type=int, default=25)
+    ap.add_argument("--max-drop", type=float, default=0.8)
+    ap.add_argument("--backoff", type=int, default=4)
+    ap.add_argument("--tolerance", type=float, default=0.05)
+    ap.add_argument("--amount", type=float, default=None)
+    ap.add_argument("--lasso", type=float, default=None)
+    ap.add_argument("--distill", type=float, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--dev-minimizer", action="store_true",
+                    help="development only: the MLP test double from tests/cycle instead of sr_ir.minimize")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    v = dict(VARIANTS[a.variant])
+    prune = v["prune"] if a.amount is None else PruneSpec(a.amount, v["prune"].criterion, v["prune"].scope)
+    cfg = CycleConfig(
+        max_cycles=a.max_cycles,
+        max_drop=a.max_drop,
+        dense_epochs=a.dense_epochs,
+        prune=prune,
+        prune_epochs=a.prune_epochs,
+        max_prune_steps=a.max_steps,
+        backoff=a.backoff,
+        release_tolerance=a.tolerance,
+        release=not a.no_release,
+        release_epochs=a.release_epochs,
+        train=TrainSpec(epochs=1, lr=1e-3, batch_size=128,
+                        distill=v["distill"] if a.distill is None else a.distill,
+                        group_lasso=v["group_lasso"] if a.lasso is None else a.lasso),
+    )
+    minimizer = None
+    if a.dev_minimizer:
+        from tests.cycle.mlp_minimizer import mlp_minimize as minimizer
+    data = mnist_subset()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(table_header(), flush=True)
+    t0 = time.perf_counter()
+    res = squeeze_release(
+        lenet300_100(), data.train, data.val, test=data.test, example_inputs=(data.val[:8][0],), config=cfg,
+        minimizer=minimizer, checkpoint_dir=out / "checkpoints", resume=a.resume,
+        on_cycle=lambda r: print(table_row(r), flush=True), progress=False,
+    )
+    wall = time.perf_counter() - t0
+    best = best_state(res.dense_record, res.records)
+    summary = {"variant": a.variant, "release": not a.no_release, "config": cfg.to_dict(), "dense": res.dense_record,
+               "cycles": res.records, "stopped": res.stopped, "best": best,
+               "single_pass": res.records[0] if res.records else None, "wall_s": wall,
+               "minimizer": "tests.cycle.mlp_minimizer (dev)" if a.dev_minimizer else "sr_ir.minimize"}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_cycles(out / "cycles.png", res.dense_record, res.records, baseline=res.records[0] if res.records else None,
+                title=f"LeNet-300-100, MNIST subset ({a.variant}{'' if not a.no_release else ', no release'})")
+    print(json.dumps({"best": best, "wall_s": wall, "stopped": res.stopped}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
