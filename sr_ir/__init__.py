@@ -5,8 +5,14 @@ from .errors import ParseError, SrIrError, TypeCheckError, UnsupportedOpError, V
 from .ir.parser import parse
 from .ir.program import Node, ParamRef, Program, ValueRef
 from .ir.types import TensorType
+from .ir.persist import load
+from .frontend import lower
+from .backend import emit
 
 __all__ = [
+    "emit",
+    "load",
+    "lower",
     "Node",
     "ParamRef",
     "ParseError",
