@@ -162,8 +162,6 @@ def run(args: argparse.Namespace) -> int:
     res = squeeze_release(model, train, val, test=test, example_inputs=example, config=cfg,
                           checkpoint_dir=out / "checkpoints", resume=args.resume, on_cycle=on_cycle,
                           progress=not args.no_progress)
-    if args.resume and main:  # replayed cycles were not printed by the callback
-        pass
     wall = time.perf_counter() - t0
     best = best_state(res.dense_record, res.records)
     summary = {

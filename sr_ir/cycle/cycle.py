@@ -218,7 +218,8 @@ def squeeze_release(
     and shuffling follow ``config.train`` so runs are reproducible and shard under torchrun) or
     map-style datasets. ``example_inputs`` are handed to the minimizer. With ``config.train.distill >
     0`` the dense model (or ``teacher``) is the distillation teacher. ``on_cycle(record)`` is called
-    after every cycle's checkpoint is written (the dense model's record has ``cycle == 0``).
+    after every cycle's checkpoint is written (the dense model's record has ``cycle == 0``); on resume
+    it is first called with the restored records.
     """
     minimizer = minimizer or default_minimizer
     train_ds, train_like = _dataset(train)
@@ -252,6 +253,9 @@ def squeeze_release(
         dense_record = records.pop(0)
         start_cycle = records[-1]["cycle"] + 1 if records else 1
         protect = output_parameter(model, example_inputs)
+        if on_cycle is not None:  # the callback sees the whole history, restored part first
+            for r in [dense_record, *records]:
+                on_cycle(r)
     else:
         if folder is not None and main and ckpt.completed_cycles(folder):
             raise SrIrError(f"{folder} already holds checkpoints; pass resume=True (--resume) or use another folder")

@@ -49,7 +49,7 @@ def wrap(model: nn.Module) -> nn.Module:
 
     device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
     # Parameters updated in place (masks) keep their identity, so no bucket rebuild is needed.
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    return DistributedDataParallel(model, device_ids=device_ids)
 
 
 @torch.no_grad()
