@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--scope", choices=("global", "layer"), help="rank weights globally or per tensor (preset)")
     g.add_argument("--prune-epochs", type=float, default=1.0, help="fine-tuning after each step (default %(default)s)")
     g.add_argument("--max-prune-steps", type=int, default=20, help="pruning steps per cycle (default %(default)s)")
+    g.add_argument("--backoff", type=int, default=2,
+                   help="after a failed pruning step, halve the step and retry this many times (default %(default)s)")
     g.add_argument("--release", action=argparse.BooleanOptionalAction, default=True,
                    help="release the zeros after each minimization (--no-release: the ablation)")
     g.add_argument("--release-epochs", type=float, default=3.0, help="fine-tuning after release (default %(default)s)")
@@ -101,8 +103,8 @@ def build_config(args: argparse.Namespace):
     for key in ("max_drop", "release_tolerance", "lr"):
         if getattr(args, key) < 0:
             raise SrIrError(f"--{key.replace('_', '-')} must be >= 0")
-    if args.max_cycles < 1 or args.batch_size < 1:
-        raise SrIrError("--max-cycles and --batch-size must be >= 1")
+    if args.max_cycles < 1 or args.batch_size < 1 or args.backoff < 0:
+        raise SrIrError("--max-cycles and --batch-size must be >= 1, --backoff >= 0")
     return CycleConfig(
         max_cycles=args.max_cycles,
         max_drop=args.max_drop,
@@ -110,6 +112,7 @@ def build_config(args: argparse.Namespace):
         prune=PruneSpec(args.prune_amount, pick("criterion"), pick("scope")),
         prune_epochs=args.prune_epochs,
         max_prune_steps=args.max_prune_steps,
+        backoff=args.backoff,
         release=args.release,
         release_epochs=args.release_epochs,
         release_tolerance=args.release_tolerance,
