@@ -1,0 +1,105 @@
+"""What a minimization did: sizes before/after, removed units per group and per tensor, measured error,
+time, rules used. `to_dict()` is the machine-readable form (`sr-ir minimize --json`, the cycle)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ir.program import Program
+from .rewrite import Removal
+
+
+@dataclass
+class MinimizeReport:
+    params_before: int
+    bytes_before: int
+    params_after: int = 0
+    bytes_after: int = 0
+    buffers_after: int = 0
+    passes: int = 0
+    groups: list[dict[str, Any]] = field(default_factory=list)  # one entry per group per pass
+    removed_by_param: dict[str, dict[int, int]] = field(default_factory=dict)  # @name -> axis -> units removed
+    kept_by_param: dict[str, list[int]] = field(default_factory=dict)  # @name -> shape after
+    shapes_before: dict[str, list[int]] = field(default_factory=dict)
+    batch_norms_folded: list[str] = field(default_factory=list)
+    rules_used: list[str] = field(default_factory=list)
+    verification: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def start(p: Program) -> "MinimizeReport":
+        return MinimizeReport(
+            p.param_count(), p.param_bytes(),
+            shapes_before={n: [int(d) for d in t.shape] for n, t in p.params.items() if t.is_static()},
+        )
+
+    def record(self, pass_no: int, removals: list[Removal]) -> None:
+        self.passes = pass_no
+        for r in removals:
+            self.groups.append({"pass": pass_no, "group": r.group, "size": r.size, "removed": len(r.removed),
+                                "channels": r.removed, "tensors": r.tensors, "folded_into": sorted(set(r.folded_into))})
+            for t in r.tensors:
+                if t.startswith("@"):
+                    name, _, axis = t[1:].partition("[axis ")
+                    ax = int(axis.rstrip("]"))
+                    d = self.removed_by_param.setdefault(name, {})
+                    d[ax] = d.get(ax, 0) + len(r.removed)
+
+    def finish(self, p: Program, seconds: float, rules_used: list[str]) -> None:
+        self.params_after = p.param_count()
+        self.bytes_after = p.param_bytes()
+        self.kept_by_param = {n: [int(d) for d in t.shape] for n, t in p.params.items() if t.is_static()}
+        self.rules_used = rules_used
+        self.seconds["minimize"] = seconds
+
+    @property
+    def ratio(self) -> float:
+        return self.params_before / self.params_after if self.params_after else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "params_before": self.params_before, "params_after": self.params_after, "ratio": self.ratio,
+            "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
+            "passes": self.passes, "groups": self.groups,
+            "removed_by_param": {k: {str(a): n for a, n in v.items()} for k, v in self.removed_by_param.items()},
+            "shapes_before": self.shapes_before, "shapes_after": self.kept_by_param,
+            "batch_norms_folded": self.batch_norms_folded, "rules_used": self.rules_used,
+            "verification": self.verification, "seconds": self.seconds,
+        }
+
+    def table(self) -> str:
+        """A before/after table, one row per parameter whose shape changed, then totals."""
+        rows = removal_rows(self)
+        w = max([len(r[0]) for r in rows] + [9])
+        lines = [f"{'parameter':<{w}}  {'before':>16}  {'after':>16}  {'removed':>9}"]
+        for name, before, after, removed in rows:
+            lines.append(f"{name:<{w}}  {before:>16}  {after:>16}  {removed:>9}")
+        lines.append(f"{'total':<{w}}  {self.params_before:>16,}  {self.params_after:>16,}  {self.params_before - self.params_after:>9,}")
+        lines.append(f"{'bytes':<{w}}  {self.bytes_before:>16,}  {self.bytes_after:>16,}  x{self.ratio:.2f} smaller")
+        v = self.verification
+        for dt in ("float32", "float64"):
+            if dt in v:
+                lines.append(f"verified {dt}: max abs error {v[dt]['max_abs']:.3g}, max relative error {v[dt]['max_rel']:.3g}")
+        if self.batch_norms_folded:
+            lines.append(f"batch norms folded: {len(self.batch_norms_folded)}")
+        lines.append(f"passes: {self.passes}; time: " + ", ".join(f"{k} {s:.3f}s" for k, s in self.seconds.items()))
+        return "\n".join(lines)
+
+
+def removal_rows(r: MinimizeReport) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, before in r.shapes_before.items():
+        after = r.kept_by_param.get(name)
+        if after == before:
+            continue
+        n_before = _numel(before)
+        n_after = _numel(after) if after is not None else 0
+        rows.append((name, "x".join(map(str, before)), "x".join(map(str, after)) if after else "(gone)", f"{n_before - n_after:,}"))
+    return rows
+
+
+def _numel(s: list[int]) -> int:
+    n = 1
+    for d in s:
+        n *= d
+    return n

@@ -1,0 +1,206 @@
+"""Which minimization rules exist for each op, and whether they may be applied.
+
+The engine asks for a *kind* of rule on a node; the kind is read from the rule's structure (its
+conclusion and side conditions), not from its name, so any rule directory that states these facts
+drives the engine:
+
+| kind          | rule shape                                                        | engine use                         |
+|---------------|-------------------------------------------------------------------|------------------------------------|
+| dead_row      | forward fact `y[.., c] == e`, no constant variable                | output channel with zero filter is constant |
+| unused_col    | backward fact `unused x[.., c]`                                   | input channel with zero column is unused |
+| fold_const    | rewrite `y = op(drop(x, a, c), ...)` under `x[.., c] == k`         | constant input channel folds into the bias |
+| fold_zero     | the same under `x[.., c] == 0`                                    | zero input channel is dropped |
+| drop_row      | rewrite `drop(y, a, c) = op(x, drop(param, ..), ..)`               | a producer stops computing channel c |
+| drop_channel  | rewrite `drop(y, a, c) = op(drop(x, a, c), ..)`                    | a channel-local op commutes with dropping c |
+| fold_chain    | rewrite over two matched nodes (e.g. batch norm into conv)         | fold batch norms first |
+
+Side conditions on attributes and dims (`padding == [0, 0]`, `groups == c`) are evaluated on the
+node; conditions on tensor entries are the channel facts the engine computes. A rule is applied only
+with a current certificate (sr_ir.prover); one without is refused with an error naming it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import SrIrError
+from ..ir.program import Node, ParamRef, ValueRef
+from ..lang import ast as A
+from ..lang.evaluate import EvalError, eval_cond
+from ..lang.loader import RuleSet
+from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule
+
+KINDS = ("dead_row", "unused_col", "fold_const", "fold_zero", "drop_row", "drop_channel", "fold_chain")
+
+
+class UncertifiedRuleError(SrIrError):
+    """A rule the engine needs has no current certificate."""
+
+
+def classify(rule: Rule) -> str | None:
+    c = rule.conclusion
+    if len(rule.bindings) > 1:
+        return "fold_chain" if isinstance(c, Rewrite) else None
+    if isinstance(c, ForwardFact):
+        return "dead_row" if not (rule.info and rule.info.values) and not _const_conds(rule) else None
+    if isinstance(c, BackwardFact):
+        return "unused_col"
+    if isinstance(c, Rewrite):
+        if isinstance(c.target, A.Name):
+            consts = _const_conds(rule)
+            if not consts:
+                return None
+            return "fold_zero" if all(isinstance(v, A.Num) and v.value == 0 for v in consts) else "fold_const"
+        if isinstance(c.target, A.Call) and c.target.fn == "drop":
+            first = rule.root.operands[0].name if rule.root.operands else None
+            dropped = {
+                a.args[0].id for a in A.walk(c.value)
+                if isinstance(a, A.Call) and a.fn == "drop" and a.args and isinstance(a.args[0], A.Name)
+            }
+            return "drop_channel" if first in dropped else "drop_row"
+    return None
+
+
+def _const_conds(rule: Rule) -> list[Any]:
+    """Right sides of `t[.., c] == v` conditions on the matched node's first operand (its input)."""
+    first = rule.root.operands[0].name if rule.root.operands else None
+    out = []
+    for w in rule.where:
+        if isinstance(w, A.Cmp) and w.op == "==" and isinstance(w.left, A.Index) and w.left.base == first:
+            out.append(w.right)
+    return out
+
+
+def _is_tensor_cond(cond: Any, rule: Rule) -> bool:
+    values = set(rule.info.values if rule.info else ())
+    for sub in A.walk(cond):
+        if isinstance(sub, (A.Index, A.Unused)):
+            return True
+        if isinstance(sub, A.Name) and sub.id in values:
+            return True
+    return False
+
+
+@dataclass
+class RuleBook:
+    """The rules of a rule set, indexed by (root op, kind); certificate checks cached per rule.
+
+    `certify(rule, ruleset) -> str | None` returns None when the rule has a current certificate, or
+    the reason it has not (missing, stale, refuted).
+    """
+
+    ruleset: RuleSet
+    certify: Callable[[Rule, RuleSet], str | None] | None = None
+    index: dict[tuple[str, str], list[Rule]] = field(default_factory=dict)
+    used: dict[str, Rule] = field(default_factory=dict)
+    _checked: dict[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.certify is None:
+            self.certify = default_certifier()
+        for r in self.ruleset.rules:
+            kind = classify(r)
+            if kind is not None:
+                self.index.setdefault((r.root.op, kind), []).append(r)
+
+    def rules_of(self, op: str, kind: str) -> list[Rule]:
+        return self.index.get((op, kind), [])
+
+    def find(self, node: Node, kind: str, types: dict[str, Any] | None = None, attrs: dict[str, Any] | None = None) -> Rule | None:
+        """A certified rule of this kind whose attribute conditions hold on `node`, or None when the
+        rule set has none. Raises UncertifiedRuleError when the only applicable rules lack a certificate."""
+        uncertified: list[tuple[Rule, str]] = []
+        for r in self.rules_of(node.op, kind):
+            if not self._attrs_hold(r, node, types or {}, attrs):
+                continue
+            why = self._status(r)
+            if why is None:
+                self.used[r.name] = r
+                return r
+            uncertified.append((r, why))
+        if uncertified:
+            r, why = uncertified[0]
+            where = f" ({r.loc})" if r.loc else ""
+            raise UncertifiedRuleError(
+                f"rule '{r.name}'{where} has no current certificate ({why}); run `sr-ir prove` on it "
+                f"before minimizing, or remove it from the rule directory"
+            )
+        return None
+
+    def _status(self, r: Rule) -> str | None:
+        if r.name not in self._checked:
+            self._checked[r.name] = self.certify(r, self.ruleset) if self.certify else None
+        return self._checked[r.name]
+
+    def _attrs_hold(self, r: Rule, node: Node, types: dict[str, Any], attrs: dict[str, Any] | None) -> bool:
+        if r.root.op != node.op:
+            return False
+        from ..ir.checker import attrs_with_defaults
+
+        decl = self.ruleset.ops[node.op]
+        attrs = attrs if attrs is not None else attrs_with_defaults(decl, node)
+        env: dict[str, Any] = {}
+        for name, bi, attr in (r.info.attrs if r.info else ()):
+            if bi == 0 and attr in attrs:
+                env[name] = attrs[attr]
+        for o in r.root.operands:
+            if o.name is None:
+                idx = [t.name for t in decl.tensor_params].index(o.param)
+                if idx < len(node.operands) and node.operands[idx] is not None:
+                    return False  # the rule is for the form without this operand
+        env.update(_bind_dims(decl, node, r, types))
+        for w in r.where:
+            if _is_tensor_cond(w, r):
+                continue
+            try:
+                if not eval_cond(w, env):
+                    return False
+            except (EvalError, TypeError, KeyError):
+                return False
+        return True
+
+
+def _bind_dims(decl: Any, node: Node, r: Rule, types: dict[str, Any]) -> dict[str, Any]:
+    """Dim names of the rule's operand patterns, bound from the node's operand types."""
+    from ..ir.checker import _match
+    from ..ir.types import TensorType
+    from ..ops.decl import TensorPattern
+
+    env: dict[str, Any] = {}
+    params = [t.name for t in decl.tensor_params]
+    for o in r.root.operands:
+        if o.name is None or o.param not in params:
+            continue
+        i = params.index(o.param)
+        if i >= len(node.operands):
+            continue
+        ref = node.operands[i]
+        t = types.get(("v", ref.name)) if isinstance(ref, ValueRef) else types.get(("p", ref.name)) if isinstance(ref, ParamRef) else None
+        if not isinstance(t, TensorType):
+            continue
+        dims = o.shape if o.shape is not None else decl.tensor_params[i].pattern.dims
+        try:
+            _match(TensorPattern(t.dtype, list(dims)), t, env, {}, o.name, fresh=False)
+        except Exception:  # a pattern the node does not fit: leave those dims unbound
+            continue
+    return {k: v for k, v in env.items() if not isinstance(v, tuple)}
+
+
+def default_certifier() -> Callable[[Rule, RuleSet], str | None]:
+    """Certificate status from the prover (`sr_ir.prover`), checked without running a solver."""
+
+    def status(rule: Rule, ruleset: RuleSet) -> str | None:
+        try:
+            from ..prover import certificates as C  # type: ignore[attr-defined]
+        except ImportError:
+            return "the prover is not part of this installation"
+        fn = getattr(C, "certificate_status", None)
+        if fn is None:
+            return "the prover exposes no certificate_status"
+        st = fn(rule, ruleset)
+        ok = getattr(st, "ok", None)
+        if ok is None:
+            ok = st in (True, "proved", "valid", "current")
+        return None if ok else str(getattr(st, "reason", st))
+
+    return status

@@ -1,0 +1,142 @@
+"""Numeric verification: the minimized module against the original, on the example inputs and on
+random inputs, in float32 and float64. A mismatch beyond rounding raises VerificationError naming the
+check, the output and the position where it appeared."""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import VerificationError
+
+# Relative to max |y| of the original output: float64 rounding gives ~1e-15, float32 ~1e-7.
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+@dataclass
+class Check:
+    inputs: str  # "example" or "random #i"
+    dtype: str
+    max_abs: float
+    max_rel: float
+    output: int
+    position: list[int]
+
+
+@dataclass
+class VerificationReport:
+    checks: list[Check] = field(default_factory=list)
+
+    def worst(self, dtype: str) -> Check | None:
+        cs = [c for c in self.checks if c.dtype == dtype]
+        return max(cs, key=lambda c: c.max_rel) if cs else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for dt in ("float32", "float64"):
+            w = self.worst(dt)
+            if w is not None:
+                out[dt] = {"max_abs": w.max_abs, "max_rel": w.max_rel, "worst_inputs": w.inputs}
+        out["checks"] = len(self.checks)
+        return out
+
+
+def random_like(example: Sequence[Any], seed: int, batch: int | None = None) -> list[Any]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for x in example:
+        if not isinstance(x, torch.Tensor):
+            out.append(x)
+            continue
+        shape = list(x.shape)
+        if batch is not None and shape:
+            shape[0] = batch
+        if x.is_floating_point():
+            scale = float(x.detach().abs().max()) if x.numel() else 1.0
+            out.append(torch.randn(shape, generator=g, dtype=x.dtype) * max(scale / 3, 1.0))
+        else:
+            hi = int(x.max()) + 1 if x.numel() else 2
+            out.append(torch.randint(0, max(hi, 1), shape, generator=g, dtype=x.dtype))
+    return out
+
+
+def _flat(y: Any) -> list[torch.Tensor]:
+    if isinstance(y, torch.Tensor):
+        return [y]
+    if isinstance(y, (list, tuple)):
+        return [t for z in y for t in _flat(z)]
+    if isinstance(y, dict):
+        return [t for z in y.values() for t in _flat(z)]
+    return []
+
+
+def _cast(xs: Sequence[Any], dtype: torch.dtype) -> list[Any]:
+    return [x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in xs]
+
+
+def compare(original: nn.Module, minimized: nn.Module, example: Sequence[Any], *, n_random: int = 3,
+            dtypes: Sequence[torch.dtype] = (torch.float32, torch.float64), tolerance: dict | None = None,
+            raise_on_mismatch: bool = True) -> VerificationReport:
+    tol = dict(TOLERANCE, **(tolerance or {}))
+    rep = VerificationReport()
+    inputs = [("example", list(example))] + [(f"random #{i + 1}", random_like(example, 1234 + i)) for i in range(n_random)]
+    for dtype in dtypes:
+        with _as_dtype(original, dtype) as a, _as_dtype(minimized, dtype) as b:
+            _check_all(a, b, inputs, dtype, tol, rep, raise_on_mismatch)
+    return rep
+
+
+@contextlib.contextmanager
+def _as_dtype(model: nn.Module, dtype: torch.dtype):
+    """The model in `dtype`: a deep copy where possible; modules that cannot be copied (pruning
+    re-parametrizations hold non-leaf tensors) are converted in place and restored exactly after."""
+    try:
+        copied = copy.deepcopy(model)
+    except RuntimeError:
+        copied = None
+    if copied is not None:
+        yield copied.to(dtype).eval()
+        return
+    saved = {n: t.detach().clone() for n, t in list(model.named_parameters()) + list(model.named_buffers())}
+    was_training = model.training
+    try:
+        yield model.to(dtype).eval()
+    finally:
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            if name in saved:
+                t.data = saved[name]
+        model.train(was_training)
+
+
+def _check_all(a: nn.Module, b: nn.Module, inputs: list, dtype: torch.dtype, tol: dict, rep: "VerificationReport",
+               raise_on_mismatch: bool) -> None:
+    if True:
+        for label, xs in inputs:
+            xs = _cast(xs, dtype)
+            with torch.no_grad():
+                ya, yb = _flat(a(*xs)), _flat(b(*xs))
+            if len(ya) != len(yb):
+                raise VerificationError(f"{label} inputs ({dtype}): {len(ya)} outputs before, {len(yb)} after")
+            for i, (u, v) in enumerate(zip(ya, yb)):
+                if u.shape != v.shape:
+                    raise VerificationError(
+                        f"{label} inputs ({dtype}): output {i} has shape {tuple(u.shape)} before, {tuple(v.shape)} after"
+                    )
+                u64, v64 = u.double(), v.double()
+                d = (u64 - v64).abs()
+                max_abs = float(d.max()) if d.numel() else 0.0
+                scale = float(u64.abs().max()) if u64.numel() else 0.0
+                rel = max_abs / scale if scale > 0 else max_abs
+                pos = [int(j) for j in torch.unravel_index(d.argmax(), d.shape)] if d.numel() else []
+                rep.checks.append(Check(label, str(dtype).replace("torch.", ""), max_abs, rel, i, pos))
+                bad = not torch.isfinite(v64).all() and torch.isfinite(u64).all()
+                if raise_on_mismatch and (rel > tol[dtype] or bad):
+                    raise VerificationError(
+                        f"minimized model differs from the original on {label} inputs in {str(dtype)[6:]}: "
+                        f"output {i} at {pos}: {float(u64[tuple(pos)]):.9g} vs {float(v64[tuple(pos)]):.9g} "
+                        f"(max relative error {rel:.3g} > {tol[dtype]:.0e}); nothing was written"
+                    )
