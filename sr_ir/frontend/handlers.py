@@ -1,6 +1,7 @@
 """ATen ops that need a little arithmetic to become IR nodes (the rest map by their rules/ declaration)."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -187,3 +188,48 @@ def _covers(end: Any, size: Any) -> bool:
         return bool(end == size) or (isinstance(size, int) and isinstance(end, int) and end >= size)
     except Exception:
         return False
+
+
+# ---- transformer-library idioms (casts, GPT-2's Conv1D addmm, split) ------------------------------
+@handles("aten.to.dtype", "aten._to_copy.default", "aten.to.dtype_layout", "aten.to.device")
+def _to(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    from ..ir.types import DTYPE_NAMES
+
+    src, dst = n.args[0].meta["val"], n.meta["val"]
+    if src.dtype == dst.dtype:
+        return lw.operand(v[0], n)  # a device move or a same-dtype copy: no-op for the function
+    if dst.dtype not in DTYPE_NAMES:
+        raise UnsupportedOpError(f"cast to {dst.dtype} at {source_line(n)} is not supported")
+    return lw.add_node("cast", [lw.operand(v[0], n)], {"dtype": DTYPE_NAMES[dst.dtype]}, n)
+
+
+@handles("aten.addmm.default")
+def _addmm(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    from .lower import _Const
+
+    bias, x, w, beta, alpha = v[:5]
+    if isinstance(w, _Const) and beta in (None, 1) and alpha in (None, 1) and w.tensor.dim() == 2:
+        # x @ W + b with a known W [in, out] (GPT-2's Conv1D) is linear(x, W^T, b)
+        wt = _Const(w.tensor.t().contiguous(), re.sub(r"weight$", "weight_t", w.name), w.is_buffer)
+        return lw.add_node("linear", [lw.operand(x, n), lw.param(wt), lw.operand(bias, n)], {}, n)
+    raise UnsupportedOpError(f"addmm with a computed matrix operand at {source_line(n)} is not supported")
+
+
+@handles("aten.split.Tensor", "aten.split_with_sizes.default")
+def _split(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    x, sizes, dim = v[0], v[1], v[2] if len(v) > 2 and v[2] is not None else 0
+    shape = n.args[0].meta["val"].shape
+    dim = dim % len(shape)
+    total = shape[dim]
+    if not isinstance(total, int):
+        raise UnsupportedOpError(f"split of a symbolic dim at {source_line(n)} is not supported")
+    if isinstance(sizes, int):
+        sizes = [min(sizes, total - s) for s in range(0, total, sizes)]
+    outs, start = [], 0
+    for i, size in enumerate(sizes):
+        val = n.meta["val"][i]
+        outs.append(
+            lw.add_node("slice", [lw.operand(x, n)], {"dim": dim, "start": start, "end": start + size, "step": 1}, n, val)
+        )
+        start += size
+    return tuple(outs)

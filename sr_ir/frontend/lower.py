@@ -243,7 +243,7 @@ class _Lowering:
         tensor_inputs = [v for v in _flatten(values) if isinstance(v, (ValueRef, _Const))]
         val = n.meta.get("val")
         if isinstance(val, torch.Tensor) and (
-            (tensor_inputs and all(isinstance(v, _Const) for v in tensor_inputs))
+            (tensor_inputs and all(isinstance(v, _Const) for v in tensor_inputs) and not _has_sym(values))
             # factories with static shapes (arange over the sequence length for position ids)
             or (not tensor_inputs and all(isinstance(d, int) for d in val.shape) and not _has_sym(values))
         ):

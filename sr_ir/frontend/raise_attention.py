@@ -268,8 +268,10 @@ def _raise_attention(p: Program) -> Program:
 
 
 def _raise_one(g: _Graph, sdpa: Node) -> tuple[str, Node, list[Node]] | None:
-    # output side: permute back (swap -3/-2) then flatten the heads
+    # output side: (identity reshapes,) permute back (swap -3/-2), then flatten the heads
     back = g.only_user(sdpa.name)
+    while _is(back, "reshape") and back.type == g.types[back.operands[0].name]:
+        back = g.only_user(back.name)
     if not _is(back, "permute"):
         return None
     r = back.type.rank

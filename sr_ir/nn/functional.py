@@ -201,3 +201,13 @@ def rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor) -> "tuple[torch
     """cos and sin tables [*, L, F] for integer positions [*, L] and frequencies [F]."""
     ang = positions.to(inv_freq.dtype).unsqueeze(-1) * inv_freq
     return ang.cos(), ang.sin()
+
+
+def cast(x: torch.Tensor, dtype: str) -> torch.Tensor:
+    """`x` converted to the IR dtype named `dtype` (f16, bf16, f32, f64, i8, i16, i32, i64, u8, bool)."""
+    table = {
+        "f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32, "f64": torch.float64,
+        "i8": torch.int8, "i16": torch.int16, "i32": torch.int32, "i64": torch.int64,
+        "u8": torch.uint8, "bool": torch.bool,
+    }
+    return x.to(table[dtype])

@@ -236,3 +236,13 @@ def head_attention(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
         if any(d % 2 for d in qk) or 2 * len(freq) != sum(qk):
             raise ShapeError("RoPE heads need even qk widths and one frequency index per rotation pair")
     return TensorType(q.dtype, q.shape[:-1] + (sum(vd[g] for g in group),))
+
+
+@shape_function
+def cast(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
+    (x,) = operands
+    from ..ir.types import DTYPES
+
+    if attrs["dtype"] not in DTYPES:
+        raise ShapeError(f"unknown dtype {attrs['dtype']!r}")
+    return TensorType(attrs["dtype"], x.shape)
