@@ -22,8 +22,10 @@ MODELS = ("lenet300-100", "convnext-tiny", "convnext-test")
 # Presets: "faithful" is the method as the paper states it; "unit" adds criteria that favour whole-unit
 # death (reported separately). Explicit flags override the preset's values.
 PRESETS = {
-    "faithful": dict(criterion="magnitude", scope="global", distill=0.0, group_lasso=0.0),
-    "unit": dict(criterion="unit", scope="layer", distill=0.7, group_lasso=2e-4),
+    "faithful": dict(criterion="magnitude", scope="global", distill=0.0, group_lasso=0.0, prune_amount=0.2,
+                     prune_epochs=2.0, release_epochs=4.0, max_cycles=8, max_prune_steps=20),
+    "unit": dict(criterion="unit", scope="layer", distill=0.7, group_lasso=5e-3, prune_amount=0.1,
+                 prune_epochs=6.0, release_epochs=15.0, max_cycles=25, max_prune_steps=40),
 }
 
 
@@ -45,21 +47,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="faithful: global magnitude pruning (the paper's method); unit: unit-RMS pruning, "
                    "group lasso and distillation from the dense model (default %(default)s)")
     g = p.add_argument_group("schedule")
-    g.add_argument("--max-cycles", type=int, default=6, help="stop after this many cycles (default %(default)s)")
+    g.add_argument("--max-cycles", type=int, help="stop after this many cycles (preset)")
     g.add_argument("--max-drop", type=float, default=1.0,
                    help="validation accuracy points a pruning step may lose vs dense (default %(default)s)")
     g.add_argument("--dense-epochs", type=float, default=20, help="dense training epochs (default %(default)s)")
-    g.add_argument("--prune-amount", type=float, default=0.2,
-                   help="fraction of the alive weights (or units) removed per step (default %(default)s)")
+    g.add_argument("--prune-amount", type=float,
+                   help="fraction of the alive weights (or units) removed per step (preset)")
     g.add_argument("--criterion", choices=("magnitude", "unit"), help="pruning criterion (preset)")
     g.add_argument("--scope", choices=("global", "layer"), help="rank weights globally or per tensor (preset)")
-    g.add_argument("--prune-epochs", type=float, default=1.0, help="fine-tuning after each step (default %(default)s)")
-    g.add_argument("--max-prune-steps", type=int, default=20, help="pruning steps per cycle (default %(default)s)")
+    g.add_argument("--prune-epochs", type=float, help="fine-tuning after each step (preset)")
+    g.add_argument("--max-prune-steps", type=int, help="pruning steps per cycle (preset)")
     g.add_argument("--backoff", type=int, default=2,
                    help="after a failed pruning step, halve the step and retry this many times (default %(default)s)")
     g.add_argument("--release", action=argparse.BooleanOptionalAction, default=True,
                    help="release the zeros after each minimization (--no-release: the ablation)")
-    g.add_argument("--release-epochs", type=float, default=3.0, help="fine-tuning after release (default %(default)s)")
+    g.add_argument("--release-epochs", type=float, help="fine-tuning after release (preset)")
     g.add_argument("--release-tolerance", type=float, default=0.05,
                    help="allowed relative change of the calibration loss (default %(default)s)")
     t = p.add_argument_group("training")
@@ -103,6 +105,8 @@ def build_config(args: argparse.Namespace):
     for key in ("max_drop", "release_tolerance", "lr"):
         if getattr(args, key) < 0:
             raise SrIrError(f"--{key.replace('_', '-')} must be >= 0")
+    for key in ("max_cycles", "prune_amount", "prune_epochs", "max_prune_steps", "release_epochs"):
+        setattr(args, key, pick(key))
     if args.max_cycles < 1 or args.batch_size < 1 or args.backoff < 0:
         raise SrIrError("--max-cycles and --batch-size must be >= 1, --backoff >= 0")
     return CycleConfig(

@@ -58,7 +58,7 @@ Minimizer = Callable[[nn.Module, tuple], MinimizeResult]
 def default_minimizer(model: nn.Module, example_inputs: tuple) -> MinimizeResult:
     """``sr_ir.minimize(model, example_inputs, verify=True)``."""
     try:
-        from .. import minimize  # type: ignore[attr-defined]
+        from ..minimize import minimize
     except ImportError:
         raise SrIrError("sr_ir.minimize is not available in this build; pass minimizer=...") from None
     return minimize(model, example_inputs, verify=True)
@@ -166,6 +166,13 @@ def removed_units(report: Any) -> dict[str, int]:
     """Per-layer count of removed units from a minimize report (dict or object; counts or index lists)."""
     if report is None:
         return {}
+    groups = report.get("groups") if isinstance(report, dict) else getattr(report, "groups", None)
+    if isinstance(groups, list) and groups and isinstance(groups[0], dict) and "removed" in groups[0]:
+        # sr_ir.minimize: one entry per removal group per pass
+        out: dict[str, int] = {}
+        for g in groups:
+            out[str(g["group"])] = out.get(str(g["group"]), 0) + int(g["removed"])
+        return out
     for key in ("removed_channels", "removed_units", "removed"):
         val = report.get(key) if isinstance(report, dict) else getattr(report, key, None)
         if isinstance(val, dict):
