@@ -201,9 +201,10 @@ def _free_names(node: Any, bound: frozenset[str] = frozenset()) -> list[tuple[st
                 if isinstance(a, A.Bound):
                     go(a.upper, inner)
                     inner = inner | {a.var}
-            for a in n.args:
+            for i, a in enumerate(n.args):
                 if not isinstance(a, A.Bound):
-                    go(a, inner, as_index and n.fn in ("max", "min"))
+                    # drop(t, axis, c): c is a channel index of t
+                    go(a, inner, (as_index and n.fn in ("max", "min")) or (n.fn == "drop" and i == 2))
         elif isinstance(n, A.Quant):
             go(n.upper, bound)
             go(n.body, bound | {n.var})
