@@ -12,6 +12,7 @@ never changes the function, only its structure, and each replaced node keeps its
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,6 +251,8 @@ def _raise_attention(p: Program) -> Program:
         if n.op != "scaled_dot_product_attention":
             continue
         new = _raise_one(g, n)
+        if new is None:
+            new = _raise_layout_attention(g, n)
         if new is not None:
             anchor, node, extra = new
             replace[anchor] = node
@@ -323,3 +326,231 @@ def _raise_one(g: _Graph, sdpa: Node) -> tuple[str, Node, list[Node]] | None:
         operands.pop()
     node = Node(flat_out.name, "head_attention", operands, attrs, flat_out.type, flat_out.loc, sdpa.origin)
     return flat_out.name, node, extra
+
+
+# ---- attention behind arbitrary layout ops (nn.MultiheadAttention and friends) ----------------------
+# PyTorch's nn.MultiheadAttention projects with one packed in_proj, moves axes around (sequence-first,
+# unflatten, select, views that merge batch and heads) before scaled_dot_product_attention, and back
+# again before out_proj. Instead of matching each spelling, the layout chain is replayed on a tensor of
+# element ids: if the ids reaching the attention are exactly "token-major projection output, split into
+# heads", the chain is a pure relabelling and can be replaced by explicit heads.
+_LAYOUT = {"reshape", "permute", "select", "slice"}
+
+
+def _concrete(shape: tuple, sizes: dict) -> list[int]:
+    out = []
+    for d in shape:
+        out.append(int(d) if isinstance(d, int) else int(d.subs(sizes)))
+    return out
+
+
+def _replay(n: Node, t: torch.Tensor, sizes: dict) -> torch.Tensor:
+    if n.op == "reshape":
+        return t.reshape(_concrete(n.type.shape, sizes))
+    if n.op == "permute":
+        return t.permute(n.attrs["dims"])
+    if n.op == "select":
+        return t.select(n.attrs["dim"], n.attrs["index"])
+    a = n.attrs
+    idx = [slice(None)] * t.dim()
+    idx[a["dim"]] = slice(a["start"], a["end"], a.get("step", 1))
+    return t[tuple(idx)]
+
+
+def _chain_back(g: _Graph, o: Any, stop: Any = None) -> tuple[Any, list[Node]]:
+    """Walk producers through layout ops; returns the first non-layout value and the chain (source first)."""
+    chain: list[Node] = []
+    while isinstance(o, ValueRef) and o != stop:
+        n = g.producer(o)
+        if n is None or n.op not in _LAYOUT or not isinstance(n.operands[0], ValueRef):
+            break
+        chain.append(n)
+        o = n.operands[0]
+    return o, list(reversed(chain))
+
+
+def _sizes(g: _Graph) -> dict:
+    syms = set()
+    for t in g.types.values():
+        if t is not None:
+            for d in t.shape:
+                if not isinstance(d, int):
+                    syms |= d.free_symbols
+    # distinct small primes make accidental coincidences of merged axes impossible to miss
+    return {s: p for s, p in zip(sorted(syms, key=str), (3, 5, 7, 11, 13, 17))}
+
+
+@dataclass
+class _Proj:
+    x0: ValueRef  # projection input, token-major [B, L, E_in]
+    lin: Node  # the (possibly packed) projection
+    offset: int  # first output channel of this operand's block
+    heads: int
+    width: int
+    seq_first: bool = False  # x0 is [L, B, E_in] (PyTorch's sequence-first layout)
+
+
+def _find_projection(g: _Graph, t: Any, sizes: dict) -> _Proj | None:
+    """t: an attention operand [B, H, L, D] reached from a linear's output through layout ops only."""
+    src, chain = _chain_back(g, t)
+    lin = g.producer(src)
+    if not _is(lin, "linear") or not isinstance(lin.operands[0], ValueRef) or not chain:
+        return None
+    tt = g.types[t.name] if isinstance(t, ValueRef) else None
+    if tt is None or tt.rank != 4:
+        return None
+    B, H, L, D = _concrete(tt.shape, sizes)
+    e_out = int(lin.type.shape[-1])
+    # the projection's input: back through leading-axis layout ops to a [B, L, E_in] value
+    xl = lin.operands[0]
+    e_in = g.types[xl.name].shape[-1]
+    x0, pre = _chain_back(g, xl)
+    candidates = [x0] + [ValueRef(n.name) for n in pre]
+    for cand, seq_first in [(c, sf) for c in candidates for sf in (False, True)]:
+        ct = g.types[cand.name]
+        if ct.rank != 3 or _concrete(ct.shape, sizes) != ([L, B] if seq_first else [B, L]) + [int(e_in)]:
+            continue
+        _, sub = _chain_back(g, xl, stop=cand)
+        ids_in = torch.arange(B * L * int(e_in)).reshape(B, L, int(e_in))
+        if seq_first:
+            ids_in = ids_in.transpose(0, 1)
+        z = ids_in
+        for n in sub:
+            z = _replay(n, z, sizes)
+        rows = z.reshape(-1, int(e_in))
+        if not torch.equal(rows - rows[:, :1], torch.arange(int(e_in)).expand_as(rows)):
+            continue  # the chain touched the channel axis
+        token = rows[:, 0] // int(e_in)
+        y_ids = torch.arange(B * L * e_out).reshape(B * L, e_out)[token].reshape(list(z.shape[:-1]) + [e_out])
+        for n in chain:
+            y_ids = _replay(n, y_ids, sizes)
+        off = int(y_ids.flatten()[0]) % e_out
+        if off + H * D > e_out:
+            continue
+        want = torch.arange(B * L * e_out).reshape(B, L, e_out)[..., off : off + H * D]
+        want = want.reshape(B, L, H, D).transpose(1, 2)
+        if y_ids.shape == want.shape and torch.equal(y_ids, want):
+            return _Proj(cand, lin, off, H, D, seq_first)
+    return None
+
+
+def _project(g: _Graph, p: _Proj, tag: str, extra: list[Node]) -> ValueRef:
+    """A linear over the token-major input producing just this operand's channels (a packed projection's
+    weight and bias are split into per-operand parameters)."""
+    lin = p.lin
+    w, b = lin.operands[1], lin.operands[2] if len(lin.operands) > 2 else None
+    e_out = int(lin.type.shape[-1])
+    n = p.heads * p.width
+    if p.offset != 0 or n != e_out:
+        w = _param_slice(g, w, p.offset, n, tag)
+        b = _param_slice(g, b, p.offset, n, tag) if b is not None else None
+    x0, x0t = p.x0, g.types[p.x0.name]
+    if p.seq_first:  # token-major view of a sequence-first input
+        tm = TensorType(x0t.dtype, (x0t.shape[1], x0t.shape[0], x0t.shape[2]))
+        pname = _fresh(g, f"{p.x0.name}_batch_first")
+        extra.append(Node(pname, "permute", [x0], {"dims": [1, 0, 2]}, tm, lin.loc, lin.origin))
+        g.types[pname] = tm
+        x0, x0t = ValueRef(pname), tm
+    name = _fresh(g, f"{lin.name}_{tag}")
+    t = TensorType(lin.type.dtype, tuple(x0t.shape[:-1]) + (n,))
+    extra.append(Node(name, "linear", [x0, w] + ([b] if b is not None else []), {}, t, lin.loc, lin.origin))
+    g.types[name] = t
+    return ValueRef(name)
+
+
+def _param_slice(g: _Graph, ref: ParamRef, start: int, n: int, tag: str) -> ParamRef:
+    base = re.sub(r"in_proj_(weight|bias)$", lambda m: f"{tag}_proj_{m.group(1)}", ref.name)
+    if base == ref.name:
+        base = f"{ref.name}_{tag}"
+    name = base
+    i = 1
+    while name in g.p.params and not torch.equal(g.p.weights[name], g.p.weights[ref.name][start : start + n]):
+        name = f"{base}_{i}"
+        i += 1
+    if name not in g.p.params:
+        g.p.weights[name] = g.p.weights[ref.name][start : start + n].clone()
+        g.p.params[name] = TensorType.of(g.p.weights[name])
+        if ref.name in g.p.buffers:
+            g.p.buffers.add(name)
+    return ParamRef(name)
+
+
+def _raise_layout_attention(g: _Graph, sdpa: Node) -> tuple[str, Node, list[Node]] | None:
+    sizes = _sizes(g)
+    if len(sdpa.operands) > 3 and sdpa.operands[3] is not None:
+        mt = g.types[sdpa.operands[3].name] if isinstance(sdpa.operands[3], ValueRef) else g.p.params[sdpa.operands[3].name]
+        if mt.rank == 4 and not dims_equal(mt.shape[1], 1):
+            return None  # a per-head mask laid out with the batch*heads merge: not handled
+    projs = [_find_projection(g, o, sizes) for o in sdpa.operands[:3]]
+    if any(p is None for p in projs):
+        return None
+    q, k, v = projs
+    if q.width != k.width or not (q.heads == k.heads == v.heads):
+        return None
+    B, H, L, Dv = _concrete(sdpa.type.shape, sizes)
+    # output side: sdpa -> layout ops -> linear (out projection) -> layout ops -> [B, L, E]
+    o_ids = torch.arange(B * L * H * Dv).reshape(B, L, H, Dv).transpose(1, 2)
+    cur, node = o_ids, sdpa
+    while True:
+        nxt = g.only_user(node.name)
+        if nxt is None:
+            return None
+        if nxt.op == "linear" and nxt.operands[0] == ValueRef(node.name):
+            out_lin = nxt
+            break
+        if nxt.op not in _LAYOUT or nxt.operands[0] != ValueRef(node.name):
+            return None
+        cur, node = _replay(nxt, cur, sizes), nxt
+    rows = cur.reshape(-1, H * Dv)
+    if cur.shape[-1] != H * Dv or not torch.equal(rows - rows[:, :1], torch.arange(H * Dv).expand_as(rows)):
+        return None
+    token = rows[:, 0] // (H * Dv)
+    E = int(out_lin.type.shape[-1])
+    y = torch.arange(B * L * E).reshape(B * L, E)[token].reshape(list(cur.shape[:-1]) + [E])
+    want = torch.arange(B * L * E).reshape(B, L, E)
+    end = out_lin
+
+    def done(t: torch.Tensor) -> bool | None:
+        if t.shape == want.shape and torch.equal(t, want):
+            return False
+        if t.dim() == 3 and t.shape == want.transpose(0, 1).shape and torch.equal(t, want.transpose(0, 1)):
+            return True  # sequence-first result
+        return None
+
+    # walk the whole layout chain after the projection; prefer a token-major point over a sequence-first one
+    found: list[tuple[Node, bool]] = []
+    while True:
+        flag = done(y)
+        if flag is not None:
+            found.append((end, flag))
+        nxt = g.only_user(end.name)
+        if nxt is None or nxt.op not in _LAYOUT:
+            break
+        y, end = _replay(nxt, y, sizes), nxt
+    if not found:
+        return None
+    end, out_seq_first = min(found, key=lambda f: f[1])
+    extra: list[Node] = []
+    qf, kf, vf = _project(g, q, "q", extra), _project(g, k, "k", extra), _project(g, v, "v", extra)
+    attrs = {
+        "qk_dims": [q.width] * q.heads,
+        "v_dims": [v.width] * v.heads,
+        "head_group": list(range(q.heads)),
+        "causal": bool(sdpa.attrs.get("causal", False)),
+        "scale": float(sdpa.attrs["scale"]) if sdpa.attrs.get("scale") is not None else 1.0 / q.width**0.5,
+    }
+    mask = sdpa.operands[3] if len(sdpa.operands) > 3 else None
+    heads_name = _fresh(g, f"{sdpa.name}_heads")
+    qt = g.types[qf.name]
+    ht = TensorType(qt.dtype, tuple(qt.shape[:-1]) + (H * Dv,))
+    extra.append(Node(heads_name, "head_attention", [qf, kf, vf] + ([mask] if mask is not None else []), attrs, ht,
+                      sdpa.loc, sdpa.origin))
+    wo, bo = out_lin.operands[1], out_lin.operands[2] if len(out_lin.operands) > 2 else None
+    proj_ops = [ValueRef(heads_name), wo] + ([bo] if bo is not None else [])
+    if not out_seq_first:
+        return end.name, Node(end.name, "linear", proj_ops, {}, end.type, end.loc, out_lin.origin), extra
+    tm_name = _fresh(g, f"{out_lin.name}_batch_first")
+    et = end.type
+    extra.append(Node(tm_name, "linear", proj_ops, {}, TensorType(et.dtype, (et.shape[1], et.shape[0], et.shape[2])),
+                      end.loc, out_lin.origin))
+    return end.name, Node(end.name, "permute", [ValueRef(tm_name)], {"dims": [1, 0, 2]}, et, end.loc, out_lin.origin), extra

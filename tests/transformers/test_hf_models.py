@@ -78,3 +78,20 @@ def test_hf_llama_float64_keeps_float32_norm_casts():
     prog = lower(model, (ids,), dynamic_batch=False)
     assert _ops(prog).get("cast") == 10
     assert _rel(emit(prog)(ids), model(ids)) <= 1e-12
+
+
+@pytest.mark.parametrize("batch_first,norm_first", [(True, False), (True, True), (False, False)])
+def test_torch_transformer_encoder_raises_packed_attention(batch_first, norm_first):
+    """nn.TransformerEncoder: the packed in_proj is split into q/k/v projections and the layout ops of
+    nn.MultiheadAttention (sequence-first, unflatten, select, batch*heads views) become explicit heads."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 48, dropout=0.0, batch_first=batch_first, norm_first=norm_first)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval().double()
+    x = torch.randn(*((2, 8) if batch_first else (8, 2)), 32, dtype=torch.float64)
+    prog = lower(model, (x,))
+    ops = _ops(prog)
+    assert ops.get("head_attention") == 2 and "scaled_dot_product_attention" not in ops and "select" not in ops
+    assert {"layers.0.self_attn.q_proj_weight", "layers.0.self_attn.v_proj_bias"} <= set(prog.params)
+    out = emit(prog)
+    assert _rel(out(x), model(x)) <= 1e-12
+    assert sum(p.numel() for p in out.parameters()) == sum(p.numel() for p in model.parameters())
