@@ -81,7 +81,7 @@ def _cast(xs: Sequence[Any], dtype: torch.dtype) -> list[Any]:
 def compare(original: nn.Module, minimized: nn.Module, example: Sequence[Any], *, n_random: int = 3,
             dtypes: Sequence[torch.dtype] = (torch.float32, torch.float64), tolerance: dict | None = None,
             raise_on_mismatch: bool = True) -> VerificationReport:
-    tol = dict(TOLERANCE, **(tolerance or {}))
+    tol = {**TOLERANCE, **(tolerance or {})}
     rep = VerificationReport()
     inputs = [("example", list(example))] + [(f"random #{i + 1}", random_like(example, 1234 + i)) for i in range(n_random)]
     for dtype in dtypes:
