@@ -46,11 +46,11 @@ def resolve_rules(rules: RulesArg) -> RuleSet:
 
 
 def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations: int = 100,
-                     progress: bool = False, book: RuleBook | None = None) -> tuple[Program, MinimizeReport]:
+                     progress: bool = False, strict: bool = False, book: RuleBook | None = None) -> tuple[Program, MinimizeReport]:
     """Minimize a Program (no emission, no verification). Iterates analysis and rewrite to a fixpoint,
     so removals cascade: a folded constant can make the next layer's row dead, and so on."""
     rs = resolve_rules(rules)
-    book = book or RuleBook(rs)
+    book = book or RuleBook(rs, strict=strict)
     report = MinimizeReport.start(program)
     t0 = time.perf_counter()
     p, bn = fold_batch_norms(program, rs, book)
@@ -77,6 +77,7 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
         bar.close()
     p = _drop_dead(p)
     report.finish(p, time.perf_counter() - t0, sorted(book.used))
+    report.refused_rules = dict(sorted(book.refused.items()))
     return p, report
 
 
@@ -89,6 +90,7 @@ def minimize(
     n_random: int = 3,
     progress: bool = False,
     tolerance: dict[torch.dtype, float] | None = None,
+    strict: bool = False,
 ) -> Minimized:
     """Minimize a masked network exactly.
 
@@ -97,6 +99,10 @@ def minimize(
     bundled ones (or replaces them with a RuleSet). With `verify`, the result is compared with the
     original on `example_inputs` and `n_random` random inputs in float32 and float64, and a difference
     beyond rounding raises VerificationError saying where it appeared.
+
+    Only rules with a current certificate are applied. A node whose rule has none is left as is and
+    the rule is listed in `report.refused_rules` with the reason; with `strict`, UncertifiedRuleError
+    names it instead.
     """
     from ..backend import emit
     from ..frontend import lower
@@ -110,13 +116,13 @@ def minimize(
             raise SrIrError("minimize needs example inputs for an nn.Module")
         original = lower(model, example_inputs, rules=rs)
     t_lower = time.perf_counter() - t0
-    program, report = minimize_program(original, rs, progress=progress)
+    program, report = minimize_program(original, rs, progress=progress, strict=strict)
     module = emit(program, rs)
     report.seconds["lower"] = t_lower
     report.buffers_after = _buffer_bytes(program)
     if verify:
         t1 = time.perf_counter()
-        reference = model if isinstance(model, nn.Module) else emit(original, rs)
+        reference = model if isinstance(model, nn.Module) else model.module() if isinstance(model, ExportedProgram) else emit(original, rs)
         inputs = list(example_inputs) if example_inputs else _sample(original)
         report.verification = compare(reference, module, inputs, n_random=n_random, tolerance=tolerance).to_dict()
         report.seconds["verify"] = time.perf_counter() - t1

@@ -23,6 +23,7 @@ class MinimizeReport:
     shapes_before: dict[str, list[int]] = field(default_factory=dict)
     batch_norms_folded: list[str] = field(default_factory=list)
     rules_used: list[str] = field(default_factory=list)
+    refused_rules: dict[str, str] = field(default_factory=dict)  # rule -> why it has no certificate
     verification: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -64,6 +65,7 @@ class MinimizeReport:
             "removed_by_param": {k: {str(a): n for a, n in v.items()} for k, v in self.removed_by_param.items()},
             "shapes_before": self.shapes_before, "shapes_after": self.kept_by_param,
             "batch_norms_folded": self.batch_norms_folded, "rules_used": self.rules_used,
+            "refused_rules": self.refused_rules,
             "verification": self.verification, "seconds": self.seconds,
         }
 

@@ -92,7 +92,9 @@ class RuleBook:
     ruleset: RuleSet
     certify: Callable[[Rule, RuleSet], str | None] | None = None
     index: dict[tuple[str, str], list[Rule]] = field(default_factory=dict)
+    strict: bool = False
     used: dict[str, Rule] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # rule name -> why it has no certificate
     _checked: dict[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -108,7 +110,9 @@ class RuleBook:
 
     def find(self, node: Node, kind: str, types: dict[str, Any] | None = None, attrs: dict[str, Any] | None = None) -> Rule | None:
         """A certified rule of this kind whose attribute conditions hold on `node`, or None when the
-        rule set has none. Raises UncertifiedRuleError when the only applicable rules lack a certificate."""
+        rule set has none or none of its applicable rules has a certificate. Rules refused for want of
+        a certificate are recorded in `refused` (and raise UncertifiedRuleError when `strict`): the
+        node is then left as is."""
         uncertified: list[tuple[Rule, str]] = []
         for r in self.rules_of(node.op, kind):
             if not self._attrs_hold(r, node, types or {}, attrs):
@@ -118,7 +122,9 @@ class RuleBook:
                 self.used[r.name] = r
                 return r
             uncertified.append((r, why))
-        if uncertified:
+        for r, why in uncertified:
+            self.refused[r.name] = why
+        if uncertified and self.strict:
             r, why = uncertified[0]
             where = f" ({r.loc})" if r.loc else ""
             raise UncertifiedRuleError(
@@ -187,20 +193,41 @@ def _bind_dims(decl: Any, node: Node, r: Rule, types: dict[str, Any]) -> dict[st
 
 
 def default_certifier() -> Callable[[Rule, RuleSet], str | None]:
-    """Certificate status from the prover (`sr_ir.prover`), checked without running a solver."""
+    """Certificate status of a rule: from the prover's certificate store when this installation has
+    one (`sr_ir.prover.certificates`); otherwise the rule is proved here, once per process, with the
+    prover's bounded tier (z3 at small concrete sizes) and applied only if that proof succeeds."""
+    store = None
+    try:
+        from ..prover import certificates as store  # type: ignore[no-redef]
+    except ImportError:
+        store = None
+    cache: dict[str, str | None] = {}
 
     def status(rule: Rule, ruleset: RuleSet) -> str | None:
-        try:
-            from ..prover import certificates as C  # type: ignore[attr-defined]
-        except ImportError:
-            return "the prover is not part of this installation"
-        fn = getattr(C, "certificate_status", None)
-        if fn is None:
-            return "the prover exposes no certificate_status"
-        st = fn(rule, ruleset)
-        ok = getattr(st, "ok", None)
-        if ok is None:
-            ok = st in (True, "proved", "valid", "current")
-        return None if ok else str(getattr(st, "reason", st))
+        fn = getattr(store, "certificate_status", None) if store is not None else None
+        if fn is not None:
+            st = fn(rule, ruleset)
+            ok = getattr(st, "ok", None)
+            if ok is None:
+                ok = st in (True, "proved", "valid", "current")
+            return None if ok else str(getattr(st, "reason", st))
+        key = rule.text()
+        if key not in cache:
+            cache[key] = _prove_now(rule, ruleset)
+        return cache[key]
 
     return status
+
+
+def _prove_now(rule: Rule, ruleset: RuleSet) -> str | None:
+    try:
+        from ..prover.tiers import prove_rule
+    except ImportError:
+        return "no certificate and no prover in this installation"
+    try:
+        res = prove_rule(rule, ruleset.ops, max_tier="bounded", timeout_ms=10000)
+    except Exception as e:  # a prover failure is "not certified", never "certified"
+        return f"the prover failed on it ({type(e).__name__}: {e})"
+    if res.status == "proved":
+        return None
+    return f"{res.status}" + (f": {res.message}" if res.message else "")
