@@ -8,9 +8,12 @@ from .ir.types import TensorType
 from .ir.persist import load
 from .frontend import lower
 from .backend import emit
+from .minimize import minimize, Minimized
 
 __all__ = [
     "emit",
+    "minimize",
+    "Minimized",
     "load",
     "lower",
     "Node",
