@@ -1,0 +1,436 @@
+"""Scalar algebras the evaluator computes in.
+
+- `Exact`: Python Fractions. Functions are either random rational stand-ins (a deterministic
+  random polynomial per function, fixed where a named axiom pins a value) or their real definitions
+  (ReLU and hardswish exactly, the others in float64) for finding counterexamples that are real.
+- `Sym`: sympy. Tensor entries are applied undefined functions `x(0, 1)`, functions are
+  uninterpreted (arguments brought to a canonical rational form first, so equal polynomials give the
+  same application). With symbolic sizes, sums over the channel's axis split into the channel c and
+  an aggregate `SUM(R, Lambda(j, body))` whose body is canonical (expanded, factors that do not depend
+  on j pulled out, bound variable named by nesting depth).
+"""
+from __future__ import annotations
+
+import math
+import random
+from fractions import Fraction
+from typing import Any, Callable
+
+from .semantics import Extent, NeedConcrete, SemanticsError
+
+
+def _idx_int(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, Fraction) and v.denominator == 1:
+        return int(v)
+    try:
+        import sympy
+
+        if isinstance(v, sympy.Integer):
+            return int(v)
+    except ImportError:  # pragma: no cover
+        pass
+    return None
+
+
+_CMP: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+class Exact:
+    """Exact rationals (or float64 where a real definition is not rational)."""
+
+    symbolic = False
+
+    def __init__(self, mode: str, seed: int = 0, pinned: dict[str, Fraction] | None = None, softmax_axioms=()):
+        self.mode = mode  # "standin" or "real"
+        self.rng = random.Random(seed)
+        self.pinned = pinned or {}  # function -> value at 0 (from named axioms)
+        self.softmax_axioms = set(softmax_axioms)
+        self._coef: dict[tuple[str, int], list[Fraction]] = {}
+
+    def num(self, v: Any) -> Any:
+        if isinstance(v, bool) or v is None:
+            return v
+        if isinstance(v, int):
+            return v  # ints are exact already (and index arithmetic stays cheap)
+        if isinstance(v, Fraction):
+            return v
+        if isinstance(v, float):
+            return Fraction(v)
+        return v
+
+    def index(self, v: Any) -> int:
+        i = _idx_int(v)
+        if i is None:
+            raise SemanticsError(f"index {v} is not an integer")
+        return i
+
+    def as_int(self, v: Any) -> int | None:
+        return _idx_int(v)
+
+    def size(self, ext: Any) -> Any:
+        return Fraction(ext)
+
+    def points(self, ext: int) -> range:
+        return range(ext)
+
+    def dims_of(self, v: Any) -> set[str]:
+        return set()
+
+    def binop(self, op: str, a: Any, b: Any) -> Any:
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/":
+            if b == 0:
+                raise ZeroDivisionError("division by zero")
+            return Fraction(a) / b if not isinstance(a, float) and not isinstance(b, float) else a / b
+        if op == "//":
+            if isinstance(a, int) and isinstance(b, int):
+                return a // b
+            return math.floor(Fraction(a) / Fraction(b))
+        if op == "%":
+            if isinstance(a, int) and isinstance(b, int):
+                return a % b
+            return Fraction(a) % Fraction(b)
+        if op == "^":
+            e = _idx_int(b)
+            if e is None:
+                return float(a) ** float(b)
+            return a**e
+        raise SemanticsError(f"unknown operator {op}")
+
+    def compare(self, op: str, a: Any, b: Any) -> bool:
+        if isinstance(a, list) or isinstance(b, list):
+            a = [self.num(x) for x in a] if isinstance(a, list) else a
+            b = [self.num(x) for x in b] if isinstance(b, list) else b
+        return _CMP[op](a, b)
+
+    def sum(self, ext: Any, body: Callable[[int], Any], depth: int) -> Any:
+        total: Any = 0
+        for j in range(ext):
+            total = total + body(j)
+        return total
+
+    # ---- functions ------------------------------------------------------------------------------
+    def call(self, fn: str, args: list[Any]) -> Any:
+        if fn in ("max", "min"):
+            return max(args) if fn == "max" else min(args)
+        if self.mode == "real":
+            return real_function(fn, args)
+        key = (fn, len(args))
+        coef = self._coef.get(key)
+        if coef is None:
+            coef = [Fraction(self.rng.randint(-9, 9), self.rng.randint(1, 5)) for _ in range(1 + 2 * len(args))]
+            if fn == "relu" and self.mode == "standin_relu":
+                coef = []
+            if fn in self.pinned:
+                coef[0] = self.pinned[fn]
+            self._coef[key] = coef
+        if fn == "relu" and self.mode == "standin_relu":
+            return max(Fraction(0), args[0])
+        out = coef[0]
+        for i, a in enumerate(args):
+            out += coef[1 + 2 * i] * a + coef[2 + 2 * i] * a * a
+        return out
+
+    def softmax(self, scores: list[Any], keeps: list[Any], j: int) -> Any:
+        if self.mode == "real":
+            kept = [float(s) for s, k in zip(scores, keeps) if k]
+            if not kept:
+                return 0.0
+            m = max(kept)
+            den = sum(math.exp(float(s) - m) for s, k in zip(scores, keeps) if k)
+            return math.exp(float(scores[j]) - m) / den if keeps[j] else 0.0
+        shift = "softmax_shift" in self.softmax_axioms
+        rows = "softmax_rows" in self.softmax_axioms
+
+        def g(u: Any, t: int) -> Any:
+            a = Fraction(t + 1, 3) if not shift else Fraction(1, 3)
+            return (u + a) * (u + a) + 1
+
+        base = scores[0] if shift else 0
+        w = [(g(s - base, t) if k else Fraction(0)) for t, (s, k) in enumerate(zip(scores, keeps))]
+        if rows or shift:
+            tot = sum(w)
+            return w[j] / tot if tot else Fraction(0)
+        return w[j] * (1 + Fraction(len(scores), 7) * sum(scores))
+
+
+def real_function(fn: str, args: list[Any]) -> Any:
+    """The exact or float64 definition of a named scalar function."""
+    x = args[0] if args else None
+    if fn == "relu":
+        return x if x > 0 else (Fraction(0) if isinstance(x, Fraction) else 0.0)
+    if fn == "relu6":
+        return min(max(x, 0), 6)
+    if fn == "hardswish":
+        return x * min(max(x + 3, 0), 6) / 6
+    if fn == "hardsigmoid":
+        return min(max(x + 3, 0), 6) / 6
+    xf = float(x)
+    table = {
+        "gelu": lambda: 0.5 * xf * (1 + math.erf(xf / math.sqrt(2))),
+        "silu": lambda: xf / (1 + math.exp(-xf)),
+        "sigmoid": lambda: 1 / (1 + math.exp(-xf)),
+        "tanh": lambda: math.tanh(xf),
+        "exp": lambda: math.exp(xf),
+        "rsqrt": lambda: 1 / math.sqrt(xf),
+        "sqrt": lambda: math.sqrt(xf),
+        "mish": lambda: xf * math.tanh(math.log1p(math.exp(xf))),
+        "softplus": lambda: math.log1p(math.exp(xf)),
+        "gelu_tanh": lambda: 0.5 * xf * (1 + math.tanh(math.sqrt(2 / math.pi) * (xf + 0.044715 * xf**3))),
+    }
+    f = table.get(fn)
+    if f is None:
+        raise SemanticsError(f"no real definition of function {fn!r}")
+    return f()
+
+
+class Sym:
+    """sympy expressions; `parametric` switches on symbolic sizes (Extents)."""
+
+    symbolic = True
+
+    def __init__(self, axioms: set[str] | None = None, channel: Any = None):
+        import sympy
+
+        self.sp = sympy
+        self.axioms = axioms or set()
+        self.c = channel
+        self.sym_dims: dict[Any, str] = {}  # symbol -> the dim it ranges over / sizes
+        self.bool_atoms: set[Any] = set()
+        self._fresh = 0
+        self._funcs: dict[str, Any] = {}
+
+    # ---- atoms --------------------------------------------------------------------------------------
+    def func(self, name: str) -> Any:
+        f = self._funcs.get(name)
+        if f is None:
+            f = self.sp.Function(name)
+            self._funcs[name] = f
+        return f
+
+    def entry(self, tname: str, idx: tuple, boolean: bool = False) -> Any:
+        e = self.func(tname)(*idx) if idx else self.sp.Symbol(tname)
+        if boolean:
+            self.bool_atoms.add(e)
+        return e
+
+    def fresh(self, dim: str) -> Any:
+        self._fresh += 1
+        s = self.sp.Symbol(f"{dim}_{self._fresh}", integer=True, nonnegative=True)
+        self.sym_dims[s] = dim
+        return s
+
+    def num(self, v: Any) -> Any:
+        if isinstance(v, bool) or v is None:
+            return v
+        if isinstance(v, int):
+            return v
+        if isinstance(v, (float, Fraction)):
+            return self.sp.Rational(Fraction(v))
+        return v
+
+    def index(self, v: Any) -> Any:
+        i = _idx_int(v)
+        if i is not None:
+            return i
+        if isinstance(v, self.sp.Symbol):
+            return v
+        raise NeedConcrete(self.dims_of(v))
+
+    def as_int(self, v: Any) -> int | None:
+        return _idx_int(v)
+
+    def size(self, ext: Any) -> Any:
+        if isinstance(ext, Extent):
+            if ext.part == "gen":
+                s = self.sp.Symbol(ext.dim, integer=True, positive=True)
+            else:
+                s = self.sp.Symbol(f"{ext.dim}_r", integer=True, positive=True)
+                if ext.part == "full":
+                    self.sym_dims[s] = ext.dim
+                    return s + 1
+            self.sym_dims[s] = ext.dim
+            return s
+        return self.sp.Integer(ext)
+
+    def points(self, ext: Any) -> list[Any]:
+        if isinstance(ext, Extent):
+            if ext.part == "full":
+                return [self.c, self.fresh(ext.dim)]
+            return [self.fresh(ext.dim)]
+        return list(range(ext))
+
+    def dims_of(self, v: Any) -> set[str]:
+        syms = getattr(v, "free_symbols", set())
+        out = {self.sym_dims[s] for s in syms if s in self.sym_dims}
+        if self.c in syms:
+            out.add("<channel>")
+        return out
+
+    def binop(self, op: str, a: Any, b: Any) -> Any:
+        if isinstance(a, int) and isinstance(b, int):
+            return {"+": a + b, "-": a - b, "*": a * b}.get(op) if op in "+-*" else self._intop(op, a, b)
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/":
+            if b == 0:
+                raise ZeroDivisionError("division by zero")
+            return self.sp.Integer(a) / b if isinstance(a, int) else a / b
+        if op in ("//", "%"):
+            ia, ib = _idx_int(a), _idx_int(b)
+            if ia is None or ib is None:
+                q = self.sp.cancel(self.sp.sympify(a) / self.sp.sympify(b))
+                if q.is_integer:  # exact division of symbolic sizes (o // groups with groups == o)
+                    return (int(q) if q.is_Integer else q) if op == "//" else 0
+                raise NeedConcrete(self.dims_of(a) | self.dims_of(b))
+            return self._intop(op, ia, ib)
+        if op == "^":
+            return a**b
+        raise SemanticsError(f"unknown operator {op}")
+
+    def _intop(self, op: str, a: int, b: int) -> Any:
+        if op == "//":
+            return a // b
+        if op == "%":
+            return a % b
+        if op == "/":
+            return self.sp.Rational(a, b)
+        if op == "^":
+            return a**b
+        raise SemanticsError(op)
+
+    def compare(self, op: str, a: Any, b: Any) -> bool:
+        if isinstance(a, list) or isinstance(b, list):
+            if op not in ("==", "!="):
+                raise SemanticsError("lists compare with == or != only")
+            eq = [self.num(x) for x in a] == [self.num(x) for x in b] if isinstance(a, list) and isinstance(b, list) else False
+            return eq if op == "==" else not eq
+        if isinstance(a, (str, bool)) or isinstance(b, (str, bool)) or a is None or b is None:
+            return _CMP[op](a, b)
+        d = self.sp.expand(self.sp.sympify(a) - self.sp.sympify(b))
+        if d.is_number:
+            return _CMP[op](d, 0)
+        facts = {"==": d.is_zero, "!=": (None if d.is_zero is None else not d.is_zero),
+                 "<": d.is_negative, "<=": d.is_nonpositive, ">": d.is_positive, ">=": d.is_nonnegative}
+        v = facts[op]
+        if v is None:
+            raise NeedConcrete(self.dims_of(d) or {"?"})
+        return bool(v)
+
+    # ---- canonical forms -----------------------------------------------------------------------------
+    def canon(self, e: Any) -> Any:
+        sp = self.sp
+        if not isinstance(e, sp.Basic):
+            return self.num(e)
+        e = sp.expand(e)
+        if e.is_polynomial() if hasattr(e, "is_polynomial") else False:
+            return e
+        return sp.cancel(sp.together(e))
+
+    def sum(self, ext: Any, body: Callable[[Any], Any], depth: int) -> Any:
+        sp = self.sp
+        if not isinstance(ext, Extent):
+            total = sp.Integer(0)
+            for j in range(ext):
+                total += body(j)
+            return total
+        total = sp.Integer(0)
+        if ext.part == "full":
+            total += body(self.c)
+        d = sp.Dummy(f"j{depth}")
+        self.sym_dims[d] = ext.dim
+        part = "rest" if ext.part in ("full", "rest") else "gen"
+        size = self.size(Extent(ext.dim, part))
+        expr = sp.expand(body(d))
+        groups: dict[Any, Any] = {}
+        for term in sp.Add.make_args(expr):
+            dep, indep = [], []
+            for f in sp.Mul.make_args(term):
+                (dep if d in f.free_symbols else indep).append(f)
+            key = sp.Mul(*dep)
+            groups[key] = groups.get(key, 0) + sp.Mul(*indep)
+        for key, coef in groups.items():
+            if key == 1:
+                total += coef * size
+                continue
+            level = _lambda_depth(key)
+            canon_var = sp.Symbol(f"_j{level}_{ext.dim}")
+            atom = self.func(f"SUM_{ext.dim}_{part}")(sp.Lambda(canon_var, key.xreplace({d: canon_var})))
+            total += coef * atom
+        return total
+
+    def call(self, fn: str, args: list[Any]) -> Any:
+        sp = self.sp
+        args = [self.canon(a) for a in args]
+        if fn in ("max", "min") and all(a.is_number for a in args):
+            return max(args) if fn == "max" else min(args)
+        for ax in _ZERO_AXIOMS.get(fn, ()):
+            if ax[0] in self.axioms and len(args) == 1 and args[0] == 0:
+                return self.num(ax[1])
+        if fn == "exp" and "exp_add" in self.axioms and len(args) == 1 and isinstance(args[0], sp.Add):
+            out = sp.Integer(1)
+            for t in sp.Add.make_args(args[0]):
+                out *= self.func("exp")(t)
+            return out
+        return self.func(fn)(*args)
+
+    def softmax(self, scores: list[Any], keeps: list[Any], j: int) -> Any:
+        sp = self.sp
+        if "softmax_shift" in self.axioms:
+            scores = [s - scores[0] for s in scores]
+        scores = [self.canon(s) for s in scores]
+        keeps = [self.canon(k) for k in keeps]
+        f = self.func(f"softmax{len(scores)}")
+        return f(sp.Integer(j), *scores, *keeps)
+
+
+_ZERO_AXIOMS = {
+    "relu": [("relu_zero", 0)],
+    "gelu": [("gelu_zero", 0)],
+    "silu": [("silu_zero", 0)],
+    "tanh": [("tanh_zero", 0)],
+    "sigmoid": [("sigmoid_half", Fraction(1, 2))],
+    "hardswish": [("hardswish_zero", 0)],
+    "mish": [("mish_zero", 0)],
+    "exp": [("exp_zero", 1)],
+}
+
+
+def _lambda_depth(e: Any) -> int:
+    import sympy as sp
+
+    best = 0
+    for sub in sp.preorder_traversal(e):
+        if isinstance(sub, sp.Lambda):
+            best = max(best, 1 + _lambda_depth(sub.expr))
+    return best
+
+
+def zero_pins(axioms: set[str]) -> dict[str, Fraction]:
+    """Function values at 0 that the named axioms pin (for test-tier stand-ins)."""
+    out = {}
+    for fn, items in _ZERO_AXIOMS.items():
+        for ax, v in items:
+            if ax in axioms:
+                out[fn] = Fraction(v)
+    return out

@@ -1,0 +1,491 @@
+"""Evaluate op semantics (`means`) and rule expressions over lazily indexed tensors.
+
+One evaluator serves every tier; what differs is the scalar algebra (sr_ir.prover.algebra):
+exact rationals with stand-in functions, sympy symbols at concrete sizes, or sympy with symbolic
+sizes. With symbolic sizes an axis is an `Extent` (the channel c plus the rest R, the rest alone, or
+a generic axis) and index values are symbols; anything that needs a concrete size (index arithmetic,
+zero padding, a softmax row) raises NeedConcrete so the caller can make that dim concrete.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from ..lang import ast as A
+from ..ops.decl import OpDecl
+
+
+class NeedConcrete(Exception):
+    """A symbolic dim was used where only a number will do; `dims` names it (them)."""
+
+    def __init__(self, dims: set[str]):
+        super().__init__(", ".join(sorted(dims)))
+        self.dims = dims
+
+
+class InstanceError(Exception):
+    """The chosen sizes/attributes do not satisfy an op's constraints (try another instance)."""
+
+
+class SemanticsError(Exception):
+    """The rule or semantics cannot be evaluated (a bug in the rule text, reported to the user)."""
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A symbolic axis length: `full` = {c} + R, `rest` = R (c dropped), `gen` = an axis without c."""
+
+    dim: str
+    part: str  # full / rest / gen
+
+    def __repr__(self) -> str:
+        return f"{self.dim}:{self.part}"
+
+
+def is_symbolic(x: Any) -> bool:
+    return isinstance(x, Extent)
+
+
+class Tensor:
+    """A tensor known entry by entry: `get(idx)` computes (and memoises) one entry."""
+
+    def __init__(self, name: str, shape: tuple[Any, ...] | None, getter: Callable[[tuple], Any], dtype: str = "T"):
+        self.name = name
+        self.shape = shape
+        self._get = getter
+        self.dtype = dtype
+        self._memo: dict[tuple, Any] = {}
+
+    def __getitem__(self, idx: tuple) -> Any:
+        if self.shape is not None and len(idx) != len(self.shape):
+            if len(idx) > len(self.shape):  # broadcasting read: trailing axes
+                idx = idx[len(idx) - len(self.shape):]
+            else:
+                raise SemanticsError(f"{self.name} has rank {len(self.shape)}, read with {len(idx)} indices")
+        if self.shape is not None:
+            idx = tuple(0 if (e == 1 and isinstance(e, int)) else i for i, e in zip(idx, self.shape))
+        try:
+            return self._memo[idx]
+        except KeyError:
+            v = self._get(idx)
+            self._memo[idx] = v
+            return v
+        except TypeError:  # unhashable index: compute without memo
+            return self._get(idx)
+
+
+class Evaluator:
+    """Evaluates expressions and op semantics with one algebra."""
+
+    def __init__(self, alg: Any, ops: Mapping[str, OpDecl], channel_value: Any = None):
+        self.alg = alg
+        self.ops = ops
+        self.c = channel_value
+        self.depth = 0
+        self.assumed: list[tuple[Any, dict]] = []  # op preconditions a symbolic instance cannot decide
+        self.scalar_calls = 0  # > 0 inside `means`: a call names a scalar function, never an op
+
+    # ---- scalar / index expressions -----------------------------------------------------------
+    def ev(self, e: Any, env: Mapping[str, Any]) -> Any:
+        alg = self.alg
+        if isinstance(e, A.Num):
+            v = e.value
+            if isinstance(v, bool) or v is None or isinstance(v, (str, list)):
+                return v
+            return alg.num(v)
+        if isinstance(e, A.Name):
+            if e.id not in env:
+                raise SemanticsError(f"unknown name {e.id!r}")
+            v = env[e.id]
+            if isinstance(v, Extent):
+                return alg.size(v)
+            return v
+        if isinstance(e, A.Index):
+            t = env.get(e.base)
+            if isinstance(t, Tensor):
+                if any(isinstance(i, A.Slice) for i in e.indices) or (
+                    any(isinstance(i, A.Variadic) and "*" + i.name not in env for i in e.indices)
+                ):
+                    return self.slice_tensor(e, env)
+                return t[self.indices(e, env, t)]
+            if isinstance(t, (list, tuple)):  # an ints attribute: padding[0]
+                i = self.ev(e.indices[0], env)
+                return alg.num(t[int(i)]) if isinstance(t[int(i)], (int, float)) else t[int(i)]
+            raise SemanticsError(f"{e.base} is not a tensor")
+        if isinstance(e, A.Neg):
+            return -self.ev(e.operand, env)
+        if isinstance(e, A.BinOp):
+            a, b = self.ev(e.left, env), self.ev(e.right, env)
+            if isinstance(a, Tensor) or isinstance(b, Tensor):
+                return self.tensor_binop(e.op, a, b)
+            return alg.binop(e.op, a, b)
+        if isinstance(e, A.ListExpr):
+            return [self.ev(x, env) for x in e.items]
+        if isinstance(e, A.Call):
+            return self.call(e, env)
+        raise SemanticsError(f"cannot evaluate {A.show(e)}")
+
+    def indices(self, e: A.Index, env: Mapping[str, Any], t: Tensor) -> tuple:
+        out: list[Any] = []
+        for i in e.indices:
+            if isinstance(i, A.Variadic):
+                run = env.get("*" + i.name)
+                if run is None:
+                    raise SemanticsError(f"*{i.name} is not bound here")
+                out.extend(run)
+            elif isinstance(i, A.Slice):
+                raise SemanticsError(f"`:` cannot be read as a value in {A.show(e)}")
+            else:
+                v = self.ev(i, env)
+                out.append(self.alg.index(v))
+        return tuple(out)
+
+    def call(self, e: A.Call, env: Mapping[str, Any]) -> Any:
+        alg = self.alg
+        fn = e.fn
+        if fn == "sum":
+            b, body = e.args[0], e.args[1]
+            ext = self.extent_of(b.upper, env)
+            self.depth += 1
+            try:
+                return alg.sum(ext, lambda j: self.ev(body, {**env, b.var: j}), self.depth)
+            finally:
+                self.depth -= 1
+        if fn == "softmax":
+            b, score, keep, j = e.args
+            ext = self.extent_of(b.upper, env)
+            if is_symbolic(ext):
+                raise NeedConcrete({ext.dim})
+            scores = [self.ev(score, {**env, b.var: t}) for t in range(ext)]
+            keeps = [self.ev(keep, {**env, b.var: t}) for t in range(ext)]
+            return alg.softmax(scores, keeps, int(alg.index(self.ev(j, env))))
+        if fn == "padded":
+            ix = e.args[0]
+            if not isinstance(ix, A.Index):
+                raise SemanticsError("padded(...) takes one indexed read")
+            t = env[ix.base]
+            idx = self.indices(ix, env, t)
+            for v, ext in zip(idx[len(idx) - len(t.shape):], t.shape):
+                if is_symbolic(ext) or not isinstance(v, int):
+                    raise NeedConcrete(alg.dims_of(v) | ({ext.dim} if is_symbolic(ext) else set()))
+                if not 0 <= v < ext:
+                    return alg.num(0)
+            return t[idx]
+        if fn == "dim":
+            t = env[e.args[0].id]
+            ax = int(self.ev(e.args[1], env))
+            ext = t.shape[ax]
+            return alg.size(ext) if is_symbolic(ext) else alg.num(ext)
+        if fn in ("max", "min"):
+            args = [self.ev(a, env) for a in e.args]
+            return alg.call(fn, args)
+        if fn == "step":  # 1 when the argument is >= 0 (concrete indices)
+            v = self.ev(e.args[0], env)
+            if not isinstance(v, int):
+                raise NeedConcrete(alg.dims_of(v))
+            return alg.num(1 if v >= 0 else 0)
+        if fn in ("drop", "tensor") or (fn in self.ops and not self.scalar_calls):
+            return self.tensor_expr(e, env)
+        args = [self.ev(a, env) for a in e.args]
+        return alg.call(fn, args)
+
+    def extent_of(self, upper: Any, env: Mapping[str, Any]) -> Any:
+        """The range of a bound variable: an Extent when the bound is a symbolic dim."""
+        if isinstance(upper, A.Name) and isinstance(env.get(upper.id), Extent):
+            return env[upper.id]
+        if isinstance(upper, A.Call) and upper.fn == "dim":
+            t = env[upper.args[0].id]
+            ext = t.shape[int(self.ev(upper.args[1], env))]
+            if is_symbolic(ext):
+                return ext
+            return ext
+        v = self.ev(upper, env)
+        iv = self.alg.as_int(v)
+        if iv is None:
+            raise NeedConcrete(self.alg.dims_of(v))
+        return iv
+
+    # ---- tensor-valued expressions (rewrite right sides) ---------------------------------------
+    def tensor_expr(self, e: Any, env: Mapping[str, Any]) -> Any:
+        if isinstance(e, A.Name):
+            return env[e.id]
+        if isinstance(e, A.Call) and e.fn == "drop":
+            t = self.tensor_expr(e.args[0], env)
+            ax = int(self.alg.as_int(self.ev(e.args[1], env)))
+            c = self.ev(e.args[2], env)
+            return drop(t, ax, c)
+        if isinstance(e, A.Call) and e.fn == "tensor":
+            bounds = [a for a in e.args if isinstance(a, A.Bound)]
+            body = e.args[-1]
+            shape = tuple(self.extent_of(b.upper, env) for b in bounds)
+
+            def get(idx: tuple, bounds=bounds, body=body) -> Any:
+                return self.ev(body, {**env, **{b.var: i for b, i in zip(bounds, idx)}})
+
+            return Tensor("tensor", shape, get)
+        if isinstance(e, A.Call) and e.fn in self.ops:
+            return self.apply_op(self.ops[e.fn], e.args, env)
+        if isinstance(e, A.Index) and any(isinstance(i, A.Slice) for i in e.indices):
+            return self.slice_tensor(e, env)
+        # a scalar-valued or elementwise expression over tensors
+        v = self.ev(e, env)
+        return v
+
+    def slice_tensor(self, e: A.Index, env: Mapping[str, Any]) -> Tensor:
+        t = env[e.base]
+        fixed: list[Any] = []
+        free: list[int] = []
+        pos = 0
+        for i in e.indices:
+            if isinstance(i, A.Variadic):
+                run = env.get("*" + i.name)
+                if run is None:
+                    # a variadic in a slice reads every batch position: a free run of axes
+                    n = len(t.shape) - (len(e.indices) - 1)
+                    for _ in range(n):
+                        free.append(pos)
+                        fixed.append(None)
+                        pos += 1
+                    continue
+                fixed.extend(run)
+                pos += len(run)
+            elif isinstance(i, A.Slice):
+                free.append(pos)
+                fixed.append(None)
+                pos += 1
+            else:
+                fixed.append(self.alg.index(self.ev(i, env)))
+                pos += 1
+        shape = tuple(t.shape[p] for p in free)
+
+        def get(idx: tuple) -> Any:
+            full = list(fixed)
+            for p, v in zip(free, idx):
+                full[p] = v
+            return t[tuple(full)]
+
+        return Tensor(f"{t.name}[...]", shape, get)
+
+    def tensor_binop(self, op: str, a: Any, b: Any) -> Tensor:
+        alg = self.alg
+        ta, tb = isinstance(a, Tensor), isinstance(b, Tensor)
+        sa = a.shape if ta else ()
+        sb = b.shape if tb else ()
+        shape = broadcast_shapes(sa, sb)
+
+        def get(idx: tuple) -> Any:
+            x = a[idx] if ta else a
+            y = b[idx] if tb else b
+            return alg.binop(op, x, y)
+
+        return Tensor("expr", shape, get)
+
+    def apply_op(self, decl: OpDecl, args: Any, env: Mapping[str, Any]) -> Tensor:
+        """A new node: evaluate `op(args...)` (args: ast trees, positional then name=value)."""
+        tensors: dict[str, Any] = {}
+        attrs: dict[str, Any] = {}
+        params = decl.param_names
+        for i, a in enumerate(args):
+            if i >= len(params):
+                raise SemanticsError(f"{decl.name} takes {len(params)} arguments")
+            p = params[i]
+            if decl.tensor_param(p) is not None:
+                tensors[p] = None if (isinstance(a, A.Num) and a.value is None) else self.tensor_expr(a, env)
+            else:
+                attrs[p] = self.ev(a, env)
+        return self.op(decl, tensors, attrs)
+
+    def op(self, decl: OpDecl, tensors: Mapping[str, Any], attrs: Mapping[str, Any]) -> Tensor:
+        """The result tensor of one op application (lazy; entries from the op's `means`)."""
+        if not decl.means:
+            raise SemanticsError(f"op {decl.name!r} has no `means` (semantics) declared")
+        local: dict[str, Any] = {}
+        for p in decl.tensor_params:
+            t = tensors.get(p.name)
+            if t is None:
+                if not p.optional:
+                    raise SemanticsError(f"{decl.name} needs operand {p.name!r}")
+                local[p.name] = None
+                continue
+            if not isinstance(t, Tensor):  # a scalar standing in for a tensor
+                t = Tensor(p.name, (), lambda idx, v=t: v)
+            local[p.name] = t
+            bind_pattern(p.pattern.dims, t.shape, local, self, f"{decl.name}.{p.name}")
+        for a in decl.attr_params:
+            if a.name in attrs:
+                local[a.name] = attrs[a.name]
+            elif a.has_default:
+                v = a.default
+                local[a.name] = self.alg.num(v) if isinstance(v, float) else v
+            else:
+                raise SemanticsError(f"{decl.name} needs attribute {a.name!r}")
+        for w in decl.where:
+            try:
+                ok = self.holds(w, local)
+            except NeedConcrete:
+                if not getattr(self.alg, "symbolic", False):
+                    raise
+                self.assumed.append((w, dict(local)))  # a precondition of a well-typed node
+                continue
+            if not ok:
+                raise InstanceError(f"{decl.name}: {A.show(w)} fails")
+        shape = self.result_shape(decl, local)
+        if any(isinstance(x, int) and x < 1 for x in shape):
+            raise InstanceError(f"{decl.name}: empty result shape {shape}")
+        defs = decl.means
+        outs: dict[str, Any] = {}
+        for d in defs:
+            name = d.target.base
+            outs[name] = self._defined(d, local, outs, shape if name == "out" else None)
+        return outs.get("out") or outs[defs[-1].target.base]
+
+    def _defined(self, d: A.IndexEq, local: dict, outs: dict, shape: Any) -> Tensor:
+        target = d.target
+
+        def get(idx: tuple) -> Any:
+            env = {**local, **outs}
+            n_fixed = sum(1 for i in target.indices if not isinstance(i, A.Variadic))
+            pos = 0
+            for i in target.indices:
+                if isinstance(i, A.Variadic):
+                    k = len(idx) - n_fixed
+                    env["*" + i.name] = tuple(idx[pos:pos + k])
+                    pos += k
+                elif isinstance(i, A.Name):
+                    env[i.id] = idx[pos]
+                    pos += 1
+                else:
+                    raise SemanticsError(f"means target indices are names: {A.show(target)}")
+            self.scalar_calls += 1
+            try:
+                return self.ev(d.value, env)
+            finally:
+                self.scalar_calls -= 1
+
+        return Tensor(target.base, shape, get)
+
+    def result_shape(self, decl: OpDecl, local: Mapping[str, Any]) -> tuple[Any, ...]:
+        res = decl.result
+        if isinstance(res, str):
+            firsts = [local[p.name] for p in decl.tensor_params if isinstance(local.get(p.name), Tensor)]
+            if res == "broadcast":
+                shape: tuple = ()
+                for t in firsts:
+                    shape = broadcast_shapes(shape, t.shape)
+                return shape
+            return firsts[0].shape  # same shape as the first operand (layer_norm, softmax, ...)
+        out: list[Any] = []
+        for d in res.dims:
+            if isinstance(d, A.Variadic):
+                out.extend(local["*" + d.name + "#shape"])
+            else:
+                out.append(self.shape_value(d, local))
+        return tuple(out)
+
+    def shape_value(self, d: Any, env: Mapping[str, Any]) -> Any:
+        if isinstance(d, A.Name) and isinstance(env.get(d.id), Extent):
+            return env[d.id]
+        v = self.ev(d, env)
+        iv = self.alg.as_int(v)
+        if iv is None:
+            raise NeedConcrete(self.alg.dims_of(v))
+        return iv
+
+    # ---- conditions -------------------------------------------------------------------------------
+    def holds(self, c: Any, env: Mapping[str, Any]) -> bool:
+        """Evaluate a condition over dims/attributes (numbers only: tensor conditions are not here)."""
+        if isinstance(c, A.BoolOp):
+            if c.op == "and":
+                return all(self.holds(x, env) for x in c.operands)
+            if c.op == "or":
+                return any(self.holds(x, env) for x in c.operands)
+            return not self.holds(c.operands[0], env)
+        if isinstance(c, A.Cmp):
+            a, b = self.ev(c.left, env), self.ev(c.right, env)
+            return self.alg.compare(c.op, a, b)
+        raise SemanticsError(f"cannot decide {A.show(c)} here")
+
+
+def bind_pattern(dims: list[Any], shape: tuple[Any, ...], env: dict, ev: Evaluator, what: str) -> None:
+    """Match a declared pattern (n, *B, ...) against an actual shape, binding names in env."""
+    n_var = sum(1 for d in dims if isinstance(d, A.Variadic))
+    n_fixed = len(dims) - n_var
+    if (n_var == 0 and len(shape) != n_fixed) or len(shape) < n_fixed:
+        raise InstanceError(f"{what}: rank {len(shape)} does not fit the pattern")
+    pos = 0
+    for d in dims:
+        if isinstance(d, A.Variadic):
+            k = len(shape) - n_fixed
+            run = tuple(shape[pos:pos + k])
+            key = "*" + d.name + "#shape"
+            if key in env and tuple(env[key]) != run:
+                raise InstanceError(f"{what}: *{d.name} differs between operands")
+            env[key] = run
+            pos += k
+            continue
+        ext = shape[pos]
+        pos += 1
+        if isinstance(d, A.Name):
+            if d.id in env and env[d.id] is not None:
+                if not _same_extent(env[d.id], ext, ev):
+                    raise InstanceError(f"{what}: {d.id} is {env[d.id]} and {ext}")
+            else:
+                env[d.id] = ext
+        else:
+            want = ev.shape_value(d, env)
+            if not _same_extent(want, ext, ev):
+                raise InstanceError(f"{what}: axis is {ext}, pattern wants {want}")
+
+
+def _same_extent(a: Any, b: Any, ev: Evaluator) -> bool:
+    if isinstance(a, Extent) or isinstance(b, Extent):
+        return a == b
+    if not isinstance(a, int):
+        a = ev.alg.as_int(a)
+    return a == b
+
+
+def broadcast_shapes(a: tuple, b: tuple) -> tuple:
+    out: list[Any] = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x == 1:
+            out.append(y)
+        elif y == 1 or x == y:
+            out.append(x)
+        else:
+            raise InstanceError(f"cannot broadcast {a} and {b}")
+    return tuple(reversed(out))
+
+
+def drop(t: Tensor, axis: int, c: Any) -> Tensor:
+    """`t` without position c on `axis` (the kept channels, in order)."""
+    rank = len(t.shape)
+    ax = axis % rank
+    ext = t.shape[ax]
+    if isinstance(ext, Extent):
+        if ext.part != "full":
+            raise SemanticsError(f"drop on axis {axis} of {t.name}, which does not carry the channel")
+        new_ext: Any = Extent(ext.dim, "rest")
+
+        def get(idx: tuple) -> Any:
+            return t[idx]
+    else:
+        if not isinstance(c, int) or not 0 <= c < ext:
+            raise InstanceError(f"channel {c} out of range for {t.name} axis {axis}")
+        new_ext = ext - 1
+
+        def get(idx: tuple) -> Any:
+            i = idx[ax]
+            return t[idx[:ax] + (i + 1 if i >= c else i,) + idx[ax + 1:]]
+
+    shape = t.shape[:ax] + (new_ext,) + t.shape[ax + 1:]
+    return Tensor(f"drop({t.name})", shape, get, t.dtype)
+
+
+def points(shape: tuple[Any, ...], alg: Any) -> list[tuple]:
+    """Every index tuple to compare: all positions (concrete) or representatives (symbolic)."""
+    axes = [alg.points(ext) for ext in shape]
+    return [tuple(p) for p in itertools.product(*axes)]
