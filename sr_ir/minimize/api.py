@@ -20,6 +20,7 @@ from .batchnorm import fold_batch_norms
 from .report import MinimizeReport, removal_rows
 from .rewrite import apply, plan
 from .rulebook import RuleBook
+from .transformer import TransformerReport, reduce_transformer
 from .verify import compare
 
 RulesArg = RuleSet | str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None
@@ -60,10 +61,17 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
         from tqdm import tqdm
 
         bar = tqdm(desc="minimize", unit="pass", leave=False)
+    transformer = TransformerReport()
     for it in range(max_iterations):
+        # heads, qk/v dims, gated units, residual stream through compensated norms (transformer.py)
+        p, tr = reduce_transformer(p)
+        transformer.add(tr)
         a = analyze(p, rs, book)
         removals = plan(a)
         if not removals:
+            if tr.any():
+                check_program(p, rs)
+                continue
             break
         p, rem = apply(a, rs, removals)
         check_program(p, rs)
@@ -76,6 +84,7 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
     if bar is not None:
         bar.close()
     p = _drop_dead(p)
+    report.transformer = transformer.to_dict()
     report.finish(p, time.perf_counter() - t0, sorted(book.used))
     report.refused_rules = dict(sorted(book.refused.items()))
     return p, report

@@ -1,0 +1,548 @@
+"""Transformer reductions the channel engine cannot express with axis ties: attention heads and per-head
+query/key and value dims, gated MLP units, and residual-stream channels across LayerNorm / RMSNorm
+(compensated norms). minimization.md sections 3 and 4 state each step and its side conditions.
+
+- heads (`head_attention` whose q/k/v come from single-use linears and whose result feeds one linear):
+  a query head whose output-projection columns are all zero is dropped (its key/value head too when no
+  query head uses it any more); a value dim whose value row is zero holds its bias for every query that
+  attends to a key (softmax rows sum to 1), so `bias * Wo[:, d]` folds into the output bias: only when
+  no row can be fully masked (no mask operand, or a constant one with a true entry in every row; causal
+  self-attention always attends to the diagonal); a value dim no alive head reads is dropped; a query/key
+  dim whose query is zero for every head of its group, or whose key is a constant (the score term is
+  then the same for every key: softmax shift invariance), is dropped; with RoPE only whole rotation pairs
+  whose query or key is exactly zero go, and the pair's frequency index stays with the remaining pairs.
+- gated MLP (`down(act(gate(x)) * up(x))`, act(0) = 0): a unit whose gate or up row is zero with no
+  bias is zero for every input: its rows and the down column go.
+- residual stream: the values tied through add/sub, norms, casts, token means/selects form a group; a
+  channel goes when every value of the group holds a known constant on it (writers: zero linear rows,
+  constant embedding columns, norms with gamma = 0) and every reader absorbs it: linears fold it into
+  their bias, norms become compensated norms (S1, S2 and the full width carried, composing with earlier
+  compensation). A group that reaches a model output, a model input, or any other op keeps its channels.
+
+Every step is a vectorized check over channels (loops are over heads and nodes only). The engine's
+numeric verification of the emitted module backs every result.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..ir.program import Node, ParamRef, Program, ValueRef
+from ..ir.types import TensorType
+
+_ZERO_AT_ZERO = {"silu", "gelu", "relu", "tanh"}
+_NORMS = {"layer_norm", "rms_norm", "compensated_layer_norm", "compensated_rms_norm"}
+
+
+@dataclass
+class TransformerReport:
+    """What the transformer reductions removed, summed over passes."""
+
+    heads: int = 0
+    kv_heads: int = 0
+    qk_dims: int = 0
+    v_dims: int = 0
+    v_dims_folded: int = 0
+    gated_units: int = 0
+    residual_channels: int = 0
+    norms_compensated: list[str] = field(default_factory=list)
+
+    def any(self) -> bool:
+        return bool(self.heads or self.qk_dims or self.v_dims or self.gated_units or self.residual_channels)
+
+    def add(self, other: "TransformerReport") -> None:
+        for k in ("heads", "kv_heads", "qk_dims", "v_dims", "v_dims_folded", "gated_units", "residual_channels"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.norms_compensated += [n for n in other.norms_compensated if n not in self.norms_compensated]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in (
+            "heads", "kv_heads", "qk_dims", "v_dims", "v_dims_folded", "gated_units", "residual_channels",
+            "norms_compensated")}
+
+
+def reduce_transformer(p: Program) -> tuple[Program, TransformerReport]:
+    """Apply the reductions once each (the caller iterates to a fixpoint with the channel engine)."""
+    rep = TransformerReport()
+    if not any(n.op in ("head_attention", "mul") or n.op in _NORMS for n in p.nodes):
+        return p, rep
+    p = p.copy()
+    _reduce_heads(p, rep)
+    _reduce_gated(p, rep)
+    _reduce_stream(p, rep)
+    if rep.any():
+        _drop_unused_params(p)
+    return p, rep
+
+
+# ---- small helpers ------------------------------------------------------------------------------
+def _use_counts(p: Program) -> dict[str, int]:
+    c: dict[str, int] = {}
+    for n in p.nodes:
+        for r in n.param_operands():
+            c[r.name] = c.get(r.name, 0) + 1
+    return c
+
+
+def _w(p: Program, o: Any) -> torch.Tensor | None:
+    return p.weights[o.name] if isinstance(o, ParamRef) else None
+
+
+def _set(p: Program, o: ParamRef, t: torch.Tensor) -> None:
+    p.weights[o.name] = t.contiguous()
+    p.params[o.name] = TensorType.of(t)
+
+
+def _retype(n: Node, last: int) -> None:
+    n.type = TensorType(n.type.dtype, n.type.shape[:-1] + (last,))
+
+
+def _bias(n: Node) -> Any:
+    return n.operands[2] if len(n.operands) > 2 else None
+
+
+def _new_param(p: Program, base: str, t: torch.Tensor) -> ParamRef:
+    name, i = base, 1
+    while name in p.params:
+        name, i = f"{base}_{i}", i + 1
+    p.weights[name] = t.contiguous()
+    p.params[name] = TensorType.of(t)
+    return ParamRef(name)
+
+
+def _drop_unused_params(p: Program) -> None:
+    used = {r.name for n in p.nodes for r in n.param_operands()}
+    for name in [k for k in p.params if k not in used]:
+        del p.params[name]
+        p.weights.pop(name, None)
+        p.buffers.discard(name)
+
+
+def _zero_rows(w: torch.Tensor) -> torch.Tensor:
+    return (w == 0).all(dim=1)
+
+
+# ---- heads ----------------------------------------------------------------------------------------
+def _safe_mask(p: Program, n: Node, types: dict[str, TensorType]) -> bool:
+    """No query row can be fully masked (the value-dim fold relies on softmax rows summing to 1)."""
+    mask = n.operands[3] if len(n.operands) > 3 else None
+    if mask is None:
+        if n.attrs.get("causal"):
+            qt, kt = types[n.operands[0].name], types[n.operands[1].name]
+            return qt.shape[-2] == kt.shape[-2]
+        return True
+    m = _w(p, mask)
+    if m is None or n.attrs.get("causal"):
+        return False
+    ok = m if m.dtype == torch.bool else torch.isfinite(m) & (m > float("-inf"))
+    return bool(ok.any(dim=-1).all())
+
+
+def _reduce_heads(p: Program, rep: TransformerReport) -> None:
+    by_name, users, types = p.node_map(), p.users(), p.value_types()
+    uses = _use_counts(p)
+    for n in p.nodes:
+        if n.op != "head_attention":
+            continue
+        lins = [by_name.get(o.name) if isinstance(o, ValueRef) else None for o in n.operands[:3]]
+        outs = users.get(n.name, [])
+        if any(l is None or l.op != "linear" or len(users[l.name]) != 1 for l in lins) or len(outs) != 1:
+            continue
+        lo = outs[0]
+        if lo.op != "linear" or lo.operands[0] != ValueRef(n.name) or len(lins) != len({l.name for l in lins}):
+            continue
+        lq, lk, lv = lins
+        params = [o for l in (lq, lk, lv, lo) for o in l.operands[1:] if isinstance(o, ParamRef)]
+        if any(uses[o.name] != 1 for o in params):
+            continue
+        _reduce_one_attention(p, n, lq, lk, lv, lo, _safe_mask(p, n, types), rep)
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    out, acc = [], 0
+    for s in sizes:
+        out.append(acc)
+        acc += s
+    return out
+
+
+def _reduce_one_attention(p: Program, n: Node, lq: Node, lk: Node, lv: Node, lo: Node, safe: bool,
+                          rep: TransformerReport) -> None:
+    qk, vd, grp = list(n.attrs["qk_dims"]), list(n.attrs["v_dims"]), list(n.attrs["head_group"])
+    freq = n.attrs.get("rope_freq")
+    rope = freq is not None
+    wq, wk, wv, wo = _w(p, lq.operands[1]), _w(p, lk.operands[1]), _w(p, lv.operands[1]), _w(p, lo.operands[1])
+    bq, bk, bv, bo = (_w(p, _bias(l)) for l in (lq, lk, lv, lo))
+    q_off = _offsets([qk[g] for g in grp])
+    o_off = _offsets([vd[g] for g in grp])
+    k_off, v_off, f_off = _offsets(qk), _offsets(vd), _offsets([d // 2 for d in qk])
+    wo_zero_col = (wo == 0).all(dim=0)  # [sum o]
+    alive = [h for h in range(len(grp)) if not bool(wo_zero_col[o_off[h]:o_off[h] + vd[grp[h]]].all())]
+    if not alive:  # the block's attention contributes only its bias: leave it (the engine keeps one head)
+        alive = [0]
+    kv = sorted({grp[h] for h in alive})
+    q_zero_row = _zero_rows(wq) & (bq == 0 if bq is not None else True)
+    k_zero_row = _zero_rows(wk)
+    k_zero_val = k_zero_row & (bk == 0 if bk is not None else True)
+    v_zero_row = _zero_rows(wv)
+    new_bo = bo.clone() if bo is not None else None
+    keep_qk: dict[int, torch.Tensor] = {}
+    keep_v: dict[int, torch.Tensor] = {}
+    folded = 0
+    for g in kv:
+        heads_g = [h for h in alive if grp[h] == g]
+        qz = torch.stack([q_zero_row[q_off[h]:q_off[h] + qk[g]] for h in heads_g]).all(dim=0)
+        if rope:
+            half = qk[g] // 2
+            kz = k_zero_val[k_off[g]:k_off[g] + qk[g]]
+            pair = (qz[:half] & qz[half:]) | (kz[:half] & kz[half:])
+            drop_qk = torch.cat([pair, pair])
+        else:
+            drop_qk = qz | k_zero_row[k_off[g]:k_off[g] + qk[g]]
+        if bool(drop_qk.all()):  # keep one dim so the head stays well formed (its scores are uniform anyway)
+            drop_qk = drop_qk.clone()
+            drop_qk[0] = False
+            if rope:
+                drop_qk[qk[g] // 2] = False
+        keep_qk[g] = ~drop_qk
+        # value dims: unused by every alive head of the group, or constant (folded) when rows are safe
+        cols = torch.stack([wo_zero_col[o_off[h]:o_off[h] + vd[g]] for h in heads_g]).all(dim=0)
+        const = v_zero_row[v_off[g]:v_off[g] + vd[g]] & torch.tensor(safe)
+        cval = bv[v_off[g]:v_off[g] + vd[g]] if bv is not None else torch.zeros(vd[g], dtype=wv.dtype)
+        fold = const & ~cols & (cval != 0)
+        if bool(fold.any()):
+            if new_bo is None:
+                new_bo = torch.zeros(wo.shape[0], dtype=wo.dtype)
+            for h in heads_g:
+                blk = wo[:, o_off[h]:o_off[h] + vd[g]]
+                new_bo = new_bo + blk[:, fold] @ cval[fold].to(wo.dtype)
+            folded += int(fold.sum())
+        drop_v = cols | const
+        if bool(drop_v.all()):
+            drop_v = drop_v.clone()
+            drop_v[0] = False
+        keep_v[g] = ~drop_v
+    removed_heads = len(grp) - len(alive)
+    removed_qk = sum(int((~keep_qk[g]).sum()) for g in kv)
+    removed_v = sum(int((~keep_v[g]).sum()) for g in kv)
+    if not (removed_heads or removed_qk or removed_v or len(kv) < len(qk)):
+        return
+    ar = torch.arange
+    q_rows = torch.cat([ar(q_off[h], q_off[h] + qk[grp[h]])[keep_qk[grp[h]]] for h in alive])
+    k_rows = torch.cat([ar(k_off[g], k_off[g] + qk[g])[keep_qk[g]] for g in kv])
+    v_rows = torch.cat([ar(v_off[g], v_off[g] + vd[g])[keep_v[g]] for g in kv])
+    o_cols = torch.cat([ar(o_off[h], o_off[h] + vd[grp[h]])[keep_v[grp[h]]] for h in alive])
+    for lin, rows in ((lq, q_rows), (lk, k_rows), (lv, v_rows)):
+        _set(p, lin.operands[1], p.weights[lin.operands[1].name][rows])
+        if _bias(lin) is not None:
+            _set(p, _bias(lin), p.weights[_bias(lin).name][rows])
+        _retype(lin, int(rows.numel()))
+    _set(p, lo.operands[1], wo[:, o_cols])
+    if new_bo is not None:
+        if bo is None:
+            lo.operands = list(lo.operands[:2]) + [_new_param(p, f"{lo.operands[1].name}_folded_bias", new_bo)]
+        else:
+            _set(p, _bias(lo), new_bo)
+    n.attrs["qk_dims"] = [int(keep_qk[g].sum()) for g in kv]
+    n.attrs["v_dims"] = [int(keep_v[g].sum()) for g in kv]
+    n.attrs["head_group"] = [kv.index(grp[h]) for h in alive]
+    if rope:
+        n.attrs["rope_freq"] = [
+            int(f) for g in kv for f, k in zip(freq[f_off[g]:f_off[g] + qk[g] // 2], keep_qk[g][: qk[g] // 2]) if k
+        ]
+    _retype(n, int(o_cols.numel()))
+    rep.heads += removed_heads
+    rep.kv_heads += len(qk) - len(kv)
+    rep.qk_dims += removed_qk
+    rep.v_dims += removed_v
+    rep.v_dims_folded += folded
+
+
+# ---- gated MLP units --------------------------------------------------------------------------------
+def _reduce_gated(p: Program, rep: TransformerReport) -> None:
+    by_name, users = p.node_map(), p.users()
+    uses = _use_counts(p)
+    for m in p.nodes:
+        if m.op != "mul" or len(m.operands) != 2 or not all(isinstance(o, ValueRef) for o in m.operands):
+            continue
+        outs = users.get(m.name, [])
+        if len(outs) != 1 or outs[0].op != "linear" or outs[0].operands[0] != ValueRef(m.name):
+            continue
+        down = outs[0]
+        a, b = (by_name.get(o.name) for o in m.operands)
+        if a is None or b is None:
+            continue
+        if a.op not in _ZERO_AT_ZERO and b.op in _ZERO_AT_ZERO:
+            a, b = b, a
+        if a.op not in _ZERO_AT_ZERO or len(users[a.name]) != 1 or b.op != "linear" or len(users[b.name]) != 1:
+            continue
+        gate = by_name.get(a.operands[0].name) if isinstance(a.operands[0], ValueRef) else None
+        if gate is None or gate.op != "linear" or len(users[gate.name]) != 1:
+            continue
+        lins = (gate, b, down)
+        if any(uses[o.name] != 1 for l in lins for o in l.operands[1:] if isinstance(o, ParamRef)):
+            continue
+
+        def zero_out(lin: Node) -> torch.Tensor:
+            z = _zero_rows(p.weights[lin.operands[1].name])
+            bias = _w(p, _bias(lin))
+            return z & (bias == 0) if bias is not None else z
+
+        dead = zero_out(gate) | zero_out(b)
+        if not bool(dead.any()) or bool(dead.all()):
+            continue
+        keep = ~dead
+        for lin in (gate, b):
+            _set(p, lin.operands[1], p.weights[lin.operands[1].name][keep])
+            if _bias(lin) is not None:
+                _set(p, _bias(lin), p.weights[_bias(lin).name][keep])
+            _retype(lin, int(keep.sum()))
+        _retype(a, int(keep.sum()))
+        _retype(m, int(keep.sum()))
+        _set(p, down.operands[1], p.weights[down.operands[1].name][:, keep])
+        rep.gated_units += int(dead.sum())
+
+
+# ---- residual stream ---------------------------------------------------------------------------------
+class _UF:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, a: str) -> str:
+        self.parent.setdefault(a, a)
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _passes_last_axis(n: Node, types: dict[str, TensorType]) -> bool:
+    """Ops that keep the channel (last) axis and move or reduce only other axes."""
+    if not n.operands or not isinstance(n.operands[0], ValueRef):
+        return False
+    x = types[n.operands[0].name]
+    r = x.rank
+    if n.op == "cast":
+        return True
+    if n.op == "mean":
+        return all(d % r != r - 1 for d in n.attrs["dims"])
+    if n.op == "select":
+        return n.attrs["dim"] % r != r - 1
+    if n.op == "permute":
+        return n.attrs["dims"][-1] % r == r - 1
+    if n.op == "reshape":
+        return n.type.rank >= 1 and x.shape[-1] == n.type.shape[-1]
+    return False
+
+
+def _reduce_stream(p: Program, rep: TransformerReport) -> None:
+    types = p.value_types()
+    uf = _UF()
+    role: dict[str, list[tuple[str, Node]]] = {}  # value -> [(role, node)] of nodes that produce/read it
+    pinned: set[str] = set()
+
+    def note(v: str, what: str, node: Node) -> None:
+        role.setdefault(v, []).append((what, node))
+
+    for n in p.nodes:
+        vals = [o.name for o in n.value_operands()]
+        if n.op in ("add", "sub"):
+            ok = True
+            for o in n.operands:
+                if isinstance(o, ValueRef):
+                    ok &= types[o.name].shape[-1] == n.type.shape[-1] if types[o.name].rank else False
+                elif isinstance(o, ParamRef):
+                    ok &= p.params[o.name].rank >= 1 and p.params[o.name].shape[-1] == n.type.shape[-1]
+            if ok:
+                for v in vals:
+                    uf.union(v, n.name)
+                note(n.name, "sum", n)
+                continue
+        elif n.op in _NORMS:
+            uf.union(vals[0], n.name)
+            note(n.name, "norm", n)
+            continue
+        elif n.op in ("cast", "mean", "select", "permute", "reshape") and _passes_last_axis(n, types):
+            uf.union(vals[0], n.name)
+            note(n.name, "pass", n)
+            continue
+        elif n.op == "linear":
+            note(vals[0], "consumer", n)
+            note(n.name, "producer", n)
+            continue
+        elif n.op == "embedding":
+            note(n.name, "producer", n)
+            continue
+        for v in vals:  # any other reader keeps the channels of what it reads
+            pinned.add(v)
+        pinned.add(n.name)
+    for name, _ in p.inputs:
+        pinned.add(name)
+    for o in p.outputs:
+        pinned.add(o)
+    groups: dict[str, list[str]] = {}
+    order = [n.name for n in p.nodes]
+    for v in order:
+        groups.setdefault(uf.find(v), []).append(v)
+    by_name = p.node_map()
+    uses = _use_counts(p)
+    for root, members in groups.items():
+        if len(members) < 2 or any(v in pinned for v in members):
+            continue
+        if not any(by_name[v].op in _NORMS for v in members):
+            continue  # plain linear chains are the channel engine's business
+        _reduce_group(p, members, by_name, role, uses, rep)
+
+
+def _uniform(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per last-axis channel: whether t is the same at every other index, and that value."""
+    flat = t.reshape(-1, t.shape[-1]).double()
+    return (flat == flat[:1]).all(dim=0), flat[0]
+
+
+def _reduce_group(p: Program, members: list[str], by_name: dict[str, Node], role: dict, uses: dict[str, int],
+                  rep: TransformerReport) -> None:
+    member_set = set(members)
+    C = int(by_name[members[0]].type.shape[-1])
+    known: dict[str, torch.Tensor] = {}
+    value: dict[str, torch.Tensor] = {}
+    norm_in: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    consumers: list[Node] = []
+    for v in members:  # topological order
+        n = by_name[v]
+        k = torch.zeros(C, dtype=torch.bool)
+        val = torch.zeros(C, dtype=torch.float64)
+        if n.op == "linear":
+            w, b = _w(p, n.operands[1]), _w(p, _bias(n))
+            if w is None or uses[n.operands[1].name] != 1:
+                return
+            k = _zero_rows(w)
+            val = b.double() if b is not None else val
+        elif n.op == "embedding":
+            w = _w(p, n.operands[0])
+            if w is None:
+                return
+            k, val = _uniform(w)
+        elif n.op in ("add", "sub"):
+            k = torch.ones(C, dtype=torch.bool)
+            parts = []
+            for o in n.operands:
+                if isinstance(o, ValueRef):
+                    if o.name not in member_set:
+                        return
+                    parts.append((known[o.name], value[o.name]))
+                elif isinstance(o, ParamRef):
+                    parts.append(_uniform(p.weights[o.name]))
+                elif isinstance(o, (int, float)):
+                    parts.append((torch.ones(C, dtype=torch.bool), torch.full((C,), float(o), dtype=torch.float64)))
+                else:
+                    return
+            (ka, va), (kb, vb) = parts
+            k = ka & kb
+            val = va + vb if n.op == "add" else va - vb
+        elif n.op in _NORMS:
+            x = n.operands[0].name
+            norm_in[v] = (known[x], value[x])
+            w = _w(p, n.operands[1]) if len(n.operands) > 1 else None
+            b = _w(p, n.operands[2]) if n.op.endswith("layer_norm") and len(n.operands) > 2 else None
+            if w is None:
+                return
+            k = w == 0
+            val = b.double() if b is not None else val
+        else:  # pass-through ops
+            x = n.operands[0].name
+            k, val = known[x].clone(), value[x].clone()
+        known[v], value[v] = k, torch.where(k, val, torch.zeros_like(val))
+    # readers of the group's values outside it: linear consumers (others were pinned earlier)
+    for v in members:
+        for what, node in role.get(v, []):
+            if what == "consumer":
+                if _w(p, node.operands[1]) is None:
+                    return
+                consumers.append(node)
+    removable = torch.ones(C, dtype=torch.bool)
+    for v in members:
+        removable &= known[v]
+    for v, (ki, _) in norm_in.items():
+        removable &= ki
+    if not bool(removable.any()):
+        return
+    if bool(removable.all()):
+        removable = removable.clone()
+        removable[0] = False  # keep one channel: a zero-width stream is not a network
+    keep = ~removable
+    K = int(keep.sum())
+    # a parameter sliced here must not be read anywhere else (tied weights: every reader is in the group)
+    inside = {id(by_name[v]) for v in members} | {id(c) for c in consumers}
+    sliced = [o.name for v in members for o in by_name[v].param_operands()]
+    sliced += [c.operands[1].name for c in consumers]
+    for n in p.nodes:
+        if id(n) not in inside and any(r.name in sliced for r in n.param_operands()):
+            return
+    done_params: set[str] = set()
+
+    def slice_param(ref: ParamRef, axis: int) -> None:
+        key = f"{ref.name}#{axis}"
+        if key in done_params:
+            return
+        done_params.add(key)
+        t = p.weights[ref.name]
+        _set(p, ref, t.index_select(axis % t.dim(), torch.nonzero(keep).flatten()))
+
+    for node in consumers:  # fold constants into the readers' biases, before their columns go
+        w = p.weights[node.operands[1].name]
+        const = value[node.operands[0].name][removable].to(w.dtype)
+        fold = w[:, removable] @ const
+        b = _bias(node)
+        if b is not None:
+            _set(p, b, p.weights[b.name] + fold)
+        elif bool((fold != 0).any()):
+            node.operands = list(node.operands[:2]) + [_new_param(p, f"{node.operands[1].name}_folded_bias", fold)]
+    for node in consumers:
+        slice_param(node.operands[1], 1)
+    for v in members:
+        n = by_name[v]
+        if n.op == "linear":
+            slice_param(n.operands[1], 0)
+            if _bias(n) is not None:
+                slice_param(_bias(n), 0)
+        elif n.op == "embedding":
+            slice_param(n.operands[0], 1)
+        elif n.op in ("add", "sub"):
+            for o in n.operands:
+                if isinstance(o, ParamRef):
+                    slice_param(o, -1)
+        elif n.op in _NORMS:
+            ki, vi = norm_in[v]
+            r = vi[removable]
+            s1, s2 = float(r.sum()), float((r * r).sum())
+            w = n.operands[1]
+            slice_param(w, 0)
+            if n.op in ("layer_norm", "compensated_layer_norm"):
+                b = n.operands[2] if len(n.operands) > 2 else None
+                if b is not None:
+                    slice_param(b, 0)
+                prev = n.attrs if n.op == "compensated_layer_norm" else {"n_total": C, "s1": 0.0, "s2": 0.0}
+                n.attrs = {"n_total": int(prev["n_total"]), "s1": float(prev.get("s1", 0.0)) + s1,
+                           "s2": float(prev.get("s2", 0.0)) + s2, "eps": float(n.attrs.get("eps", 1e-5))}
+                n.operands = [n.operands[0], w, b]
+                n.op = "compensated_layer_norm"
+            else:
+                prev = n.attrs if n.op == "compensated_rms_norm" else {"n_total": C, "s2": 0.0}
+                n.attrs = {"n_total": int(prev["n_total"]), "s2": float(prev.get("s2", 0.0)) + s2,
+                           "eps": n.attrs.get("eps")}
+                n.operands = [n.operands[0], w]
+                n.op = "compensated_rms_norm"
+            if v not in rep.norms_compensated:
+                rep.norms_compensated.append(v)
+        elif n.op == "reshape":
+            n.attrs["shape"] = list(n.attrs["shape"][:-1]) + [K]
+        _retype(n, K)
+    rep.residual_channels += int(removable.sum())
