@@ -19,6 +19,7 @@ interruption continues exactly where the uninterrupted run would be.
 from __future__ import annotations
 
 import copy
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -86,6 +87,7 @@ class CycleConfig:
     calibration_size: int = 256  # first examples of the validation set
     train: TrainSpec = field(default_factory=TrainSpec)
     dense_train: TrainSpec | None = None  # dense training (defaults to ``train`` without distillation)
+    prune_only: str | None = None  # regex: prune only parameters whose name matches (None: all >= 2-D weights)
     verify_tolerance: float = 1e-4  # max |y - y'| / max |y| on real data, float32
     seed: int = 0
 
@@ -183,6 +185,13 @@ def removed_units(report: Any) -> dict[str, int]:
     return {}
 
 
+def _excluded(model: nn.Module, pattern: str | None) -> list[str]:
+    if pattern is None:
+        return []
+    rx = re.compile(pattern)
+    return [n for n in prunable_parameters(model) if not rx.search(n)]
+
+
 class _Bar:
     """One tqdm bar per phase on the main process; silent elsewhere."""
 
@@ -252,6 +261,11 @@ def squeeze_release(
         ddp.barrier()
 
     protect = output_parameter(model, example_inputs)
+    if cfg.prune_only is not None:
+        try:
+            re.compile(cfg.prune_only)
+        except re.error as e:
+            raise SrIrError(f"prune_only is not a valid regular expression: {e}") from None
     records: list[dict[str, Any]] = []
     start_cycle = 1
     masks = None
@@ -284,7 +298,9 @@ def squeeze_release(
     teacher = teacher if teacher is not None else dense_model
     floor = dense_record["floor"]
     if masks is None:
-        masks = full_masks(model)
+        masks = full_masks(model, _excluded(model, cfg.prune_only))
+    if not masks:
+        raise SrIrError(f"no prunable parameter matches prune_only={cfg.prune_only!r}")
     # Calibrate on held-out data: after fine-tuning the training loss is near zero, and a relative
     # tolerance on a near-zero loss would refuse any noise at all.
     calib = _batch(val_ds, cfg.calibration_size, val_like, device)
@@ -358,7 +374,8 @@ def squeeze_release(
                           time_s=time.perf_counter() - t0)
             model = small
             records.append(record)
-            save(cycle, model, pruned_state, nonzero_masks(model), record, {"stopped": stopped})
+            save(cycle, model, pruned_state, nonzero_masks(model, _excluded(model, cfg.prune_only)), record,
+                 {"stopped": stopped})
             if on_cycle is not None:
                 on_cycle(record)
             break
@@ -367,10 +384,11 @@ def squeeze_release(
         rel: ReleaseRecord | None = None
         if cfg.release:
             rel = release(small, calib, seed=phase_seed(cfg.seed, f"c{cycle}/release") & 0x7FFFFFFF,
-                          ladder=cfg.release_ladder, tolerance=cfg.release_tolerance)
-            masks = full_masks(small)
+                          ladder=cfg.release_ladder, tolerance=cfg.release_tolerance,
+                          exclude=_excluded(small, cfg.prune_only))
+            masks = full_masks(small, _excluded(small, cfg.prune_only))
         else:
-            masks = nonzero_masks(small)
+            masks = nonzero_masks(small, _excluded(small, cfg.prune_only))
         protect = output_parameter(small, example_inputs)
         tick = bar.start(f"cycle {cycle} {'release' if cfg.release else 'masked'} fine-tune")
         fine_tune(small, train_ds, replace(tspec, epochs=cfg.release_epochs), seed=cfg.seed, tag=f"c{cycle}/release",

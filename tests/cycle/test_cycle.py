@@ -161,3 +161,12 @@ def test_check_same_function_reports_rounding_level():
     b = copy.deepcopy(a)
     errs = check_same_function(a, b, [torch.randn(5, 64)], 1e-6)
     assert errs["max_abs_err"] == 0.0
+
+
+def test_prune_only_restricts_pruning_to_matching_tensors(data):
+    cfg = CycleConfig(**{**CFG.__dict__, "max_cycles": 1, "prune_only": r"fc2\."})
+    res = run(data, config=cfg)
+    assert set(res.records[0]["units_removed"]) <= {"layers.0", "layers.1", "input"}
+    assert res.records[0]["units_removed"].get("input", 0) == 0  # fc1's columns were never pruned
+    with pytest.raises(SrIrError, match="no prunable parameter"):
+        run(data, config=CycleConfig(**{**CFG.__dict__, "prune_only": "nothing-matches"}))
