@@ -176,6 +176,8 @@ BUILTINS = {
     "drop": "drop(t, axis, c): t without position c on that axis",
     "padded": "padded(t[...]): the entry, or 0 when an index is out of range (zero padding)",
     "dim": "dim(t, axis): the size of an axis of t",
+    "opt": "opt(t[...], d): the entry, or d when the optional operand t is absent",
+    "step": "step(i): 1 when the index expression i >= 0, else 0",
     "softmax": "softmax(t < s, score, keep, j): weight of j in a softmax over the kept t (all 0 if none kept)",
     "max": "max(a, b)",
     "min": "min(a, b)",

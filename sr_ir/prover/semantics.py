@@ -103,6 +103,8 @@ class Evaluator:
             return v
         if isinstance(e, A.Index):
             t = env.get(e.base)
+            if t is None and e.base in env:
+                raise SemanticsError(f"optional operand {e.base!r} is absent; read it as opt({A.show(e)}, default)")
             if isinstance(t, Tensor):
                 if any(isinstance(i, A.Slice) for i in e.indices) or (
                     any(isinstance(i, A.Variadic) and "*" + i.name not in env for i in e.indices)
@@ -172,6 +174,11 @@ class Evaluator:
                 if not 0 <= v < ext:
                     return alg.num(0)
             return t[idx]
+        if fn == "opt":  # opt(t[...], d): the entry, or d when the optional operand t is absent
+            ix = e.args[0]
+            if isinstance(ix, A.Index) and env.get(ix.base, None) is None:
+                return self.ev(e.args[1], env)
+            return self.ev(ix, env)
         if fn == "dim":
             t = env[e.args[0].id]
             ax = int(self.ev(e.args[1], env))

@@ -28,7 +28,6 @@ from .obligation import (
 )
 from .semantics import InstanceError, NeedConcrete, SemanticsError
 
-STRATEGY = "sr-ir-prove/1 test(standin,relu)x3 bounded(c-dim 3 @ start/middle/end, degenerate 1) parametric(c+R)"
 CONFIGS = [(3, "start"), (3, "middle"), (3, "end"), (1, "start")]
 TIERS = ("test", "bounded", "parametric")
 

@@ -1,0 +1,127 @@
+"""Prove many rules: worker processes with a hard per-rule deadline, certificates, warnings.
+
+A worker that overruns its deadline is killed and the rule reported as `timeout` (never proved,
+never wrong). After a proof, each side condition is dropped in turn and the rule re-checked (test
+and bounded tiers): a condition without which the rule still proves is reported as unnecessary.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import replace
+from typing import Any, Callable, Mapping
+
+from ..lang import ast as A
+from ..lang.rule import Rule
+from ..ops.decl import OpDecl
+
+EXIT = {"proved": 0, "refuted": 1, "refuted-uf": 1, "vacuous": 1, "unknown": 2, "timeout": 2, "error": 3}
+
+
+def prove_one(rule: Rule, ops: Mapping[str, OpDecl], timeout_ms: int = 20000, check_conditions: bool = True) -> dict:
+    """Prove one rule in this process; a JSON-able result dict."""
+    from .tiers import prove_rule
+
+    res = prove_rule(rule, ops, timeout_ms=timeout_ms)
+    out = res.to_json()
+    if res.status == "proved" and check_conditions and rule.where:
+        out["warnings"] = out.get("warnings", []) + unnecessary_conditions(rule, ops, timeout_ms)
+    return out
+
+
+def unnecessary_conditions(rule: Rule, ops: Mapping[str, OpDecl], timeout_ms: int) -> list[str]:
+    from .tiers import prove_rule
+
+    warnings = []
+    for i, cond in enumerate(rule.where):
+        rest = rule.where[:i] + rule.where[i + 1:]
+        if isinstance(cond, A.Unused) and not any(isinstance(w, A.Unused) for w in rest):
+            pass  # dropping the only `unused` makes the comparison cover the channel: still a real check
+        try:
+            r = prove_rule(rule, ops, max_tier="bounded", timeout_ms=min(timeout_ms, 5000), conds=rest,
+                           configs=[(3, "middle"), (3, "end")])
+        except Exception:  # a failed re-check says nothing about the condition
+            continue
+        if r.status == "proved":
+            loc = rule.where_locs[i] if i < len(rule.where_locs) else rule.loc
+            warnings.append(f"{loc}: side condition `{A.show(cond)}` of rule '{rule.name}' is unnecessary "
+                            f"(the rule proves without it at the bounded sizes)")
+    return warnings
+
+
+def _child(conn: Any, rule: Rule, ops: Mapping[str, OpDecl], timeout_ms: int, check_conditions: bool) -> None:
+    try:
+        conn.send(prove_one(rule, ops, timeout_ms, check_conditions))
+    except BaseException as e:  # report, never hang the parent
+        conn.send({"rule": rule.name, "status": "error", "tier": None, "seconds": 0.0,
+                   "message": f"prover failure: {type(e).__name__}: {e}", "loc": str(rule.loc or "")})
+    finally:
+        conn.close()
+
+
+def prove_all(rules: list[Rule], ops: Mapping[str, OpDecl], jobs: int = 1, deadline_s: float = 60.0,
+              timeout_ms: int = 20000, check_conditions: bool = True,
+              on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    """Prove `rules`, at most `jobs` at a time, each in its own process with a hard deadline."""
+    # load the solvers once here so forked workers start warm
+    import sympy  # noqa: F401
+    import z3  # noqa: F401
+
+    from . import tiers, z3bridge  # noqa: F401
+
+    ctx = mp.get_context("fork")
+    pending = list(enumerate(rules))
+    running: dict[int, tuple[Any, Any, float]] = {}
+    results: dict[int, dict] = {}
+    while pending or running:
+        while pending and len(running) < max(1, jobs):
+            i, r = pending.pop(0)
+            parent, child = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_child, args=(child, r, ops, timeout_ms, check_conditions), daemon=True)
+            p.start()
+            child.close()
+            running[i] = (p, parent, time.monotonic())
+        done = []
+        for i, (p, conn, t0) in running.items():
+            if conn.poll(0.005):
+                try:
+                    results[i] = conn.recv()
+                except EOFError:
+                    results[i] = _dead(rules[i], time.monotonic() - t0)
+                p.join(1)
+                done.append(i)
+            elif not p.is_alive():
+                results[i] = _dead(rules[i], time.monotonic() - t0)
+                done.append(i)
+            elif time.monotonic() - t0 > deadline_s:
+                p.kill()
+                p.join(1)
+                results[i] = {"rule": rules[i].name, "status": "timeout", "tier": None,
+                              "seconds": round(time.monotonic() - t0, 3), "loc": str(rules[i].loc or ""),
+                              "message": f"no verdict within the {deadline_s:g} s deadline"}
+                done.append(i)
+        for i in done:
+            p, conn, _ = running.pop(i)
+            conn.close()
+            if on_result:
+                on_result(results[i])
+        if not done:
+            time.sleep(0.005)
+    return [results[i] for i in range(len(rules))]
+
+
+def _dead(rule: Rule, secs: float) -> dict:
+    return {"rule": rule.name, "status": "error", "tier": None, "seconds": round(secs, 3),
+            "loc": str(rule.loc or ""), "message": "the prover process died (out of memory?)"}
+
+
+def exit_code(results: list[dict]) -> int:
+    codes = {EXIT.get(r["status"], 2) for r in results}
+    for c in (3, 1, 2):
+        if c in codes:
+            return c
+    return 0
+
+
+def with_where(rule: Rule, conds: tuple) -> Rule:
+    return replace(rule, where=conds)
