@@ -193,41 +193,15 @@ def _bind_dims(decl: Any, node: Node, r: Rule, types: dict[str, Any]) -> dict[st
 
 
 def default_certifier() -> Callable[[Rule, RuleSet], str | None]:
-    """Certificate status of a rule: from the prover's certificate store when this installation has
-    one (`sr_ir.prover.certificates`); otherwise the rule is proved here, once per process, with the
-    prover's bounded tier (z3 at small concrete sizes) and applied only if that proof succeeds."""
-    store = None
+    """Certificate status from the prover's store (`proofs/`, or DIR/proofs for a user rule directory),
+    checked without a solver: a rule whose certificate is missing or stale is not applied."""
     try:
-        from ..prover import certificates as store  # type: ignore[no-redef]
+        from ..prover.certificates import certificate_status
     except ImportError:
-        store = None
-    cache: dict[str, str | None] = {}
+        return lambda rule, ruleset: "this installation has no certificate store (sr_ir.prover)"
 
     def status(rule: Rule, ruleset: RuleSet) -> str | None:
-        fn = getattr(store, "certificate_status", None) if store is not None else None
-        if fn is not None:
-            st = fn(rule, ruleset)
-            ok = getattr(st, "ok", None)
-            if ok is None:
-                ok = st in (True, "proved", "valid", "current")
-            return None if ok else str(getattr(st, "reason", st))
-        key = rule.text()
-        if key not in cache:
-            cache[key] = _prove_now(rule, ruleset)
-        return cache[key]
+        st = certificate_status(rule, ruleset)
+        return None if st.ok else f"{st.state}: {st.reason}"
 
     return status
-
-
-def _prove_now(rule: Rule, ruleset: RuleSet) -> str | None:
-    try:
-        from ..prover.tiers import prove_rule
-    except ImportError:
-        return "no certificate and no prover in this installation"
-    try:
-        res = prove_rule(rule, ruleset.ops, max_tier="bounded", timeout_ms=10000)
-    except Exception as e:  # a prover failure is "not certified", never "certified"
-        return f"the prover failed on it ({type(e).__name__}: {e})"
-    if res.status == "proved":
-        return None
-    return f"{res.status}" + (f": {res.message}" if res.message else "")
