@@ -59,7 +59,13 @@ def lower(
     else:
         ep = export_model(model, example_inputs, dynamic_batch)
         graph_name = name or _graph_name(type(model).__name__)
-    prog = _Lowering(ep, rules, graph_name).run()
+    try:
+        prog = _Lowering(ep, rules, graph_name).run()
+    except UnsupportedOpError:
+        if not dynamic_batch or isinstance(model, ExportedProgram):
+            raise
+        # model libraries build masks from the batch size (arange over it): lower at static shapes
+        return lower(model, example_inputs, dynamic_batch=False, rules=rules, name=name, check=check)
     from .idioms import raise_idioms
 
     prog = raise_idioms(prog, rules)

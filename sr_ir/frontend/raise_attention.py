@@ -301,6 +301,8 @@ def _raise_one(g: _Graph, sdpa: Node) -> tuple[str, Node, list[Node]] | None:
         return None
     if q.width != k.width or q.heads != k.heads * rep_k or k.heads != v.heads:
         return None
+    if rq is None and rep_k == 1 and not all(_is(g.producer(h.flat), "linear") for h in (q, k, v)):
+        return None  # a packed projection (GPT-2's c_attn + split): the layout route splits it
     if not dims_equal(flat_out.type.shape[-1], q.heads * v.width):
         return None
     extra: list[Node] = []

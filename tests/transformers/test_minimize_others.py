@@ -1,0 +1,137 @@
+"""Models written by others (PyTorch's nn.TransformerEncoder, Hugging Face BERT / GPT-2 / Llama built from
+configs) go through lower -> minimize -> emit with planted dead heads, value dims, query dims, MLP units
+(and residual channels for GPT-2) removed to the expected count, float64 error <= 1e-10."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sr_ir.backend import emit
+from sr_ir.minimize import minimize
+from .test_hf_models import hf_model
+
+E, H, HD, FF = 32, 4, 8, 48
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max().detach() / b.abs().max().detach())
+
+
+def _count(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@torch.no_grad()
+def _plant_rows(q: torch.Tensor, q_bias, v: torch.Tensor, o_cols: torch.Tensor, fc1: torch.Tensor, fc1_bias,
+                out_dim_first: bool = True, units: bool = True) -> int:
+    """Dead head 1, value dims 2 and 5 of head 0, query dim 3 of head 2, MLP units 7 and 9: the parameters an
+    exact minimizer removes, for one layer whose linears have biases (E inputs per row)."""
+    T = (lambda t: t) if out_dim_first else (lambda t: t.t())
+    T(o_cols)[:, HD:2 * HD] = 0  # output projection columns of head 1
+    for d in (2, 5):
+        T(v)[d] = 0
+    T(q)[2 * HD + 3] = 0
+    q_bias[2 * HD + 3] = 0
+    if units:
+        for u in (7, 9):
+            T(fc1)[u] = 0
+    head = 3 * HD * (E + 1) + E * HD
+    vdims = 2 * ((E + 1) + E)
+    qk = 2 * (E + 1)
+    return head + vdims + qk + (2 * ((E + 1) + E) if units else 0)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_torch_transformer_encoder(norm_first):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=True, norm_first=norm_first)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval().double()
+    with torch.no_grad():  # PyTorch initialises these biases to zero; constants must be nonzero to matter
+        for lyr in model.layers:
+            lyr.self_attn.in_proj_bias.normal_()
+            lyr.self_attn.out_proj.bias.normal_()
+    removed = 0
+    for lyr in model.layers:
+        w, b = lyr.self_attn.in_proj_weight, lyr.self_attn.in_proj_bias
+        removed += _plant_rows(w[:E], b[:E], w[2 * E:], lyr.self_attn.out_proj.weight, lyr.linear1.weight,
+                               lyr.linear1.bias)
+    x = torch.randn(2, 8, E, dtype=torch.float64)
+    res = minimize(model, (x,))
+    y = torch.randn(3, 8, E, dtype=torch.float64)
+    assert _rel(res.module(y), model(y)) <= 1e-10
+    assert _count(res.module) == _count(model) - removed
+    assert res.report.transformer["heads"] == 2 and res.report.transformer["v_dims_folded"] == 4
+
+
+def test_hf_bert():
+    model = hf_model("bert").double()
+    removed = 0
+    for lyr in model.m.encoder.layer:
+        a = lyr.attention.self
+        removed += _plant_rows(a.query.weight, a.query.bias, a.value.weight, lyr.attention.output.dense.weight,
+                               lyr.intermediate.dense.weight, lyr.intermediate.dense.bias)
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    res = minimize(model, (ids,))
+    assert _rel(res.module(ids), model(ids)) <= 1e-10
+    # lowering at 8 tokens keeps 8 rows of the position table and the token-type row in use
+    assert _count(res.module) == _count(emit(res.original)) - removed
+
+
+def test_hf_gpt2_with_residual_channels_and_tied_embeddings():
+    """GPT-2: packed c_attn (Conv1D, weight [in, out]) split into q/k/v, tied wte, plus two residual
+    channels: wte columns 0, wpe columns constant, every c_proj column zero, every LayerNorm gamma 0."""
+    model = hf_model("gpt2").double()
+    tr = model.m.transformer
+    removed_layers = 0
+    chans = [4, 17]
+    with torch.no_grad():
+        for blk in tr.h:
+            w, b = blk.attn.c_attn.weight, blk.attn.c_attn.bias  # [E, 3E]
+            # GPT-2's MLP activation lowers to its tanh formula (mul/pow/tanh): no units planted there
+            removed_layers += _plant_rows(w[:, :E], b[:E], w[:, 2 * E:], blk.attn.c_proj.weight,
+                                          blk.mlp.c_fc.weight, blk.mlp.c_fc.bias, out_dim_first=False, units=False)
+            blk.attn.c_proj.weight[:, chans] = 0
+            blk.mlp.c_proj.weight[:, chans] = 0
+            blk.ln_1.weight[chans] = 0
+            blk.ln_2.weight[chans] = 0
+        tr.ln_f.weight[chans] = 0
+        tr.wte.weight[:, chans] = 0
+        tr.wpe.weight[:, chans] = torch.tensor([0.3, -1.2], dtype=torch.float64)
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    res = minimize(model, (ids,))
+    assert _rel(res.module(ids), model(ids)) <= 1e-10
+    assert res.report.transformer["residual_channels"] == 2
+    # the residual channels after the layer removals: every stream-width tensor loses 2 of 32
+    e_left = E - 2
+    per_layer_min = (
+        (3 * E - 3 * HD - 2 - 2) * (e_left + 1)  # q/k/v rows left (dead head, a qk dim twice, 2 v dims)
+        + e_left * (E - HD - 2) + e_left  # out projection columns left, its bias
+        + 4 * E * (e_left + 1) + e_left * 4 * E + e_left  # MLP
+        + 4 * e_left  # two LayerNorms
+    )
+    want = 64 * e_left + 8 * e_left + 2 * per_layer_min + 2 * e_left
+    assert _count(res.module) == want
+
+
+def test_hf_llama_float32():
+    """Llama (RMSNorm, RoPE, grouped-query attention, SwiGLU, no biases) in float32: a dead group of query
+    heads frees its key/value head; a zero key rotation pair goes from q and k; gated units go."""
+    model = hf_model("llama")
+    cfg = model.m.config
+    with torch.no_grad():
+        for lyr in model.m.model.layers:
+            at = lyr.self_attn
+            at.o_proj.weight[:, 2 * HD:4 * HD] = 0  # query heads 2, 3 = key/value head 1
+            at.k_proj.weight[[1, 1 + HD // 2]] = 0  # rotation pair 1 of key/value head 0
+            lyr.mlp.gate_proj.weight[[3, 30]] = 0
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    res = minimize(model, (ids,))
+    assert _rel(res.module(ids), model(ids)) <= 1e-5
+    tr = res.report.transformer
+    assert tr["heads"] == 4 and tr["kv_heads"] == 2 and tr["qk_dims"] == 4 and tr["gated_units"] == 4
+    per_layer = 2 * HD * E + HD * E * 2 + E * 2 * HD + 2 * (HD // 2 * 0 + 2) * E + 2 * 3 * E
+    # q rows: 2 heads x 8 + 2 dims of 2 heads of group 0; k: 8 + 2; v: 8; o cols: 16; gate/up/down: 2 units
+    per_layer = (2 * HD * E + 2 * 2 * E) + (HD * E + 2 * E) + HD * E + E * 2 * HD + 3 * 2 * E
+    assert _count(res.module) == _count(model) - 2 * per_layer
+    assert cfg.num_key_value_heads == 2
