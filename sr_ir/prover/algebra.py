@@ -213,6 +213,7 @@ class Sym:
         self.c = channel
         self.sym_dims: dict[Any, str] = {}  # symbol -> the dim it ranges over / sizes
         self.bool_atoms: set[Any] = set()
+        self.bound: dict[Any, Any] = {}  # index symbol -> the length of the axis it ranges over
         self._fresh = 0
         self._funcs: dict[str, Any] = {}
 
@@ -271,9 +272,11 @@ class Sym:
 
     def points(self, ext: Any) -> list[Any]:
         if isinstance(ext, Extent):
-            if ext.part == "full":
-                return [self.c, self.fresh(ext.dim)]
-            return [self.fresh(ext.dim)]
+            size = self.size(ext)
+            pts = [self.c, self.fresh(ext.dim)] if ext.part == "full" else [self.fresh(ext.dim)]
+            for p in pts:
+                self.bound.setdefault(p, size)
+            return pts
         return list(range(ext))
 
     def dims_of(self, v: Any) -> set[str]:
@@ -299,6 +302,11 @@ class Sym:
         if op in ("//", "%"):
             ia, ib = _idx_int(a), _idx_int(b)
             if ia is None or ib is None:
+                n = self.bound.get(a)
+                if n is not None:
+                    gap = self.sp.expand(self.sp.sympify(b) - n)
+                    if gap == 0 or gap.is_nonnegative:
+                        return 0 if op == "//" else a  # 0 <= a < n <= b
                 q = self.sp.cancel(self.sp.sympify(a) / self.sp.sympify(b))
                 if q.is_integer:  # exact division of symbolic sizes (o // groups with groups == o)
                     return (int(q) if q.is_Integer else q) if op == "//" else 0
@@ -361,6 +369,7 @@ class Sym:
         self.sym_dims[d] = ext.dim
         part = "rest" if ext.part in ("full", "rest") else "gen"
         size = self.size(Extent(ext.dim, part))
+        self.bound[d] = self.size(ext)
         expr = sp.expand(body(d))
         groups: dict[Any, Any] = {}
         for term in sp.Add.make_args(expr):
@@ -382,8 +391,8 @@ class Sym:
     def call(self, fn: str, args: list[Any]) -> Any:
         sp = self.sp
         args = [self.canon(a) for a in args]
-        if fn in ("max", "min") and all(a.is_number for a in args):
-            return max(args) if fn == "max" else min(args)
+        if fn in ("max", "min"):
+            return sp.Max(*args) if fn == "max" else sp.Min(*args)
         for ax in _ZERO_AXIOMS.get(fn, ()):
             if ax[0] in self.axioms and len(args) == 1 and args[0] == 0:
                 return self.num(ax[1])

@@ -103,16 +103,97 @@ class Valuation:
 
 
 def shape_asts(rule: Rule, ops: Mapping[str, OpDecl]) -> dict[str, tuple[Any, ...]]:
-    """Shape (ast dims) of every leaf operand of the match."""
+    """Shape (ast dims) of every leaf operand of the match.
+
+    An operand without an annotation takes its op's pattern, with the pattern's dim names mapped
+    to the rule's names through the operands that are annotated (and, in a chain, through the shape
+    of the inner node's result), so `conv2d(x, weight: [n, 1, kh, kw], bias)` gives bias [n].
+    """
     results = {b.result for b in rule.bindings}
     out: dict[str, tuple[Any, ...]] = {}
-    for b in rule.bindings:
+    known: dict[str, tuple[Any, ...]] = {}
+    for b in reversed(rule.bindings):
         decl = ops[b.op]
+        rename: dict[str, Any] = {}
+        for o in b.operands:
+            if o.name is None:
+                continue
+            shape = o.shape if o.shape is not None else known.get(o.name)
+            if shape is not None:
+                _map_names(decl.tensor_param(o.param).pattern.dims, shape, rename)
         for o in b.operands:
             if o.name is None or o.name in results or o.name in out:
                 continue
-            out[o.name] = tuple(o.shape) if o.shape is not None else tuple(decl.tensor_param(o.param).pattern.dims)
+            if o.shape is not None:
+                out[o.name] = tuple(o.shape)
+            else:
+                out[o.name] = tuple(_rename(d, rename) for d in decl.tensor_param(o.param).pattern.dims)
+            known[o.name] = out[o.name]
+            _map_names(decl.tensor_param(o.param).pattern.dims, out[o.name], rename)
+        if b.result_shape is not None:
+            known[b.result] = tuple(b.result_shape)
+        elif not isinstance(decl.result, str):
+            known[b.result] = tuple(_rename(d, rename) for d in decl.result.dims)
+        else:
+            first = next((o for o in b.operands if o.name), None)
+            if first is not None and first.name in known:
+                known[b.result] = known[first.name]
     return out
+
+
+def _map_names(pattern: list[Any], shape: tuple[Any, ...], rename: dict[str, Any]) -> None:
+    """Pattern dim names -> the rule's dims at the same positions (bare names and variadics only)."""
+    def split(xs):
+        for i, x in enumerate(xs):
+            if isinstance(x, A.Variadic):
+                return list(xs[:i]), x, list(xs[i + 1:])
+        return list(xs), None, []
+
+    pp, pv, ps = split(pattern)
+    sp_, sv, ss = split(shape)
+    pairs = list(zip(pp, sp_))
+    if ps:
+        tail = (sp_ + ([sv] if sv else []) + ss)[-len(ps):] if (len(sp_) + len(ss) + (1 if sv else 0)) >= len(ps) else []
+        pairs += list(zip(ps, tail))
+    if pv is not None and sv is not None and len(pp) == len(sp_) and len(ps) == len(ss):
+        rename.setdefault("*" + pv.name, sv)
+    for p, d in pairs:
+        if isinstance(p, A.Name) and not isinstance(d, A.Variadic) and p.id not in rename:
+            rename[p.id] = d
+
+
+def _rename(d: Any, rename: dict[str, Any]) -> Any:
+    if isinstance(d, A.Variadic):
+        r = rename.get("*" + d.name)
+        return r if r is not None else d
+    if isinstance(d, A.Name):
+        return rename.get(d.id, d)
+    if isinstance(d, A.BinOp):
+        return A.BinOp(d.op, _rename(d.left, rename), _rename(d.right, rename))
+    return d
+
+
+def rule_dims(rule: Rule, ops: Mapping[str, OpDecl]) -> tuple[list[str], list[str]]:
+    """(dims, variadic runs) the prover sizes: every name in the leaf operands' shapes."""
+    dims: list[str] = []
+    runs: list[str] = []
+    for s in shape_asts(rule, ops).values():
+        for d in s:
+            if isinstance(d, A.Variadic):
+                if d.name not in runs:
+                    runs.append(d.name)
+                continue
+            for sub in A.walk(d):
+                if isinstance(sub, A.Name) and sub.id not in dims:
+                    dims.append(sub.id)
+    for b in rule.bindings:
+        for d in b.result_shape or ():
+            if isinstance(d, A.Variadic):
+                if d.name not in runs:
+                    runs.append(d.name)
+            elif isinstance(d, A.Name) and d.id not in dims:
+                dims.append(d.id)
+    return dims, runs
 
 
 def attr_table(rule: Rule, ops: Mapping[str, OpDecl]) -> list[tuple[str, int, str, Any]]:
@@ -204,6 +285,7 @@ def build(
     for k, v in inst.dims.items():
         env[k] = v
     env.update(inst.attrs)
+    env["__attrs__"] = {a: inst.attrs[n] for n, bi, a, _ in attr_table(rule, ops) if bi == 0 and n in inst.attrs}
     env.update(value_vars)
     if info.channel:
         env[info.channel] = inst.channel
@@ -451,8 +533,7 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
     rng = random.Random(seed)
     info = rule.info
     cdim = channel_dim(rule, ops)
-    dims = [d for d in info.dims if not _is_variadic_name(rule, ops, d)]
-    variadics = [d for d in info.dims if _is_variadic_name(rule, ops, d)]
+    dims, variadics = rule_dims(rule, ops)
     out: list[Instance] = []
     variants = attr_variants(rule, ops, False, None)
     for ci, (csize, pos) in enumerate(configs):
@@ -465,21 +546,29 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
             tries.append({d: 1 for d in others})
         pool = [s for s in SIZE_POOL if s != csize]
         tries.append({d: pool[i % len(pool)] for i, d in enumerate(others)})
-        for _ in range(40):
-            tries.append({d: rng.choice([2, 3, 4, 5] if not degenerate else [1, 2]) for d in others})
-        for _ in range(40):
-            tries.append({d: rng.choice([1, 2, 3, 4]) for d in others})
+        for _ in range(30):
+            tries.append({d: rng.choice([2, 3, 4] if not degenerate else [1, 2]) for d in others})
+        for _ in range(30):
+            tries.append({d: rng.choice([1, 2, 3, 4, 5]) for d in others})
+        cands = []
         for t in tries:
             for av in ([attrs_choice] + [v for v in variants if v is not attrs_choice]):
                 inst = _instance(rule, ops, where, alg_factory, cdim, csize, pos, t, variadics, av, degenerate)
                 if inst is not None:
-                    found = inst
+                    cands.append((inst, av is attrs_choice))
                     break
-            if found is not None:
+            if len(cands) >= 8:
                 break
+        if cands:
+            found = min(cands, key=lambda x: (not x[1], _cost(x[0]) * (1 if _distinct(x[0]) else 2)))[0]
         if found is not None:
             out.append(found)
     return out
+
+
+def _distinct(inst: Instance) -> bool:
+    sizes = [v for k, v in inst.dims.items() if isinstance(v, int) and v > 1]
+    return len(sizes) == len(set(sizes))
 
 
 def _cost(inst: Instance) -> int:

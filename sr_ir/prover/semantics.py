@@ -65,6 +65,10 @@ class Tensor:
                 raise SemanticsError(f"{self.name} has rank {len(self.shape)}, read with {len(idx)} indices")
         if self.shape is not None:
             idx = tuple(0 if (e == 1 and isinstance(e, int)) else i for i, e in zip(idx, self.shape))
+            for i, e in zip(idx, self.shape):
+                if isinstance(e, int) and isinstance(i, int) and not 0 <= i < e:
+                    raise SemanticsError(f"{self.name}{list(idx)} reads outside its shape {list(self.shape)} "
+                                         f"(an index that is a dim name is its size, not a range: use `:`)")
         try:
             return self._memo[idx]
         except KeyError:
@@ -168,12 +172,38 @@ class Evaluator:
                 raise SemanticsError("padded(...) takes one indexed read")
             t = env[ix.base]
             idx = self.indices(ix, env, t)
-            for v, ext in zip(idx[len(idx) - len(t.shape):], t.shape):
-                if is_symbolic(ext) or not isinstance(v, int):
-                    raise NeedConcrete(alg.dims_of(v) | ({ext.dim} if is_symbolic(ext) else set()))
-                if not 0 <= v < ext:
-                    return alg.num(0)
+            if not self.in_bounds(idx, t):
+                return alg.num(0)
             return t[idx]
+        if fn == "either":  # either(list, fallback): the list, or the fallback when it is empty
+            a = self.ev(e.args[0], env)
+            a = a if a else self.ev(e.args[1], env)
+            if len(e.args) > 2:
+                return a[int(self.alg.as_int(self.ev(e.args[2], env)))]
+            return a
+        if fn == "inside":  # inside(t[...]): 1 when the read is inside the tensor, else 0
+            ix = e.args[0]
+            t = env[ix.base]
+            idx = self.indices(ix, env, t)
+            return 1 if self.in_bounds(idx, t) else 0
+        if fn == "maxof":  # maxof(p < a, q < b, t[...]): max over a window, reads outside skipped
+            bounds = [a for a in e.args if isinstance(a, A.Bound)]
+            ix = e.args[-1]
+            t = env[ix.base]
+            vals = []
+            exts = [self.extent_of(b.upper, env) for b in bounds]
+            if any(is_symbolic(x) for x in exts):
+                raise NeedConcrete({x.dim for x in exts if is_symbolic(x)})
+            import itertools as _it
+
+            for combo in _it.product(*[range(x) for x in exts]):
+                env2 = {**env, **{b.var: v for b, v in zip(bounds, combo)}}
+                idx = self.indices(ix, env2, t)
+                if self.in_bounds(idx, t):
+                    vals.append(t[idx])
+            if not vals:
+                raise InstanceError("a pooling window with no element inside the input")
+            return alg.call("max", vals)
         if fn == "opt":  # opt(t[...], d): the entry, or d when the optional operand t is absent
             ix = e.args[0]
             if isinstance(ix, A.Index) and env.get(ix.base, None) is None:
@@ -196,6 +226,19 @@ class Evaluator:
             return self.tensor_expr(e, env)
         args = [self.ev(a, env) for a in e.args]
         return alg.call(fn, args)
+
+    def in_bounds(self, idx: tuple, t: Tensor) -> bool:
+        """Is a read inside the tensor? A symbolic index on a symbolic axis always is (it names a
+        position of that axis); a number against a symbolic length cannot be decided."""
+        for v, ext in zip(idx[len(idx) - len(t.shape):], t.shape):
+            if isinstance(v, int) and isinstance(ext, int):
+                if not 0 <= v < ext:
+                    return False
+            elif is_symbolic(ext) and not isinstance(v, int) and getattr(v, "is_Symbol", False):
+                continue
+            else:
+                raise NeedConcrete(self.alg.dims_of(v) | ({ext.dim} if is_symbolic(ext) else set()))
+        return True
 
     def extent_of(self, upper: Any, env: Mapping[str, Any]) -> Any:
         """The range of a bound variable: an Extent when the bound is a symbolic dim."""
@@ -301,13 +344,18 @@ class Evaluator:
                 tensors[p] = None if (isinstance(a, A.Num) and a.value is None) else self.tensor_expr(a, env)
             else:
                 attrs[p] = self.ev(a, env)
-        return self.op(decl, tensors, attrs)
+        # attributes the new node does not give are the matched node's (same name)
+        matched = env.get("__attrs__", {})
+        inherit = {a.name: matched[a.name] for a in decl.attr_params if a.name not in attrs and a.name in matched}
+        return self.op(decl, tensors, attrs, inherit)
 
-    def op(self, decl: OpDecl, tensors: Mapping[str, Any], attrs: Mapping[str, Any]) -> Tensor:
+    def op(self, decl: OpDecl, tensors: Mapping[str, Any], attrs: Mapping[str, Any],
+           inherit: Mapping[str, Any] | None = None) -> Tensor:
         """The result tensor of one op application (lazy; entries from the op's `means`)."""
         if not decl.means:
             raise SemanticsError(f"op {decl.name!r} has no `means` (semantics) declared")
         local: dict[str, Any] = {}
+        inherit = inherit or {}
         for p in decl.tensor_params:
             t = tensors.get(p.name)
             if t is None:
@@ -322,6 +370,8 @@ class Evaluator:
         for a in decl.attr_params:
             if a.name in attrs:
                 local[a.name] = attrs[a.name]
+            elif a.name in inherit:
+                local[a.name] = inherit[a.name]
             elif a.has_default:
                 v = a.default
                 local[a.name] = self.alg.num(v) if isinstance(v, float) else v

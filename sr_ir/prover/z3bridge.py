@@ -66,6 +66,12 @@ class Z3Encoder:
                     return z3.RealVal(1)
                 return p if n > 0 else 1 / p
             return self.uf("pow", [base, ex])
+        if isinstance(e, (sp.Max, sp.Min)):
+            args = [self.enc(a) for a in e.args]
+            out = args[0]
+            for a in args[1:]:
+                out = z3.If(a > out, a, out) if isinstance(e, sp.Max) else z3.If(a < out, a, out)
+            return out
         if isinstance(e, sp.Eq):
             return self.enc(e.lhs) == self.enc(e.rhs)
         if isinstance(e, sp.Ne):
