@@ -1,0 +1,94 @@
+"""Rules drive the engine: an op declared only in a user rule directory minimizes once its rules are
+proved; a rule without a current certificate is never applied."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sr_ir.errors import SrIrError
+from sr_ir.lang.loader import load_rules
+from sr_ir.minimize import UncertifiedRuleError, minimize
+
+USER_RULES = """
+op leaky(x: T[*B], slope: float = 0.01) -> T[*B]
+  couple elementwise(x)
+  aten aten.leaky_relu.default(x, slope)
+  means out[*I] = leaky(x[*I], slope)
+  torch "F.leaky_relu({x}, {slope})"
+
+rule user.leaky.drop_channel
+  match y = leaky(x: [*B, n])
+  then  drop(y, -1, c) = leaky(drop(x, -1, c))
+"""
+
+
+class LeakyMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(9, 12)
+        self.fc2 = nn.Linear(12, 4)
+
+    def forward(self, x):
+        return self.fc2(F.leaky_relu(self.fc1(x), 0.1))
+
+
+def _model() -> LeakyMLP:
+    torch.manual_seed(0)
+    m = LeakyMLP().double()
+    with torch.no_grad():
+        m.fc1.weight[:3] = 0  # constants leaky(b) (negative biases give 0.1 * b, not 0)
+        m.fc1.bias[:3] = torch.tensor([-1.0, 0.5, 2.0])
+        m.fc2.weight[:, 10] = 0
+    return m
+
+
+def _user_dir(tmp_path: Path, prove: bool) -> Path:
+    d = tmp_path / "myrules"
+    d.mkdir()
+    (d / "leaky.rules").write_text(USER_RULES)
+    if prove:  # what `sr-ir prove myrules` does: prove, then write DIR/proofs/<rule>.<hash>.json
+        from sr_ir.prover.certificates import write
+        from sr_ir.prover.tiers import prove_rule
+
+        rs = load_rules(extra=[d])
+        rule = rs.rule("user.leaky.drop_channel")
+        res = prove_rule(rule, rs.ops)
+        assert res.status == "proved", res.message
+        write(rule, rs.ops, res.to_json())
+    return d
+
+
+def test_a_user_declared_op_minimizes_with_its_proved_rule(tmp_path):
+    x = torch.randn(5, 9, dtype=torch.float64)
+    with pytest.raises(SrIrError):  # not declared in the bundled rules: lowering names the op
+        minimize(_model(), (x,))
+    d = _user_dir(tmp_path, prove=True)
+    res = minimize(_model(), (x,), rules=d)
+    assert dict(res.module.named_parameters())["fc2.weight"].shape == (4, 8)
+    assert "user.leaky.drop_channel" in res.report.rules_used
+    assert res.report.verification["float64"]["max_rel"] <= 1e-12
+
+
+def test_a_rule_without_certificate_is_not_applied(tmp_path):
+    x = torch.randn(5, 9, dtype=torch.float64)
+    d = _user_dir(tmp_path, prove=False)
+    res = minimize(_model(), (x,), rules=d)
+    assert dict(res.module.named_parameters())["fc2.weight"].shape == (4, 12)  # the leaky units stay
+    assert "user.leaky.drop_channel" in res.report.refused_rules
+    assert "no certificate" in res.report.refused_rules["user.leaky.drop_channel"]
+    with pytest.raises(UncertifiedRuleError, match="user.leaky.drop_channel"):
+        minimize(_model(), (x,), rules=d, strict=True)
+
+
+def test_a_stale_certificate_is_refused(tmp_path):
+    x = torch.randn(5, 9, dtype=torch.float64)
+    d = _user_dir(tmp_path, prove=True)
+    # change the rule after proving it: its certificate no longer matches
+    (d / "leaky.rules").write_text(USER_RULES.replace("match y = leaky(x: [*B, n])", "match y = leaky(x: [*B, m])")
+                                   .replace("[*B, n]", "[*B, m]"))
+    with pytest.raises(UncertifiedRuleError, match="stale"):
+        minimize(_model(), (x,), rules=d, strict=True)
