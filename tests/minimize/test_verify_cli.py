@@ -1,0 +1,75 @@
+"""Built-in verification refuses a wrong result and says where; `sr-ir minimize` end to end."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sr_ir.cli.main import main
+from sr_ir.errors import VerificationError
+from sr_ir.minimize import minimize
+from sr_ir.minimize import rewrite
+
+from .nets import GeluMLP
+
+
+def _model() -> GeluMLP:
+    torch.manual_seed(0)
+    m = GeluMLP()
+    with torch.no_grad():
+        m.layers[0].weight[:4] = 0
+        m.layers[0].bias[:4] = 1.0
+    return m
+
+
+def example_inputs():
+    return (torch.randn(4, 20),)
+
+
+def factory():
+    return _model()
+
+
+def test_a_wrong_fold_is_caught_with_its_location(monkeypatch):
+    # a rewrite that drops constants instead of folding them (what most peers do)
+    monkeypatch.setattr(rewrite, "fold_contribution", lambda *a, **k: torch.zeros(1, 24).double()[..., :18] * 0)
+    with pytest.raises(VerificationError, match=r"differs from the original on example inputs .* output 0 at \[\d+, \d+\]"):
+        minimize(_model(), example_inputs())
+
+
+def test_cli_writes_every_format_and_json(tmp_path, capsys):
+    w = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in _model().state_dict().items()}, str(w))
+    outs = [tmp_path / "m.sr", tmp_path / "m.pt2", tmp_path / "m.onnx"]
+    rc = main(["minimize", f"{__name__}:factory", "--weights", str(w), "--json", "--quiet"]
+              + [a for o in outs for a in ("-o", str(o))])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["params_after"] < report["params_before"]
+    assert report["verification"]["float32"]["max_rel"] <= 1e-5
+    assert all(o.is_file() for o in outs) and (tmp_path / "m.safetensors").is_file()
+    # the written program reloads and minimizes to itself
+    rc = main(["minimize", str(outs[0]), "--quiet", "--json"])
+    again = json.loads(capsys.readouterr().out)
+    assert rc == 0 and again["params_after"] == again["params_before"] == report["params_after"]
+
+
+def test_cli_table_and_one_line_errors(tmp_path, capsys):
+    rc = main(["minimize", f"{__name__}:factory", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "layers.0.weight" in out and "verified float64" in out
+    rc = main(["minimize", str(tmp_path / "missing.pt2")])
+    err = capsys.readouterr().err
+    assert rc != 0 and err.count("\n") == 1 and "no such file" in err
+    rc = main(["minimize", f"{__name__}:factory", "-o", str(tmp_path / "x.txt")])
+    assert rc != 0 and "output must end in" in capsys.readouterr().err
+
+
+def test_cli_writes_nothing_on_a_mismatch(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(rewrite, "fold_contribution", lambda *a, **k: torch.zeros(1, 24).double()[..., :18] * 0)
+    out = tmp_path / "m.sr"
+    rc = main(["minimize", f"{__name__}:factory", "-o", str(out), "--quiet"])
+    assert rc != 0 and "nothing was written" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.iterdir())
