@@ -50,7 +50,12 @@ class ExprBuilder(lark.Transformer):
         return A.Num(-v)
 
     def name(self, a):
-        return A.Name(str(a[0]))
+        n = str(a[0])
+        if n in ("true", "false"):
+            return A.Num(n == "true")
+        if n == "none":
+            return A.Num(None)
+        return A.Name(n)
 
     def add(self, a):
         return A.BinOp("+", a[0], a[1])
@@ -216,6 +221,10 @@ class _DeclBuilder(ExprBuilder):
         return decl
 
 
+    @lark.v_args(meta=True)
+    def semantics_decl(self, meta, a):
+        return SemanticsDecl(str(a[0]), list(a[1:]), self.loc(meta))
+
     # ---- rules ------------------------------------------------------------------------------
     def shape_ann(self, a):
         return tuple(x for x in a if x is not None)
@@ -330,6 +339,15 @@ class _DeclBuilder(ExprBuilder):
 
 
 @dataclass
+class SemanticsDecl:
+    """`semantics OP: ...`: the `means` of an op declared elsewhere."""
+
+    op: str
+    means: list[Any]
+    loc: Loc
+
+
+@dataclass
 class RuleSet:
     """Everything read from a set of rule directories."""
 
@@ -389,6 +407,7 @@ def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) 
     base = [data_dir("rules")] if paths is None else list(paths)
     rs = RuleSet()
     pending: list[R.Rule] = []
+    semantics: list[SemanticsDecl] = []
     for root in [*base, *extra]:
         root = Path(root)
         for f in rule_files([root]):
@@ -401,11 +420,20 @@ def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) 
                         prev = rs.ops[item.name].loc
                         raise ParseError(f"op {item.name!r} declared again (first at {prev})", item.loc)
                     rs.ops[item.name] = item
+                elif isinstance(item, SemanticsDecl):
+                    semantics.append(item)
                 elif isinstance(item, R.Rule):
                     if any(r.name == item.name for r in pending):
                         prev = next(r.loc for r in pending if r.name == item.name)
                         raise ParseError(f"rule {item.name!r} declared again (first at {prev})", item.loc)
                     pending.append(_with_origin(item, root if root.is_dir() else root.parent))
+    for sem in semantics:
+        decl = rs.ops.get(sem.op)
+        if decl is None:
+            raise ParseError(f"semantics for unknown op {sem.op!r}", sem.loc)
+        if decl.means:
+            raise ParseError(f"op {sem.op!r} already has semantics (at {decl.loc})", sem.loc)
+        decl.means = list(sem.means)
     for r in pending:
         rs.rules.append(R.resolve(_name_operands(r, rs.ops), rs.ops))
     return rs

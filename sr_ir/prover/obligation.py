@@ -127,13 +127,13 @@ def shape_asts(rule: Rule, ops: Mapping[str, OpDecl]) -> dict[str, tuple[Any, ..
             if o.shape is not None:
                 out[o.name] = tuple(o.shape)
             else:
-                out[o.name] = tuple(_rename(d, rename) for d in decl.tensor_param(o.param).pattern.dims)
+                out[o.name] = _renamed(decl.tensor_param(o.param).pattern.dims, rename)
             known[o.name] = out[o.name]
             _map_names(decl.tensor_param(o.param).pattern.dims, out[o.name], rename)
         if b.result_shape is not None:
             known[b.result] = tuple(b.result_shape)
         elif not isinstance(decl.result, str):
-            known[b.result] = tuple(_rename(d, rename) for d in decl.result.dims)
+            known[b.result] = _renamed(decl.result.dims, rename)
         else:
             first = next((o for o in b.operands if o.name), None)
             if first is not None and first.name in known:
@@ -157,9 +157,21 @@ def _map_names(pattern: list[Any], shape: tuple[Any, ...], rename: dict[str, Any
         pairs += list(zip(ps, tail))
     if pv is not None and sv is not None and len(pp) == len(sp_) and len(ps) == len(ss):
         rename.setdefault("*" + pv.name, sv)
+    elif pv is not None and sv is None and len(sp_) == len(pp) + len(ps):
+        rename.setdefault("*" + pv.name, ())  # the run is empty for this match
     for p, d in pairs:
         if isinstance(p, A.Name) and not isinstance(d, A.Variadic) and p.id not in rename:
             rename[p.id] = d
+
+
+def _renamed(dims: list[Any], rename: dict[str, Any]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for d in dims:
+        r = _rename(d, rename)
+        if r == ():
+            continue
+        out.append(r)
+    return tuple(out)
 
 
 def _rename(d: Any, rename: dict[str, Any]) -> Any:
@@ -298,6 +310,8 @@ def build(
     for ix, val in where.substitutions:
         subst_by_tensor.setdefault(ix.base, []).append((ix, val))
     bool_tensors = _bool_tensors(rule, ops)
+    int_tensors = _int_tensors(rule, ops)
+    small = min([v for v in inst.dims.values() if isinstance(v, int)] + [2])
 
     conflicts: list[Any] = []
 
@@ -316,6 +330,10 @@ def build(
                 for other in found[1:]:
                     conflicts.append(alg.sp.Eq(found[0], other) if alg.symbolic else found[0] == other)
                 return found[0]
+            if name in int_tensors:  # integer operands (indices) are concrete positions or generic ones
+                if alg.symbolic:
+                    return alg.sp.Symbol(f"{tag}{list(idx)}", integer=True, nonnegative=True)
+                return (sum(i * 7 + 3 for i in idx if isinstance(i, int))) % small
             return valuation.entry(tag, idx, boolean)
 
         return Tensor(name, shape, get, "bool" if boolean else "T")
@@ -409,6 +427,17 @@ def _conclude(rule, ops, alg, ev, env, leaves, valuation, bool_tensors, where, c
 
 class ShapeMismatch(SemanticsError):
     pass
+
+
+def _int_tensors(rule: Rule, ops: Mapping[str, OpDecl]) -> set[str]:
+    out = set()
+    for b in rule.bindings:
+        decl = ops[b.op]
+        for o in b.operands:
+            p = decl.tensor_param(o.param)
+            if o.name and (p.pattern.dtype in ("I", "i64", "i32", "i16", "i8", "u8")):
+                out.add(o.name)
+    return out
 
 
 def _bool_tensors(rule: Rule, ops: Mapping[str, OpDecl]) -> set[str]:

@@ -222,8 +222,15 @@ class Evaluator:
             if not isinstance(v, int):
                 raise NeedConcrete(alg.dims_of(v))
             return alg.num(1 if v >= 0 else 0)
-        if fn in ("drop", "tensor") or (fn in self.ops and not self.scalar_calls):
+        if fn in ("drop", "tensor"):
             return self.tensor_expr(e, env)
+        if fn in self.ops and not self.scalar_calls:
+            # an op applied to tensors is a new node; applied to numbers (relu(k)) it is the function
+            vals = [self.ev(a, env) if not isinstance(a, A.Call) or a.fn not in ("drop", "tensor") else None
+                    for a in e.args]
+            if any(v is None or isinstance(v, Tensor) for v in vals):
+                return self.tensor_expr(e, env)
+            return alg.call(fn, vals)
         args = [self.ev(a, env) for a in e.args]
         return alg.call(fn, args)
 
