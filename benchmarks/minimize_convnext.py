@@ -1,0 +1,155 @@
+"""ConvNeXt-Tiny at 90% random sparsity with planted dead channels: sr-ir minimize vs a state_dict clone
+(the floor) vs Torch-Pruning removing the same channels. Wall time, peak memory, parameters, output error.
+
+Every method runs in its own fresh process (same seed, same model), so peak memory is that method's own
+(max RSS above the process's RSS after the model was built).
+
+    .venv/bin/python benchmarks/minimize_convnext.py [--size 64] [--dead 0.4] [--unused 0.1] [--repeat 3]
+
+Torch-Pruning is a benchmark-only dependency (`pip install torch-pruning`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import time
+from typing import Any
+
+import torch
+
+
+def build(seed: int, dead: float, unused: float, sparsity: float) -> tuple[torch.nn.Module, dict[str, list[int]]]:
+    """ConvNeXt-Tiny with random unstructured masks (torch.nn.utils.prune, then made permanent so every
+    tool sees the same plain weights) and planted MLP units: `dead` of each block's hidden units get a
+    zero pwconv1 row (constant gelu(bias), nonzero), `unused` get a zero pwconv2 column."""
+    from torch.nn.utils import prune
+
+    from sr_ir.models.convnext import convnext_tiny
+
+    torch.manual_seed(seed)
+    m = convnext_tiny().eval()
+    for mod in m.modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            prune.random_unstructured(mod, "weight", sparsity)
+            prune.remove(mod, "weight")
+    g = torch.Generator().manual_seed(seed + 1)
+    plan: dict[str, list[int]] = {}
+    with torch.no_grad():
+        for si, stage in enumerate(m.stages):
+            for bi, blk in enumerate(stage):
+                blk.gamma.normal_(0, 0.5, generator=g)  # a trained-looking layer scale (init 1e-6 hides errors)
+                h = blk.pwconv1.out_features
+                perm = torch.randperm(h, generator=g)
+                d, u = perm[: int(dead * h)], perm[int(dead * h): int((dead + unused) * h)]
+                blk.pwconv1.weight[d] = 0
+                blk.pwconv1.bias[d] = torch.randn(len(d), generator=g)
+                blk.pwconv2.weight[:, u] = 0
+                plan[f"stages.{si}.{bi}"] = sorted(torch.cat([d, u]).tolist())
+    return m, plan
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max() / a.double().abs().max())
+
+
+def _run(method: str, args: dict[str, Any], q: Any) -> None:
+    torch.set_num_threads(args["threads"])
+    model, plan = build(args["seed"], args["dead"], args["unused"], args["sparsity"])
+    x = torch.randn(2, 3, args["size"], args["size"], generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        y0 = model(x)
+    base = _rss_mb()
+    out: dict[str, Any] = {"method": method}
+    t0 = time.perf_counter()
+    if method == "clone":
+        sd = {k: v.clone() for k, v in model.state_dict().items()}
+        out["seconds"] = time.perf_counter() - t0
+        out["params"] = sum(v.numel() for v in sd.values() if v.is_floating_point())
+        out["rel_error"] = 0.0
+    elif method == "sr-ir":
+        from sr_ir.minimize import minimize
+
+        res = minimize(model, (x,), verify=False)
+        out["seconds"] = time.perf_counter() - t0
+        out["phases"] = {k: round(v, 3) for k, v in res.report.seconds.items()}
+        out["params"] = sum(p.numel() for p in res.module.parameters())
+        with torch.no_grad():
+            out["rel_error"] = _rel(y0, res.module(x))
+        out["removed_units"] = sum(g["removed"] for g in res.report.groups)
+    elif method == "sr-ir-verify":
+        from sr_ir.minimize import minimize
+
+        res = minimize(model, (x,), verify=True, n_random=1)
+        out["seconds"] = time.perf_counter() - t0
+        out["phases"] = {k: round(v, 3) for k, v in res.report.seconds.items()}
+        out["params"] = sum(p.numel() for p in res.module.parameters())
+        out["verification"] = res.report.verification
+        with torch.no_grad():
+            out["rel_error"] = _rel(y0, res.module(x))
+    elif method == "torch-pruning":
+        import torch_pruning as tp
+
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
+        t_graph = time.perf_counter() - t0
+        for name, idxs in plan.items():
+            si, bi = name.split(".")[1:]
+            blk = model.stages[int(si)][int(bi)]
+            group = dg.get_pruning_group(blk.pwconv1, tp.prune_linear_out_channels, idxs=idxs)
+            group.prune()
+        out["seconds"] = time.perf_counter() - t0
+        out["phases"] = {"dependency_graph": round(t_graph, 3)}
+        out["params"] = sum(p.numel() for p in model.parameters())
+        with torch.no_grad():
+            out["rel_error"] = _rel(y0, model(x))
+    out["peak_mb"] = _rss_mb() - base
+    q.put(out)
+
+
+def measure(method: str, args: dict[str, Any]) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_run, args=(method, args, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=64, help="input height/width (default 64)")
+    ap.add_argument("--sparsity", type=float, default=0.9)
+    ap.add_argument("--dead", type=float, default=0.4, help="fraction of MLP units with a zero pwconv1 row")
+    ap.add_argument("--unused", type=float, default=0.1, help="fraction of MLP units with a zero pwconv2 column")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per method (the fastest is reported)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    args = vars(a)
+    rows = []
+    for method in ("clone", "sr-ir", "torch-pruning", "sr-ir-verify"):
+        runs = [measure(method, args) for _ in range(a.repeat if method != "sr-ir-verify" else 1)]
+        best = min(runs, key=lambda r: r["seconds"])
+        best["peak_mb"] = max(r["peak_mb"] for r in runs)
+        rows.append(best)
+    floor = rows[0]["seconds"]
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return
+    print(f"ConvNeXt-Tiny, {a.sparsity:.0%} random sparsity, planted dead {a.dead:.0%} / unused {a.unused:.0%} "
+          f"of MLP units, input 2x3x{a.size}x{a.size}, {a.threads} threads, best of {a.repeat}")
+    print(f"{'method':<15} {'seconds':>9} {'x clone':>9} {'peak MB':>9} {'params':>12} {'rel. error':>11}  phases")
+    for r in rows:
+        print(f"{r['method']:<15} {r['seconds']:>9.3f} {r['seconds'] / floor:>9.1f} {r['peak_mb']:>9.1f} "
+              f"{r['params']:>12,} {r['rel_error']:>11.2e}  {r.get('phases', '')}")
+
+
+if __name__ == "__main__":
+    main()
