@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("--lasso", type=float, default=1e-3)
     ap.add_argument("--distill", type=float, default=0.7)
     ap.add_argument("--no-release", action="store_true")
+    ap.add_argument("--prune-only", default="pwconv",
+                    help="regex of the tensors to prune (default: the block MLPs, whose hidden units the minimizer removes)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--time-only", action="store_true", help="measure one training epoch and exit")
@@ -65,7 +67,7 @@ def main() -> int:
         max_cycles=a.max_cycles, max_drop=a.max_drop, dense_epochs=a.dense_epochs,
         prune=PruneSpec(a.amount, a.criterion, "layer" if a.criterion == "unit" else "global"),
         prune_epochs=a.prune_epochs, max_prune_steps=a.max_steps, backoff=2, release=not a.no_release,
-        release_epochs=a.release_epochs, train=TrainSpec(lr=1e-3, batch_size=64, distill=a.distill, group_lasso=a.lasso),
+        release_epochs=a.release_epochs, prune_only=a.prune_only or None, train=TrainSpec(lr=1e-3, batch_size=64, distill=a.distill, group_lasso=a.lasso),
     )
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
