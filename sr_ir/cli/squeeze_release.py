@@ -156,9 +156,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     table = sys.stderr if args.json else sys.stdout
 
+    history: list[dict] = []
+
     def on_cycle(r: dict) -> None:
         if not main:
             return
+        history.append(r)  # cycles.json grows with the run, so a long run can be watched
+        write_json(out / "cycles.json", {"model": args.model, "dataset": args.dataset, "config": cfg.to_dict(),
+                                         "dense": history[0], "cycles": history[1:], "running": True})
         if r["cycle"] == 0:
             print(table_header(), file=table, flush=True)
         print(table_row(r), file=table, flush=True)
