@@ -323,62 +323,114 @@ class _UF:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def _passes_last_axis(n: Node, types: dict[str, TensorType]) -> bool:
-    """Ops that keep the channel (last) axis and move or reduce only other axes."""
-    if not n.operands or not isinstance(n.operands[0], ValueRef):
+_STREAM_NORMS = _NORMS | {"layer_norm_channels"}
+
+
+def _depthwise(n: Node, types: dict[str, TensorType]) -> bool:
+    if n.op != "conv2d" or not isinstance(n.operands[0], ValueRef):
         return False
     x = types[n.operands[0].name]
-    r = x.rank
-    if n.op == "cast":
-        return True
-    if n.op == "mean":
-        return all(d % r != r - 1 for d in n.attrs["dims"])
-    if n.op == "select":
-        return n.attrs["dim"] % r != r - 1
-    if n.op == "permute":
-        return n.attrs["dims"][-1] % r == r - 1
-    if n.op == "reshape":
-        return n.type.rank >= 1 and x.shape[-1] == n.type.shape[-1]
-    return False
+    g = n.attrs.get("groups", 1)
+    return g > 1 and g == x.shape[1] == n.type.shape[1] and g == n.type.shape[1]
+
+
+def _norm_axis(n: Node, rank: int) -> int:
+    return 1 if n.op == "layer_norm_channels" else rank - 1
+
+
+def _channel_axes(p: Program, types: dict[str, TensorType]) -> dict[str, int]:
+    """The channel axis of each value, from its producer and carried through layout ops."""
+    ax: dict[str, int] = {}
+    for n in p.nodes:
+        r = n.type.rank
+        vals = [o.name for o in n.value_operands()]
+        src = ax.get(vals[0]) if vals else None
+        a: int | None = None
+        if n.op in ("linear", "embedding") or n.op in _NORMS:
+            a = r - 1
+        elif n.op in ("conv2d", "layer_norm_channels"):
+            a = 1
+        elif n.op in ("add", "sub", "mul", "cast") and src is not None:
+            a = src
+        elif n.op in ("add", "sub", "mul") and len(vals) > 1 and vals[1] in ax:
+            a = ax[vals[1]]
+        elif n.op == "permute" and src is not None:
+            a = list(n.attrs["dims"]).index(src) if src in n.attrs["dims"] else None
+        elif n.op == "mean" and src is not None:
+            xr = types[vals[0]].rank
+            red = {d % xr for d in n.attrs["dims"]}
+            if src not in red:
+                a = src if n.attrs.get("keepdim") else src - sum(1 for d in red if d < src)
+        elif n.op == "select" and src is not None:
+            d = n.attrs["dim"] % types[vals[0]].rank
+            a = None if d == src else (src - 1 if d < src else src)
+        elif n.op == "reshape" and src is not None:
+            xt = types[vals[0]]
+            if src == xt.rank - 1 and xt.shape[-1] == n.type.shape[-1]:
+                a = r - 1
+        if a is not None:
+            ax[n.name] = a
+    return ax
 
 
 def _reduce_stream(p: Program, rep: TransformerReport) -> None:
     types = p.value_types()
+    ax = _channel_axes(p, types)
     uf = _UF()
-    role: dict[str, list[tuple[str, Node]]] = {}  # value -> [(role, node)] of nodes that produce/read it
+    role: dict[str, list[tuple[str, Node]]] = {}  # value -> [(role, node)]
     pinned: set[str] = set()
 
     def note(v: str, what: str, node: Node) -> None:
         role.setdefault(v, []).append((what, node))
 
+    def width(o: Any) -> Any:
+        if isinstance(o, ValueRef):
+            return types[o.name].shape[ax[o.name]] if o.name in ax else None
+        return None
+
     for n in p.nodes:
         vals = [o.name for o in n.value_operands()]
-        if n.op in ("add", "sub"):
+        a = ax.get(n.name)
+        C = n.type.shape[a] if a is not None else None
+        if n.op in ("add", "sub", "mul") and a is not None and all(ax.get(v) is not None and width(ValueRef(v)) == C for v in vals):
             ok = True
             for o in n.operands:
-                if isinstance(o, ValueRef):
-                    ok &= types[o.name].shape[-1] == n.type.shape[-1] if types[o.name].rank else False
-                elif isinstance(o, ParamRef):
-                    ok &= p.params[o.name].rank >= 1 and p.params[o.name].shape[-1] == n.type.shape[-1]
+                if isinstance(o, ParamRef):
+                    pt = p.params[o.name]
+                    # the parameter must broadcast along the channel axis only at its own position
+                    pa = a - (n.type.rank - pt.rank)
+                    ok &= pa >= 0 and pt.shape[pa] == C
+                elif not isinstance(o, (ValueRef, int, float)):
+                    ok = False
+            if n.op == "mul" and len(vals) != 1:
+                ok = False  # a product of two streams is not channel-constant-preserving in general
             if ok:
                 for v in vals:
                     uf.union(v, n.name)
-                note(n.name, "sum", n)
+                note(n.name, "sum" if n.op != "mul" else "scale", n)
                 continue
-        elif n.op in _NORMS:
+        elif n.op in _STREAM_NORMS and vals and ax.get(vals[0]) == _norm_axis(n, n.type.rank):
             uf.union(vals[0], n.name)
             note(n.name, "norm", n)
             continue
-        elif n.op in ("cast", "mean", "select", "permute", "reshape") and _passes_last_axis(n, types):
+        elif n.op in ("cast", "mean", "select", "permute", "reshape") and a is not None and vals and vals[0] in ax:
             uf.union(vals[0], n.name)
             note(n.name, "pass", n)
             continue
-        elif n.op == "linear":
+        elif _depthwise(n, types) and ax.get(vals[0]) == 1:
+            uf.union(vals[0], n.name)
+            note(n.name, "depthwise", n)
+            continue
+        elif (n.op == "linear" and ax.get(vals[0]) == types[vals[0]].rank - 1) or (
+            n.op == "conv2d" and n.attrs.get("groups", 1) == 1 and ax.get(vals[0]) == 1
+        ):
             note(vals[0], "consumer", n)
             note(n.name, "producer", n)
             continue
-        elif n.op == "embedding":
+        elif n.op in ("linear", "conv2d", "embedding"):
             note(n.name, "producer", n)
+            for v in vals:
+                pinned.add(v)
             continue
         for v in vals:  # any other reader keeps the channels of what it reads
             pinned.add(v)
@@ -388,50 +440,74 @@ def _reduce_stream(p: Program, rep: TransformerReport) -> None:
     for o in p.outputs:
         pinned.add(o)
     groups: dict[str, list[str]] = {}
-    order = [n.name for n in p.nodes]
-    for v in order:
-        groups.setdefault(uf.find(v), []).append(v)
+    for n in p.nodes:
+        if n.name in ax:
+            groups.setdefault(uf.find(n.name), []).append(n.name)
     by_name = p.node_map()
     uses = _use_counts(p)
     for root, members in groups.items():
         if len(members) < 2 or any(v in pinned for v in members):
             continue
-        if not any(by_name[v].op in _NORMS for v in members):
+        if not any(by_name[v].op in _STREAM_NORMS for v in members):
             continue  # plain linear chains are the channel engine's business
-        _reduce_group(p, members, by_name, role, uses, rep)
+        _reduce_group(p, members, by_name, role, uses, ax, rep)
 
 
-def _uniform(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per last-axis channel: whether t is the same at every other index, and that value."""
+def _uniform(t: torch.Tensor, axis: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel (along `axis`): whether t is the same at every other index, and that value."""
+    t = t.movedim(axis, -1)
     flat = t.reshape(-1, t.shape[-1]).double()
     return (flat == flat[:1]).all(dim=0), flat[0]
 
 
+def _filter_zero(w: torch.Tensor) -> torch.Tensor:
+    return (w.reshape(w.shape[0], -1) == 0).all(dim=1)
+
+
+def _retype_axis(n: Node, axis: int, size: int) -> None:
+    shape = list(n.type.shape)
+    shape[axis] = size
+    n.type = TensorType(n.type.dtype, tuple(shape))
+
+
 def _reduce_group(p: Program, members: list[str], by_name: dict[str, Node], role: dict, uses: dict[str, int],
-                  rep: TransformerReport) -> None:
+                  ax: dict[str, int], rep: TransformerReport) -> None:
     member_set = set(members)
-    C = int(by_name[members[0]].type.shape[-1])
+    first = by_name[members[0]]
+    C = int(first.type.shape[ax[members[0]]])
     known: dict[str, torch.Tensor] = {}
     value: dict[str, torch.Tensor] = {}
     norm_in: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    must_be_zero = torch.zeros(C, dtype=torch.bool)  # channels read by a zero-padded spatial op
     consumers: list[Node] = []
+    ones = torch.ones(C, dtype=torch.bool)
     for v in members:  # topological order
         n = by_name[v]
+        a = ax[v]
         k = torch.zeros(C, dtype=torch.bool)
         val = torch.zeros(C, dtype=torch.float64)
-        if n.op == "linear":
+        if n.op in ("linear", "conv2d") and not (n.op == "conv2d" and n.operands[0].name in member_set):
             w, b = _w(p, n.operands[1]), _w(p, _bias(n))
             if w is None or uses[n.operands[1].name] != 1:
                 return
-            k = _zero_rows(w)
+            k = _filter_zero(w)
             val = b.double() if b is not None else val
+        elif n.op == "conv2d":  # depthwise: channel-local
+            x = n.operands[0].name
+            w, b = _w(p, n.operands[1]), _w(p, _bias(n))
+            if w is None:
+                return
+            padded = any(int(q) != 0 for q in n.attrs.get("padding", [0, 0]))
+            if padded:
+                must_be_zero |= ~known[x] | (value[x] != 0)
+            k = known[x].clone()
+            val = value[x] * w.reshape(C, -1).double().sum(1) + (b.double() if b is not None else 0.0)
         elif n.op == "embedding":
             w = _w(p, n.operands[0])
             if w is None:
                 return
             k, val = _uniform(w)
         elif n.op in ("add", "sub"):
-            k = torch.ones(C, dtype=torch.bool)
             parts = []
             for o in n.operands:
                 if isinstance(o, ValueRef):
@@ -439,19 +515,30 @@ def _reduce_group(p: Program, members: list[str], by_name: dict[str, Node], role
                         return
                     parts.append((known[o.name], value[o.name]))
                 elif isinstance(o, ParamRef):
-                    parts.append(_uniform(p.weights[o.name]))
+                    parts.append(_uniform(p.weights[o.name], a - (n.type.rank - p.params[o.name].rank)))
                 elif isinstance(o, (int, float)):
-                    parts.append((torch.ones(C, dtype=torch.bool), torch.full((C,), float(o), dtype=torch.float64)))
+                    parts.append((ones, torch.full((C,), float(o), dtype=torch.float64)))
                 else:
                     return
             (ka, va), (kb, vb) = parts
             k = ka & kb
             val = va + vb if n.op == "add" else va - vb
-        elif n.op in _NORMS:
+        elif n.op == "mul":
+            x = next(o.name for o in n.operands if isinstance(o, ValueRef))
+            other = next(o for o in n.operands if not isinstance(o, ValueRef))
+            if isinstance(other, ParamRef):
+                ku, g = _uniform(p.weights[other.name], a - (n.type.rank - p.params[other.name].rank))
+                if not bool(ku.all()):
+                    return
+            else:
+                g = torch.full((C,), float(other), dtype=torch.float64)
+            k = known[x] | (g == 0)
+            val = torch.where(g == 0, torch.zeros_like(g), value[x] * g)
+        elif n.op in _STREAM_NORMS:
             x = n.operands[0].name
             norm_in[v] = (known[x], value[x])
             w = _w(p, n.operands[1]) if len(n.operands) > 1 else None
-            b = _w(p, n.operands[2]) if n.op.endswith("layer_norm") and len(n.operands) > 2 else None
+            b = _w(p, n.operands[2]) if "layer_norm" in n.op and len(n.operands) > 2 else None
             if w is None:
                 return
             k = w == 0
@@ -460,7 +547,6 @@ def _reduce_group(p: Program, members: list[str], by_name: dict[str, Node], role
             x = n.operands[0].name
             k, val = known[x].clone(), value[x].clone()
         known[v], value[v] = k, torch.where(k, val, torch.zeros_like(val))
-    # readers of the group's values outside it: linear consumers (others were pinned earlier)
     for v in members:
         for what, node in role.get(v, []):
             if what == "consumer":
@@ -472,6 +558,10 @@ def _reduce_group(p: Program, members: list[str], by_name: dict[str, Node], role
         removable &= known[v]
     for v, (ki, _) in norm_in.items():
         removable &= ki
+    removable &= ~must_be_zero
+    for node in consumers:  # a zero-padded consumer conv absorbs only zero constants
+        if node.op == "conv2d" and any(int(q) != 0 for q in node.attrs.get("padding", [0, 0])):
+            removable &= value[node.operands[0].name] == 0
     if not bool(removable.any()):
         return
     if bool(removable.all()):
@@ -479,6 +569,7 @@ def _reduce_group(p: Program, members: list[str], by_name: dict[str, Node], role
         removable[0] = False  # keep one channel: a zero-width stream is not a network
     keep = ~removable
     K = int(keep.sum())
+    keep_idx = torch.nonzero(keep).flatten()
     # a parameter sliced here must not be read anywhere else (tied weights: every reader is in the group)
     inside = {id(by_name[v]) for v in members} | {id(c) for c in consumers}
     sliced = [o.name for v in members for o in by_name[v].param_operands()]
@@ -494,12 +585,15 @@ def _reduce_group(p: Program, members: list[str], by_name: dict[str, Node], role
             return
         done_params.add(key)
         t = p.weights[ref.name]
-        _set(p, ref, t.index_select(axis % t.dim(), torch.nonzero(keep).flatten()))
+        _set(p, ref, t.index_select(axis % t.dim(), keep_idx))
 
     for node in consumers:  # fold constants into the readers' biases, before their columns go
         w = p.weights[node.operands[1].name]
         const = value[node.operands[0].name][removable].to(w.dtype)
-        fold = w[:, removable] @ const
+        cols = w[:, removable]
+        if node.op == "conv2d":
+            cols = cols.reshape(cols.shape[0], cols.shape[1], -1).sum(-1)
+        fold = cols @ const
         b = _bias(node)
         if b is not None:
             _set(p, b, p.weights[b.name] + fold)
@@ -507,33 +601,41 @@ def _reduce_group(p: Program, members: list[str], by_name: dict[str, Node], role
             node.operands = list(node.operands[:2]) + [_new_param(p, f"{node.operands[1].name}_folded_bias", fold)]
     for node in consumers:
         slice_param(node.operands[1], 1)
+    extra: dict[str, list[Node]] = {}
     for v in members:
         n = by_name[v]
-        if n.op == "linear":
+        a = ax[v]
+        if n.op in ("linear", "conv2d"):
             slice_param(n.operands[1], 0)
             if _bias(n) is not None:
                 slice_param(_bias(n), 0)
+            if _depthwise(n, {**p.value_types()}) or (n.op == "conv2d" and n.operands[0].name in member_set):
+                n.attrs["groups"] = K
         elif n.op == "embedding":
             slice_param(n.operands[0], 1)
-        elif n.op in ("add", "sub"):
+        elif n.op in ("add", "sub", "mul"):
             for o in n.operands:
                 if isinstance(o, ParamRef):
-                    slice_param(o, -1)
-        elif n.op in _NORMS:
+                    slice_param(o, a - (n.type.rank - p.params[o.name].rank))
+        elif n.op in _STREAM_NORMS:
             ki, vi = norm_in[v]
             r = vi[removable]
             s1, s2 = float(r.sum()), float((r * r).sum())
             w = n.operands[1]
             slice_param(w, 0)
-            if n.op in ("layer_norm", "compensated_layer_norm"):
+            if "layer_norm" in n.op:
                 b = n.operands[2] if len(n.operands) > 2 else None
                 if b is not None:
                     slice_param(b, 0)
                 prev = n.attrs if n.op == "compensated_layer_norm" else {"n_total": C, "s1": 0.0, "s2": 0.0}
-                n.attrs = {"n_total": int(prev["n_total"]), "s1": float(prev.get("s1", 0.0)) + s1,
-                           "s2": float(prev.get("s2", 0.0)) + s2, "eps": float(n.attrs.get("eps", 1e-5))}
-                n.operands = [n.operands[0], w, b]
-                n.op = "compensated_layer_norm"
+                attrs = {"n_total": int(prev["n_total"]), "s1": float(prev.get("s1", 0.0)) + s1,
+                         "s2": float(prev.get("s2", 0.0)) + s2, "eps": float(n.attrs.get("eps", 1e-5))}
+                if n.op == "layer_norm_channels":
+                    extra[v] = _channels_last_compensated(n, [n.operands[0], w, b], attrs, K)
+                else:
+                    n.attrs = attrs
+                    n.operands = [n.operands[0], w, b]
+                    n.op = "compensated_layer_norm"
             else:
                 prev = n.attrs if n.op == "compensated_rms_norm" else {"n_total": C, "s2": 0.0}
                 n.attrs = {"n_total": int(prev["n_total"]), "s2": float(prev.get("s2", 0.0)) + s2,
@@ -544,5 +646,30 @@ def _reduce_group(p: Program, members: list[str], by_name: dict[str, Node], role
                 rep.norms_compensated.append(v)
         elif n.op == "reshape":
             n.attrs["shape"] = list(n.attrs["shape"][:-1]) + [K]
-        _retype(n, K)
+        _retype_axis(n, a, K)
+    if extra:
+        out: list[Node] = []
+        for n in p.nodes:
+            out.extend(extra.get(n.name, [n]))
+        p.nodes = out
     rep.residual_channels += int(removable.sum())
+
+
+def _channels_last_compensated(n: Node, operands: list[Any], attrs: dict[str, Any], K: int) -> list[Node]:
+    """layer_norm_channels (axis 1) compensated: permute to channels-last, compensated_layer_norm, permute
+    back (the node keeps its name, so its readers are unchanged)."""
+    rank = n.type.rank
+    t = n.type
+    shape = list(t.shape)
+    shape[1] = K
+    last = [shape[0], *shape[2:], K]
+    to_last = [0, *range(2, rank), 1]
+    to_first = [0, rank - 1, *range(1, rank - 1)]
+    a_name, b_name = f"{n.name}_cl", f"{n.name}_cln"
+    dt = t.dtype
+    return [
+        Node(a_name, "permute", [operands[0]], {"dims": to_last}, TensorType(dt, tuple(last)), n.loc, n.origin),
+        Node(b_name, "compensated_layer_norm", [ValueRef(a_name), operands[1], operands[2]], attrs,
+             TensorType(dt, tuple(last)), n.loc, n.origin),
+        Node(n.name, "permute", [ValueRef(b_name)], {"dims": to_first}, TensorType(dt, tuple(shape)), n.loc, n.origin),
+    ]

@@ -269,3 +269,93 @@ def _ensure_live(w: torch.Tensor, rows: set[int], cols: set[int], gen: torch.Gen
 def trainable_param_count(module: nn.Module) -> int:
     """Trainable parameters, each shared tensor once (tied embeddings count once)."""
     return sum(p.numel() for p in module.parameters())
+
+
+# ---- ConvNeXt ---------------------------------------------------------------------------------------
+@dataclass
+class ConvNeXtPlan:
+    """Planted structure of a ConvNeXt (sr_ir.models.convnext): removed stream channels per stage and dead
+    MLP units per block, with the known minimal parameter count."""
+
+    dims: list[int]
+    depths: list[int]
+    in_chans: int
+    num_classes: int
+    stem: int
+    residual: dict[int, list[int]] = field(default_factory=dict)  # stage -> stream channels
+    mlp_units: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (stage, block) -> units
+
+    def _count(self, kept: list[int], hidden: dict[tuple[int, int], int]) -> int:
+        k0 = kept[0]
+        total = k0 * self.in_chans * self.stem * self.stem + k0 + 2 * k0  # stem conv + LayerNorm
+        for s, depth in enumerate(self.depths):
+            k = kept[s]
+            for b in range(depth):
+                h = hidden[(s, b)]
+                total += k * 49 + k + 2 * k + h * k + h + k * h + k + k  # dw, LN, pw1, pw2, layer scale
+            if s < 3:
+                total += 2 * k + kept[s + 1] * k * 4 + kept[s + 1]  # downsample LN + 2x2 conv
+        return total + 2 * kept[3] + self.num_classes * kept[3] + self.num_classes
+
+    def original_param_count(self) -> int:
+        return self._count(list(self.dims), {(s, b): 4 * self.dims[s] for s, d in enumerate(self.depths) for b in range(d)})
+
+    def minimal_param_count(self) -> int:
+        kept = [d - len(self.residual.get(s, [])) for s, d in enumerate(self.dims)]
+        hidden = {(s, b): 4 * self.dims[s] - len(self.mlp_units.get((s, b), []))
+                  for s, d in enumerate(self.depths) for b in range(d)}
+        return self._count(kept, hidden)
+
+
+@torch.no_grad()
+def plant_convnext(model: nn.Module, *, seed: int = 0, residual: int = 2, mlp_units: int = 4,
+                   sparsity: float = 0.3) -> ConvNeXtPlan:
+    """Plant removable stream channels (per stage) and dead MLP units (per block) in a ConvNeXt.
+
+    A stream channel is read by the blocks' 7x7 depthwise convs with zero padding, so it must hold exactly
+    0 (minimization.md section 1): its writer writes 0 (stage 0: stem filter zero, stem LayerNorm gamma and
+    beta 0; later stages: downsample filter and bias zero), every block adds 0 (pointwise-2 row and layer
+    scale zero), and its readers absorb it: block LayerNorms (input = the depthwise bias, compensated;
+    gamma 0 so the output is beta, folded into pointwise-1), the stage-end LayerNorm (compensated, gamma 0,
+    beta folded into the unpadded 2x2 conv or the head).
+    """
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    stem = model.downsample_layers[0][0]
+    dims = [st[0].dwconv.weight.shape[0] for st in model.stages]
+    plan = ConvNeXtPlan(dims, [len(st) for st in model.stages], stem.weight.shape[1], model.head.weight.shape[0],
+                        stem.kernel_size[0])
+    if sparsity > 0:
+        dense = [m for m in model.modules() if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)]
+        for m in dense:
+            _sparsify(m.weight, sparsity, gen)
+        for m in dense:  # keep every filter / column alive: only planted structure may be removable
+                w = m.weight.reshape(m.weight.shape[0], m.weight.shape[1], -1)
+                dead_rows = torch.nonzero((w == 0).all(dim=2).all(dim=1)).flatten().tolist()
+                for i in dead_rows:
+                    m.weight.view(m.weight.shape[0], -1)[i, 0] = 0.5
+                dead_cols = torch.nonzero((w == 0).all(dim=2).all(dim=0)).flatten().tolist()
+                for j in dead_cols:
+                    w[0, j, 0] = 0.5
+    for s, stage in enumerate(model.stages):
+        chans = sorted(rng.sample(range(dims[s]), residual))
+        plan.residual[s] = chans
+        if s == 0:
+            stem.weight[chans] = 0.0
+            ln = model.downsample_layers[0][1]
+            ln.weight[chans] = 0.0
+            ln.bias[chans] = 0.0
+        else:
+            conv = model.downsample_layers[s][1]
+            conv.weight[chans] = 0.0
+            conv.bias[chans] = 0.0
+        for b, blk in enumerate(stage):
+            blk.pwconv2.weight[chans] = 0.0
+            blk.gamma[chans] = 0.0
+            blk.norm.weight[chans] = 0.0
+            units = sorted(rng.sample(range(4 * dims[s]), mlp_units))
+            plan.mlp_units[(s, b)] = units
+            blk.pwconv1.weight[units] = 0.0
+        end_norm = model.downsample_layers[s + 1][0] if s < 3 else model.norm
+        end_norm.weight[chans] = 0.0
+    return plan
