@@ -62,6 +62,15 @@ class NodeInfo:
     slots: dict[str, Any]  # slot -> operand (ValueRef / ParamRef / None / scalar); `out` -> ValueRef
     ties: list[Tie]
     attrs: dict[str, Any]
+    order: list[str] = field(default_factory=list)  # slot of each operand position
+
+    def tied(self) -> dict[tuple[str, int], list[tuple[str, int]]]:
+        out: dict[tuple[str, int], list[tuple[str, int]]] = {}
+        for t in self.ties:
+            if t.kind == "same":
+                out.setdefault(t.a, []).append(t.b)
+                out.setdefault(t.b, []).append(t.a)
+        return out
 
     def key(self, slot: str, axis: int) -> Key | None:
         o = self.slots.get(slot)
@@ -130,14 +139,17 @@ def node_infos(p: Program, rules: RuleSet) -> list[NodeInfo]:
         slots: dict[str, Any] = {OUT: ValueRef(node.name)}
         slot_types: dict[str, Any] = {OUT: node.type}
         variadic: dict[str, list[str]] = {}
+        order: list[str] = []
         for tp, o in bind_operands(decl, node):
             if tp.variadic:
                 names = [f"{tp.name}#{i}" for i in range(len(o))]
                 variadic[tp.name] = names
+                order.extend(names)
                 for n, x in zip(names, o):
                     slots[n] = x
                     slot_types[n] = _type_of(x, types)
             else:
+                order.append(tp.name)
                 slots[tp.name] = o
                 slot_types[tp.name] = _type_of(o, types)
         attrs = attrs_with_defaults(decl, node)
@@ -145,7 +157,7 @@ def node_infos(p: Program, rules: RuleSet) -> list[NodeInfo]:
             ties = node_ties(decl.couple, slot_types, variadic, attrs)
         except CouplingError:
             ties = []
-        infos.append(NodeInfo(node, slots, ties, attrs))
+        infos.append(NodeInfo(node, slots, ties, attrs, order[: len(node.operands)]))
     return infos
 
 
@@ -290,6 +302,98 @@ def _param64(p: Program, o: Any) -> Any:
     return o
 
 
+def eval_restricted(p: Program, rules: RuleSet, info: NodeInfo, types: dict[tuple[str, str], TensorType],
+                    keep: dict[str, tuple[int, torch.Tensor]], values: dict[str, torch.Tensor],
+                    fill: float = 0.0) -> torch.Tensor:
+    """Evaluate the node (float64, batch 1) with the slots in `keep` cut to some channels of one axis.
+
+    `values` gives maps for value operands (already cut); other value operands hold `fill` everywhere
+    (cut too when in `keep`). Cutting every slot tied to a channel axis to the channels of interest
+    keeps the evaluation as small as those channels, whatever the layer width."""
+    ops: list[Any] = []
+    for slot, o in zip(info.order, info.node.operands):
+        if isinstance(o, ValueRef):
+            if slot in values:
+                ops.append(values[slot])
+                continue
+            shape = _map_shape(types[("v", o.name)])
+            if slot in keep:
+                shape[keep[slot][0]] = int(keep[slot][1].numel())
+            ops.append(torch.full(shape, fill, dtype=torch.float64))
+        elif isinstance(o, ParamRef):
+            w = p.weights[o.name]
+            if slot in keep:
+                w = w.index_select(keep[slot][0], keep[slot][1])
+            ops.append(w.to(torch.float64) if w.is_floating_point() else w)
+        else:
+            ops.append(o)
+    node = info.node
+    if keep:
+        node = _resized(rules, info, types, keep)
+    return eval_node(rules.ops[info.node.op], node, ops)
+
+
+def _resized(rules: RuleSet, info: NodeInfo, types: dict[tuple[str, str], TensorType],
+             keep: dict[str, tuple[int, torch.Tensor]]) -> Node:
+    """The node with attributes that spell out channel counts (depthwise groups, reshape targets)
+    following the cut."""
+    from ..ops.coupling import RESIZERS
+
+    decl = rules.ops[info.node.op]
+    fns = [c for c in decl.couple if c[0] == "fn" and c[1] in RESIZERS]
+    if not fns:
+        return info.node
+    old: dict[str, Any] = {OUT: info.node.type}
+    new: dict[str, Any] = {}
+    for s, o in info.slots.items():
+        if s != OUT and isinstance(o, (ValueRef, ParamRef)):
+            old[s] = types[("v" if isinstance(o, ValueRef) else "p", o.name)]
+    out_shape = list(info.node.type.shape)
+    for s, t in old.items():
+        shape = list(t.shape)
+        if s in keep:
+            shape[keep[s][0]] = int(keep[s][1].numel())
+        new[s] = TensorType(t.dtype, tuple(shape))
+    for s, (a, idx) in keep.items():
+        for t in info.ties:
+            for end, other in ((t.a, t.b), (t.b, t.a)):
+                if end == (s, a) and other[0] == OUT and t.kind == "same":
+                    out_shape[other[1]] = int(idx.numel())
+    new[OUT] = TensorType(info.node.type.dtype, tuple(out_shape))
+    variadic: dict[str, list[str]] = {}
+    for s in info.order:
+        if "#" in s:
+            variadic.setdefault(s.split("#")[0], []).append(s)
+    attrs = dict(info.node.attrs)
+    for _, fname, args in fns:
+        slots = [variadic.get(a, [a]) for a in args]
+        attrs.update(RESIZERS[fname](dict(attrs), old, new, slots))
+    return Node(info.node.name, info.node.op, info.node.operands, attrs, new[OUT])
+
+
+def _axis_closure(info: NodeInfo, start: tuple[str, int]) -> dict[str, int] | None:
+    """Slots tied to `start` through this node's `same` ties, with their axis (None if a slot would
+    need two axes cut at once)."""
+    tied = info.tied()
+    out: dict[str, int] = {start[0]: start[1]}
+    for s, a in _closure(tied, start):
+        if out.get(s, a) != a:
+            return None
+        out[s] = a
+    return out
+
+
+def zero_slices(p: Program, name: str, axis: int) -> torch.Tensor:
+    """bool per index of `axis`: the parameter's slice there is all zero (a dead row / unused column)."""
+    w = p.weights[name]
+    if w.dim() == 1:
+        return w == 0
+    if axis == 0:
+        return ~w.reshape(w.shape[0], -1).any(1)
+    dims = [d for d in range(w.dim()) if d != axis]
+    return ~w.ne(0).any(dims[0]) if w.dim() == 2 else w.abs().amax(dim=dims) == 0
+
+
 def _slice_uniform(y: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per channel along `axis`: (finite and the same at every position, that value)."""
     z = y.movedim(axis, 0).reshape(y.shape[axis], -1)
@@ -307,13 +411,10 @@ def constant_channels(p: Program, rules: RuleSet, book: RuleBook, infos: list[No
         node = info.node
         if not node.type.dtype.startswith(("f", "b")):
             continue
-        decl = rules.ops[node.op]
         tied: dict[tuple[str, int], set[tuple[str, int]]] = {}
         for t in info.ties:
             tied.setdefault(t.a, set()).add(t.b)
             tied.setdefault(t.b, set()).add(t.a)
-        value_slots = [s for s, o in info.slots.items() if s != OUT and isinstance(o, ValueRef)]
-        has_facts = any((info.slots[s].name, ax) in consts for s in value_slots for ax in range(types[("v", info.slots[s].name)].rank))
         result: dict[int, ConstFact] = {}
         # dead rows: a result axis tied only to parameters, whose multi-dim tied slices are all zero
         for j in range(node.type.rank):
@@ -326,44 +427,71 @@ def constant_channels(p: Program, rules: RuleSet, book: RuleBook, infos: list[No
                 continue
             dead = torch.ones(node.type.shape[j], dtype=torch.bool)
             for n, a in filters:
-                w = p.weights[n]
-                dead &= ~(w != 0).movedim(a, 0).reshape(w.shape[a], -1).any(1)
+                dead &= zero_slices(p, n, a)
             if not dead.any() or book.find(node, "dead_row", types, info.attrs) is None:
                 continue
-            ops = [torch.zeros(_map_shape(types[("v", o.name)]), dtype=torch.float64) if isinstance(o, ValueRef)
-                   else _param64(p, o) for o in node.operands]
-            y = eval_node(decl, node, ops)
-            ok, val = _slice_uniform(y, j)
-            known = dead & ok
-            result[j] = ConstFact(known, torch.where(known, val, torch.zeros_like(val)))
-        # local ops: evaluate with unknown channels as NaN
-        if has_facts and any(local for local in _local_out_axes(info, tied)):
-            if book.find(node, "drop_channel", types, info.attrs) is not None:
-                ops = []
-                for o in node.operands:
-                    if isinstance(o, ValueRef):
-                        ty = types[("v", o.name)]
-                        m = torch.full(_map_shape(ty), float("nan"), dtype=torch.float64)
-                        for ax in range(ty.rank):
-                            f = consts.get((o.name, ax))
-                            if f is not None and f.known.any():
-                                idx = f.known.nonzero()[:, 0]
-                                shape = [1] * ty.rank
-                                shape[ax] = -1
-                                sel = m.index_select(ax, idx)
-                                sel = torch.where(torch.isnan(sel), f.value[idx].view(shape).expand_as(sel), sel)
-                                m.index_copy_(ax, idx, sel)
-                        ops.append(m)
-                    else:
-                        ops.append(_param64(p, o))
-                y = eval_node(decl, node, ops)
-                for j in _local_out_axes(info, tied):
-                    ok, val = _slice_uniform(y, j)
-                    if ok.any():
-                        prev = result.get(j)
-                        known = ok | (prev.known if prev else torch.zeros_like(ok))
-                        value = torch.where(ok, val, prev.value if prev else torch.zeros_like(val))
-                        result[j] = ConstFact(known, value)
+            cut = _axis_closure(info, (OUT, j))
+            idx = dead.nonzero()[:, 0]
+            if cut is not None:  # evaluate op(0) on the dead channels only
+                keep = {s: (a, idx) for s, a in cut.items() if s != OUT and isinstance(info.slots.get(s), ParamRef)}
+                y = eval_restricted(p, rules, info, types, keep, {})
+                ok, val = _slice_uniform(y, j)
+                known = dead.clone()
+                known[idx] = ok
+                value = torch.zeros(dead.shape, dtype=torch.float64)
+                value[idx] = torch.where(ok, val, torch.zeros_like(val))
+            else:
+                y = eval_restricted(p, rules, info, types, {}, {})
+                ok, val = _slice_uniform(y, j)
+                known = dead & ok
+                value = torch.where(known, val, torch.zeros_like(val))
+            result[j] = ConstFact(known, value)
+        # local ops: evaluate the constant channels with every other entry NaN
+        local_axes = _local_out_axes(info, tied)
+        facts_in = {
+            (s, ax): consts[(o.name, ax)]
+            for s, o in info.slots.items() if s != OUT and isinstance(o, ValueRef)
+            for ax in range(types[("v", o.name)].rank) if (o.name, ax) in consts
+        }
+        if facts_in and local_axes and book.find(node, "drop_channel", types, info.attrs) is not None:
+            for j in local_axes:
+                cut = _axis_closure(info, (OUT, j))
+                if cut is None:
+                    continue
+                inputs = {s: a for s, a in cut.items() if isinstance(info.slots.get(s), ValueRef)}
+                if not any((s, a) in facts_in for s, a in inputs.items()):
+                    continue
+                size = node.type.shape[j]
+                any_known = torch.zeros(size, dtype=torch.bool)
+                for s, a in inputs.items():
+                    f = facts_in.get((s, a))
+                    if f is not None:
+                        any_known |= f.known
+                idx = any_known.nonzero()[:, 0]
+                keep = {s: (a, idx) for s, a in cut.items() if s != OUT}
+                maps = {}
+                for s, a in inputs.items():
+                    ty = types[("v", info.slots[s].name)]
+                    shape = _map_shape(ty)
+                    shape[a] = int(idx.numel())
+                    f = facts_in.get((s, a))
+                    vals = torch.full((int(idx.numel()),), float("nan"), dtype=torch.float64)
+                    if f is not None:
+                        vals = torch.where(f.known[idx], f.value[idx], vals)
+                    view = [1] * len(shape)
+                    view[a] = -1
+                    maps[s] = vals.view(view).expand(shape).contiguous()
+                y = eval_restricted(p, rules, info, types, keep, maps, fill=float("nan"))
+                ok, val = _slice_uniform(y, j)
+                known = torch.zeros(size, dtype=torch.bool)
+                known[idx] = ok
+                value = torch.zeros(size, dtype=torch.float64)
+                value[idx] = torch.where(ok, val, torch.zeros_like(val))
+                prev = result.get(j)
+                if prev is not None:
+                    value = torch.where(known, value, prev.value)
+                    known = known | prev.known
+                result[j] = ConstFact(known, value)
         for j, f in result.items():
             if f.known.any():
                 consts[(node.name, j)] = f
@@ -433,8 +561,7 @@ def _absorbs(p: Program, rules: RuleSet, book: RuleBook, c: Consumer, consts: di
     if c.params and book.find(node, "unused_col", types, c.info.attrs) is not None:
         unused = torch.ones(size, dtype=torch.bool)
         for n, a in c.params:
-            w = p.weights[n]
-            unused &= ~(w != 0).movedim(a, 0).reshape(w.shape[a], -1).any(1)
+            unused &= zero_slices(p, n, a)
         m |= unused
     f = consts.get((c.value, c.axis))
     if f is None or not f.known.any():
@@ -454,30 +581,22 @@ def _absorbs(p: Program, rules: RuleSet, book: RuleBook, c: Consumer, consts: di
 
 def fold_contribution(p: Program, rules: RuleSet, info: NodeInfo, slot: str, axis: int, fact: ConstFact,
                       channels: torch.Tensor, types: dict[tuple[str, str], TensorType], scale: torch.Tensor | None = None) -> torch.Tensor:
-    """op(x holding the constants on `channels`, 0 elsewhere) - op(0): what those channels add to the result."""
-    node = info.node
-    decl = rules.ops[node.op]
-    xname = info.slots[slot].name
-    ty = types[("v", xname)]
-    shape = [1] * ty.rank
-    shape[axis] = -1
-    vals = torch.where(channels, fact.value, torch.zeros_like(fact.value))
+    """op(x holding the constants on `channels`, 0 elsewhere) - op(0): what those channels add to the
+    result. Evaluated with the input and its tied parameters cut to those channels."""
+    idx = channels.nonzero()[:, 0]
+    vals = fact.value[idx]
     if scale is not None:
-        vals = vals * scale
-    xmap = vals.view(shape).expand(_map_shape(ty)).contiguous()
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        ops = []
-        for o in node.operands:
-            if isinstance(o, ValueRef) and o.name == xname:
-                ops.append(x)
-            elif isinstance(o, ValueRef):
-                ops.append(torch.zeros(_map_shape(types[("v", o.name)]), dtype=torch.float64))
-            else:
-                ops.append(_param64(p, o))
-        return eval_node(decl, node, ops)
-
-    return run(xmap) - run(torch.zeros_like(xmap))
+        vals = vals * scale[idx]
+    cut = _axis_closure(info, (slot, axis)) or {slot: axis}
+    keep = {s: (a, idx) for s, a in cut.items() if s != OUT}
+    ty = types[("v", info.slots[slot].name)]
+    shape = _map_shape(ty)
+    shape[axis] = int(idx.numel())
+    view = [1] * len(shape)
+    view[axis] = -1
+    xmap = vals.view(view).expand(shape).contiguous()
+    return (eval_restricted(p, rules, info, types, keep, {slot: xmap})
+            - eval_restricted(p, rules, info, types, keep, {slot: torch.zeros_like(xmap)}))
 
 
 def _uniform_contribution(p: Program, rules: RuleSet, c: Consumer, f: ConstFact, candidates: torch.Tensor,
@@ -489,7 +608,7 @@ def _uniform_contribution(p: Program, rules: RuleSet, c: Consumer, f: ConstFact,
     if c.out_axis is None:
         return torch.zeros_like(candidates)
     gen = torch.Generator().manual_seed(0)
-    r = torch.rand(candidates.numel(), generator=gen, dtype=torch.float64) + 0.5
+    r = torch.rand(candidates.numel(), generator=gen, dtype=torch.float64) + 0.5  # indexed by channel
     y = fold_contribution(p, rules, c.info, c.slot, c.axis, f, candidates, types, r)
     if _slice_uniform(y, c.out_axis)[0].all():
         return candidates

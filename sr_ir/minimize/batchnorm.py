@@ -36,7 +36,9 @@ def fold_batch_norms(p: Program, rules: RuleSet, book: RuleBook) -> tuple[Progra
     types = {("v", n): t for n, t in p.value_types().items()} | {("p", n): t for n, t in p.params.items()}
     replace: dict[str, str] = {}
     drop: set[str] = set()
-    p = p.copy()
+    from .rewrite import graph_copy
+
+    p = graph_copy(p)
     by_name = p.node_map()
     for bn in list(p.nodes):
         if bn.op != "batch_norm" or not isinstance(bn.operands[0], ValueRef):

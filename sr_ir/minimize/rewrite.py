@@ -27,6 +27,19 @@ class Removal:
     folded_into: list[str] = field(default_factory=list)
 
 
+def graph_copy(program: Program) -> Program:
+    """A copy of the graph sharing the weight tensors: every rewrite here assigns new tensors and never
+    writes into old ones, so cloning 28M parameters per pass would only cost time and memory."""
+    weights = program.weights
+    program.weights = {}
+    try:
+        p = program.copy()
+    finally:
+        program.weights = weights
+    p.weights = dict(weights)
+    return p
+
+
 def plan(a: Analysis, keep_one: bool = True) -> dict[Key, torch.Tensor]:
     """Per group, the channels to remove. The last channel of a group is kept (an empty axis would
     leave the graph with zero-size tensors; the constant it carries stays exact)."""
@@ -51,7 +64,7 @@ def _group_name(a: Analysis, root: Key) -> str:
 
 
 def apply(a: Analysis, rules: RuleSet, removals: dict[Key, torch.Tensor]) -> tuple[Program, list[Removal]]:
-    p = a.program.copy()
+    p = graph_copy(a.program)
     types = _types(a.program)
     report: list[Removal] = []
     # 1. fold constants into consumers (on the original weights, before any slicing)
