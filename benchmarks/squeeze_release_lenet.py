@@ -55,6 +55,8 @@ def main() -> int:
     ap.add_argument("--distill", type=float, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--no-stop", action="store_true",
+                    help="run all --max-cycles even when a cycle removes nothing (equal-budget ablations)")
     ap.add_argument("--dev-minimizer", action="store_true",
                     help="development only: the MLP test double from tests/cycle instead of sr_ir.minimize")
     a = ap.parse_args()
@@ -69,6 +71,7 @@ def main() -> int:
         prune_epochs=a.prune_epochs,
         max_prune_steps=a.max_steps,
         backoff=a.backoff,
+        stop_on_no_removal=not a.no_stop,
         release_tolerance=a.tolerance,
         release=not a.no_release,
         release_epochs=a.release_epochs,

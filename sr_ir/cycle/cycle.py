@@ -87,6 +87,7 @@ class CycleConfig:
     calibration_size: int = 256  # first examples of the validation set
     train: TrainSpec = field(default_factory=TrainSpec)
     dense_train: TrainSpec | None = None  # dense training (defaults to ``train`` without distillation)
+    stop_on_no_removal: bool = True  # False: run all max_cycles (ablations at an equal training budget)
     prune_only: str | None = None  # regex: prune only parameters whose name matches (None: all >= 2-D weights)
     verify_tolerance: float = 1e-4  # max |y - y'| / max |y| on real data, float32
     seed: int = 0
@@ -368,7 +369,7 @@ def squeeze_release(
             **errors,
         }
         removed_any = sizes["params"] < pre_params
-        if not removed_any:
+        if not removed_any and cfg.stop_on_no_removal:
             stopped = "no-unit-removed"
             record.update(release=None, released_val_acc=None, released_test_acc=None,
                           time_s=time.perf_counter() - t0)

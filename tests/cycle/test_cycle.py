@@ -170,3 +170,11 @@ def test_prune_only_restricts_pruning_to_matching_tensors(data):
     assert res.records[0]["units_removed"].get("input", 0) == 0  # fc1's columns were never pruned
     with pytest.raises(SrIrError, match="no prunable parameter"):
         run(data, config=CycleConfig(**{**CFG.__dict__, "prune_only": "nothing-matches"}))
+
+
+def test_equal_budget_mode_runs_every_cycle(data):
+    cfg = CycleConfig(**{**CFG.__dict__, "max_cycles": 3, "max_drop": 0.0, "max_prune_steps": 1, "backoff": 0,
+                         "stop_on_no_removal": False})
+    res = run(data, config=cfg)
+    assert res.stopped == "max-cycles" and len(res.records) == 3
+    assert all(r["released_val_acc"] is not None for r in res.records)  # fine-tuned every cycle
