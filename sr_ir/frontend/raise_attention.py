@@ -29,6 +29,51 @@ def raise_attention(p: Program, rules: RuleSet) -> Program:
         p = _raise_rms_norm(p)
     if "head_attention" in rules.ops:
         p = _raise_attention(p)
+    if "gelu" in rules.ops:
+        p = _raise_gelu_tanh(p)
+    return p
+
+
+# ---- GELU, tanh approximation (GPT-2's gelu_new written out) -----------------------------------------
+def _scalar_mul(g: _Graph, o: Any, c: float, tol: float = 1e-9) -> Any:
+    """o = mul(x, c) (either order): x, else None."""
+    n = g.producer(o)
+    if not _is(n, "mul") or len(n.operands) != 2:
+        return None
+    a, b = n.operands
+    if isinstance(b, (int, float)) and abs(b - c) <= tol * abs(c) and isinstance(a, ValueRef):
+        return a
+    if isinstance(a, (int, float)) and abs(a - c) <= tol * abs(c) and isinstance(b, ValueRef):
+        return b
+    return None
+
+
+def _raise_gelu_tanh(p: Program) -> Program:
+    """0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))  ==>  gelu(x, approximate="tanh")."""
+    g = _Graph(p)
+    replace: dict[str, Node] = {}
+    for n in p.nodes:
+        if n.op != "mul" or len(n.operands) != 2 or not all(isinstance(o, ValueRef) for o in n.operands):
+            continue
+        for i in (0, 1):
+            x = _scalar_mul(g, n.operands[i], 0.5)
+            one = g.producer(n.operands[1 - i])
+            if x is None or not _is(one, "add") or 1.0 not in [o for o in one.operands if isinstance(o, (int, float))]:
+                continue
+            th = next((g.producer(o) for o in one.operands if isinstance(o, ValueRef)), None)
+            if not _is(th, "tanh"):
+                continue
+            inner = _scalar_mul(g, th.operands[0], (2.0 / 3.141592653589793) ** 0.5)
+            add = g.producer(inner) if inner is not None else None
+            if not _is(add, "add") or x not in add.operands:
+                continue
+            other = next((o for o in add.operands if o != x), None)
+            cube = g.producer(_scalar_mul(g, other, 0.044715)) if other is not None else None
+            if _is(cube, "pow") and cube.attrs.get("exponent") == 3.0 and cube.operands[0] == x:
+                replace[n.name] = Node(n.name, "gelu", [x], {"approximate": "tanh"}, n.type, n.loc, n.origin)
+                break
+    if replace:
+        p.nodes = [replace.get(n.name, n) for n in p.nodes]
     return p
 
 

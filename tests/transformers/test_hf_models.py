@@ -95,3 +95,14 @@ def test_torch_transformer_encoder_raises_packed_attention(batch_first, norm_fir
     out = emit(prog)
     assert _rel(out(x), model(x)) <= 1e-12
     assert sum(p.numel() for p in out.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_gpt2_gelu_new_is_raised():
+    """GPT-2's GELU-new, written out as its tanh formula, becomes gelu(approximate="tanh")."""
+    model = hf_model("gpt2").double()
+    ids = torch.randint(0, 64, (2, 8))
+    prog = lower(model, (ids,), dynamic_batch=False)
+    gelus = [n for n in prog.nodes if n.op == "gelu"]
+    assert len(gelus) == 2 and all(n.attrs["approximate"] == "tanh" for n in gelus)
+    assert "tanh" not in _ops(prog)
+    assert _rel(emit(prog)(ids), model(ids)) <= 1e-12
