@@ -324,6 +324,14 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
                 if n_t > len(d.param_names):
                     raise err(f"{sub.fn} takes {len(d.param_names)} arguments, got {n_t}")
 
+    dimset = set(dims)
+    for t, tl in zip(trees, list(rule.where_locs or [None] * len(rule.where)) + [None] * 4):
+        for sub, bound in _indexes_with_binders(t):
+            if sub.base in tensors:
+                for i in sub.indices:
+                    if isinstance(i, A.Name) and i.id in dimset and i.id not in bound:
+                        raise err(f"{A.show(sub)}: {i.id!r} is a dim (the length of an axis), not a position; "
+                                  f"write `:` for every position of an axis", tl)
     uses: list[ChannelUse] = []
     if channel is not None:
         for t in trees:
@@ -369,6 +377,34 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
     info = RuleInfo(channel, tuple(uses), tuple(values), tuple(tensors), tuple(attrs), tuple(dims))
     return Rule(rule.name, rule.bindings, rule.where, rule.conclusion, rule.axioms, rule.doc, info, rule.loc,
                 rule.where_locs, rule.origin)
+
+
+def _indexes_with_binders(node: Any, bound: frozenset = frozenset()):
+    """Every indexed read with the names bound around it (sum/tensor/forall/exists variables)."""
+    if isinstance(node, A.Index):
+        yield node, bound
+        for i in node.indices:
+            yield from _indexes_with_binders(i, bound)
+    elif isinstance(node, A.Call):
+        inner = bound | {a.var for a in node.args if isinstance(a, A.Bound)}
+        for a in node.args:
+            yield from _indexes_with_binders(a.upper if isinstance(a, A.Bound) else a, inner)
+    elif isinstance(node, A.Quant):
+        yield from _indexes_with_binders(node.upper, bound)
+        yield from _indexes_with_binders(node.body, bound | {node.var})
+    elif isinstance(node, (A.BinOp, A.Cmp)):
+        yield from _indexes_with_binders(node.left, bound)
+        yield from _indexes_with_binders(node.right, bound)
+    elif isinstance(node, A.Neg):
+        yield from _indexes_with_binders(node.operand, bound)
+    elif isinstance(node, (A.ListExpr,)):
+        for a in node.items:
+            yield from _indexes_with_binders(a, bound)
+    elif isinstance(node, A.BoolOp):
+        for a in node.operands:
+            yield from _indexes_with_binders(a, bound)
+    elif isinstance(node, A.Unused):
+        yield from _indexes_with_binders(node.target, bound)
 
 
 def _local_names(t: Any) -> set[str]:

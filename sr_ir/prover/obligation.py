@@ -157,8 +157,8 @@ def _map_names(pattern: list[Any], shape: tuple[Any, ...], rename: dict[str, Any
         pairs += list(zip(ps, tail))
     if pv is not None and sv is not None and len(pp) == len(sp_) and len(ps) == len(ss):
         rename.setdefault("*" + pv.name, sv)
-    elif pv is not None and sv is None and len(sp_) == len(pp) + len(ps):
-        rename.setdefault("*" + pv.name, ())  # the run is empty for this match
+    elif pv is not None and sv is None and len(sp_) >= len(pp) + len(ps):
+        rename.setdefault("*" + pv.name, tuple(sp_[len(pp):len(sp_) - len(ps)]))  # the run's dims
     for p, d in pairs:
         if isinstance(p, A.Name) and not isinstance(d, A.Variadic) and p.id not in rename:
             rename[p.id] = d
@@ -168,7 +168,8 @@ def _renamed(dims: list[Any], rename: dict[str, Any]) -> tuple[Any, ...]:
     out: list[Any] = []
     for d in dims:
         r = _rename(d, rename)
-        if r == ():
+        if isinstance(r, tuple):
+            out.extend(r)
             continue
         out.append(r)
     return tuple(out)
@@ -289,6 +290,7 @@ def build(
     value_vars: Mapping[str, Any],
     primed: str | None = None,
     first_diff: bool = False,
+    validate_only: bool = False,
 ) -> Obligation:
     """Evaluate both sides of the rule at one instance."""
     ev = Evaluator(alg, ops, inst.channel)
@@ -354,6 +356,13 @@ def build(
                     raise _Stop
 
         pairs = _Pairs()
+    if validate_only:  # shapes and op constraints only: one pair is enough
+        class _One(list):
+            def append(self, item):
+                super().append(item)
+                raise _Stop
+
+        pairs = _One()
     c = rule.conclusion
     try:
         _conclude(rule, ops, alg, ev, env, leaves, valuation, bool_tensors, where, c, pairs, inst)
@@ -383,11 +392,15 @@ def _conclude(rule, ops, alg, ev, env, leaves, valuation, bool_tensors, where, c
         t = env.get(c.target.base)
         if not isinstance(t, Tensor):
             raise SemanticsError(f"{c.target.base} is not a tensor")
+        covered = 0
         for idx in points(t.shape, alg):
             bind = _match(c.target, idx, env, ev, len(t.shape))
             if bind is None:
                 continue
+            covered += 1
             pairs.append((f"{c.target.base}{_fmt(idx)}", t[idx], ev.ev(c.value, {**env, **bind})))
+        if not covered:
+            raise SemanticsError(f"the conclusion {A.show(c.target)} names no position of {c.target.base}")
     elif isinstance(c, BackwardFact):
         # the same match with the named channels replaced by other values
         env2 = dict(env)
@@ -557,7 +570,7 @@ SIZE_POOL = (2, 4, 1, 5)
 
 
 def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_factory: Callable[[], Any],
-                       configs: list[tuple[int, str]], seed: int = 0) -> list[Instance]:
+                       configs: list[tuple[int, str]], seed: int = 0, violate: Any = None) -> list[Instance]:
     """One valid instance per (channel dim size, channel position) config: `start`, `middle`, `end`."""
     rng = random.Random(seed)
     info = rule.info
@@ -565,6 +578,9 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
     dims, variadics = rule_dims(rule, ops)
     out: list[Instance] = []
     variants = attr_variants(rule, ops, False, None)
+    if violate is not None:
+        # every combination of attribute values (bounded), so a needed condition meets its counter-case
+        variants = _all_variants(rule, ops)
     for ci, (csize, pos) in enumerate(configs):
         degenerate = csize == 1
         attrs_choice = variants[ci % len(variants)]
@@ -575,21 +591,24 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
             tries.append({d: 1 for d in others})
         pool = [s for s in SIZE_POOL if s != csize]
         tries.append({d: pool[i % len(pool)] for i, d in enumerate(others)})
-        for _ in range(30):
-            tries.append({d: rng.choice([2, 3, 4] if not degenerate else [1, 2]) for d in others})
-        for _ in range(30):
-            tries.append({d: rng.choice([1, 2, 3, 4, 5]) for d in others})
+        for pool_ in ([2, 3], [1, 2, 3], [1, 2, 3, 4, 5]):
+            for _ in range(20):
+                tries.append({d: rng.choice(pool_ if not degenerate else [1, 2]) for d in others})
         cands = []
         for t in tries:
             for av in ([attrs_choice] + [v for v in variants if v is not attrs_choice]):
-                inst = _instance(rule, ops, where, alg_factory, cdim, csize, pos, t, variadics, av, degenerate)
+                inst = _instance(rule, ops, where, alg_factory, cdim, csize, pos, t, variadics, av, degenerate,
+                                 violate)
                 if inst is not None:
                     cands.append((inst, av is attrs_choice))
                     break
-            if len(cands) >= 8:
+            if len(cands) >= 12:
                 break
-        if cands:
-            found = min(cands, key=lambda x: (not x[1], _cost(x[0]) * (1 if _distinct(x[0]) else 2)))[0]
+        cands.sort(key=lambda x: (not x[1], _cost(x[0]) * (1 if _distinct(x[0]) else 2)))
+        for inst, _ in cands:  # the cheapest candidate whose full evaluation is well defined
+            if _evaluates(rule, ops, where, alg_factory, inst):
+                found = inst
+                break
         if found is not None:
             out.append(found)
     return out
@@ -623,7 +642,32 @@ def _is_variadic_name(rule: Rule, ops: Mapping[str, OpDecl], name: str) -> bool:
     return False
 
 
-def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics, attrs_choice, degenerate):
+def _all_variants(rule: Rule, ops: Mapping[str, OpDecl], cap: int = 48) -> list[dict[str, Any]]:
+    zipped = attr_variants(rule, ops, False, None)
+    names = list(zipped[0]) if zipped else []
+    choices = []
+    for n in names:
+        vals = []
+        for v in zipped:
+            if v[n] not in vals:
+                vals.append(v[n])
+        choices.append(vals)
+    out = [dict(zip(names, combo)) for combo in itertools.product(*choices)]
+    return out[:cap] if out else [{}]
+
+
+def _evaluates(rule, ops, where, alg_factory, inst) -> bool:
+    alg = alg_factory()
+    try:
+        build(rule, ops, alg, inst, Valuation(alg, lambda t, i: Fraction(1)), where,
+              {v: alg.num(1) for v in rule.info.values})
+    except (InstanceError, ZeroDivisionError):
+        return False
+    return True
+
+
+def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics, attrs_choice, degenerate,
+              violate=None):
     alg = alg_factory()
     dims: dict[str, Any] = dict(sizes)
     if cdim is not None:
@@ -677,8 +721,10 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
         for s in where.static:
             if not ev.holds(s, env):
                 return None
+        if violate is not None and ev.holds(violate, env):
+            return None
         build(rule, ops, alg, inst, Valuation(alg, lambda t, i: Fraction(1)) if not alg.symbolic else Valuation(alg),
-              where, {v: alg.num(1) for v in rule.info.values}, None)
+              where, {v: alg.num(1) for v in rule.info.values}, None, validate_only=True)
     except (InstanceError, ZeroDivisionError):
         return None
     except SemanticsError as e:

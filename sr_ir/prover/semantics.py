@@ -438,6 +438,8 @@ class Evaluator:
                 for t in firsts:
                     shape = broadcast_shapes(shape, t.shape)
                 return shape
+            if res == "pool":
+                return self.pool_shape(firsts[0].shape, local)
             return firsts[0].shape  # same shape as the first operand (layer_norm, softmax, ...)
         out: list[Any] = []
         for d in res.dims:
@@ -445,6 +447,25 @@ class Evaluator:
                 out.extend(local["*" + d.name + "#shape"])
             else:
                 out.append(self.shape_value(d, local))
+        return tuple(out)
+
+    def pool_shape(self, shape: tuple, local: Mapping[str, Any]) -> tuple:
+        """PyTorch's pooling output size (floor or ceil mode) over the trailing spatial axes."""
+        ks = [int(k) for k in local["kernel_size"]]
+        n = len(ks)
+        st = [int(x) for x in (local.get("stride") or ks)]
+        pad = [int(x) for x in local.get("padding", [0] * n)]
+        dil = [int(x) for x in local.get("dilation", [1] * n)]
+        ceil = bool(local.get("ceil_mode", False))
+        out = list(shape[:-n])
+        for i, size in enumerate(shape[-n:]):
+            if is_symbolic(size):
+                raise NeedConcrete({size.dim})
+            span = size + 2 * pad[i] - dil[i] * (ks[i] - 1) - 1
+            o = (-(-span // st[i]) if ceil else span // st[i]) + 1
+            if ceil and (o - 1) * st[i] >= size + pad[i]:
+                o -= 1
+            out.append(o)
         return tuple(out)
 
     def shape_value(self, d: Any, env: Mapping[str, Any]) -> Any:

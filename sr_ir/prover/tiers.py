@@ -28,7 +28,7 @@ from .obligation import (
 )
 from .semantics import InstanceError, NeedConcrete, SemanticsError
 
-CONFIGS = [(3, "start"), (3, "middle"), (3, "end"), (1, "start")]
+CONFIGS = [(3, "start"), (4, "middle"), (3, "end"), (1, "start")]
 TIERS = ("test", "bounded", "parametric")
 
 
@@ -99,24 +99,26 @@ def _differs(a: Any, b: Any) -> bool:
 
 
 def prove_rule(rule: Rule, ops: Mapping[str, OpDecl], max_tier: str = "parametric", seed: int = 0,
-               timeout_ms: int = 20000, conds: tuple | None = None, configs=None) -> Result:
+               timeout_ms: int = 20000, conds: tuple | None = None, configs=None, violate: Any = None) -> Result:
+    """Prove one rule. `conds` replaces the side conditions; `violate` (a condition over dims and
+    attributes) keeps only instances where it is false (to test whether a condition is needed)."""
     t0 = time.perf_counter()
     res = Result(rule.name, "unknown", None, loc=str(rule.loc or ""))
     try:
-        _prove(rule, ops, res, max_tier, seed, timeout_ms, conds, configs or CONFIGS)
+        _prove(rule, ops, res, max_tier, seed, timeout_ms, conds, configs or CONFIGS, violate)
     except SemanticsError as e:
         res.status, res.message = "error", str(e)
     res.seconds = round(time.perf_counter() - t0, 4)
     return res
 
 
-def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs) -> None:
+def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, violate=None) -> None:
     axioms = set(rule.axioms)
     where = classify_where(rule, conds)
     rng = random.Random(seed)
     if rule.info.channel is None:
         configs = [(3, "start"), (1, "start")]
-    insts = concrete_instances(rule, ops, where, lambda: Exact("standin"), configs, seed)
+    insts = concrete_instances(rule, ops, where, lambda: Exact("standin"), configs, seed, violate)
     if not insts:
         res.status = "vacuous"
         res.message = "no sizes and attributes satisfy the side conditions and the ops' constraints"
