@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from sr_ir.minimize import minimize
-from sr_ir.models.convnext import convnext_small_test
+from sr_ir.models.convnext import convnext_small_test, convnext_tiny
 from sr_ir.testing.planting import plant_convnext, trainable_param_count
 
 
@@ -52,3 +53,21 @@ def test_nonzero_constant_under_padded_depthwise_conv_stays():
     assert _rel(res.module(y), model(y)) <= 1e-10
     kept = dataclasses.replace(plan, residual={**plan.residual, 0: [k for k in plan.residual[0] if k != c]})
     assert trainable_param_count(res.module) == kept.minimal_param_count()
+
+
+@pytest.mark.slow
+def test_convnext_tiny_planted():
+    """The full ConvNeXt-Tiny (27.8M parameters at 10 classes): planted stream channels in every stage and
+    dead MLP units in every block, minimized to exactly the known count (about 5 s on 2 cores)."""
+    torch.manual_seed(0)
+    model = convnext_tiny(num_classes=10, small_input=True).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.normal_(0.5, 0.3)
+    plan = plant_convnext(model, seed=1, residual=4, mlp_units=16, sparsity=0.3)
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    res = minimize(model, (x,), n_random=1)
+    y = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert _rel(res.module(y), model(y)) <= 1e-10
+    assert trainable_param_count(res.module) == plan.minimal_param_count()
