@@ -101,3 +101,19 @@ def test_float32_model_minimizes_within_float32_rounding():
     # folded biases are stored in float32, so float64 evaluation also sees float32 rounding
     _check(res, f64=1e-5)
     assert next(res.module.parameters()).dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_convnext_tiny_at_90_percent_with_planted_units():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from minimize_convnext import build
+
+    m, plan = build(seed=0, dead=0.4, unused=0.1, sparsity=0.9)
+    m = m.double()
+    res = minimize(m, (torch.randn(1, 3, 32, 32, dtype=torch.float64),), n_random=1)
+    _check(res)
+    removed = sum(len(v) for v in plan.values())
+    assert sum(g["removed"] for g in res.report.groups) >= removed
