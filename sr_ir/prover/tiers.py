@@ -241,7 +241,7 @@ def _refute(rule, ops, where, inst, res: Result, tier: str, ob, model, rng) -> N
     res.counterexample = cex
     if cex.get("real"):
         res.status = "refuted"
-        res.message = f"wrong ({tier} {inst.label})"
+        res.message = f"counterexample found by the {tier} tier ({inst.label})"
     else:
         res.status = "refuted-uf"
         hint = cex.get("axiom_hint")
