@@ -26,6 +26,7 @@ class MinimizeReport:
     refused_rules: dict[str, str] = field(default_factory=dict)  # rule -> why it has no certificate
     verification: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    transformer: dict[str, Any] = field(default_factory=dict)  # heads/qk/v/gated/residual (transformer.py)
 
     @staticmethod
     def start(p: Program) -> "MinimizeReport":
@@ -66,7 +67,7 @@ class MinimizeReport:
             "shapes_before": self.shapes_before, "shapes_after": self.kept_by_param,
             "batch_norms_folded": self.batch_norms_folded, "rules_used": self.rules_used,
             "refused_rules": self.refused_rules,
-            "verification": self.verification, "seconds": self.seconds,
+            "verification": self.verification, "seconds": self.seconds, "transformer": self.transformer,
         }
 
     def table(self) -> str:
@@ -84,6 +85,13 @@ class MinimizeReport:
                 lines.append(f"verified {dt}: max abs error {v[dt]['max_abs']:.3g}, max relative error {v[dt]['max_rel']:.3g}")
         if self.batch_norms_folded:
             lines.append(f"batch norms folded: {len(self.batch_norms_folded)}")
+        t = self.transformer
+        if t and any(v for k, v in t.items() if k != "norms_compensated"):
+            lines.append(
+                f"transformer: heads {t['heads']} (key/value heads {t['kv_heads']}), qk dims {t['qk_dims']}, "
+                f"value dims {t['v_dims']} ({t['v_dims_folded']} folded), gated units {t['gated_units']}, "
+                f"residual channels {t['residual_channels']}, norms compensated {len(t['norms_compensated'])}"
+            )
         lines.append(f"passes: {self.passes}; time: " + ", ".join(f"{k} {s:.3f}s" for k, s in self.seconds.items()))
         return "\n".join(lines)
 
