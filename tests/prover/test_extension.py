@@ -1,0 +1,33 @@
+"""Extension by rule file only: examples/rules_ext adds an activation and a layer type with their
+channel rules; loading and proving them needs no Python change."""
+import json
+import shutil
+from pathlib import Path
+
+from sr_ir.cli.main import main
+from sr_ir.lang.loader import load_rules
+
+EXT = Path(__file__).resolve().parents[2] / "examples" / "rules_ext"
+
+
+def test_extension_directory_loads_and_proves(tmp_path, capsys):
+    bundled = load_rules()
+    assert "hardswish" not in bundled.ops and "channel_affine" not in bundled.ops
+    d = tmp_path / "rules_ext"
+    shutil.copytree(EXT, d, ignore=shutil.ignore_patterns("proofs"))
+    code = main(["prove", str(d), "--rules", str(d), "--json", "--no-condition-check"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    got = {r["rule"]: (r["status"], r["tier"]) for r in out["results"]}
+    assert set(got) == {"hardswish.const", "hardswish.zero", "hardswish.unused", "hardswish.drop_channel",
+                        "channel_affine.dead", "channel_affine.unused_input", "channel_affine.const",
+                        "channel_affine.drop_channel"}
+    assert all(v == ("proved", "parametric") for v in got.values()), got
+    assert len(list((d / "proofs").glob("*.json"))) == 8
+    # the engine sees the new ops and rules through the same loader
+    rs = load_rules(extra=[d])
+    assert rs.ops["channel_affine"].torch and rs.rule("channel_affine.dead").kind == "forward"
+
+
+def test_checked_in_extension_certificates_are_current(capsys):
+    assert main(["prove", str(EXT), "--rules", str(EXT), "--check"]) == 0
