@@ -388,10 +388,10 @@ def zero_slices(p: Program, name: str, axis: int) -> torch.Tensor:
     w = p.weights[name]
     if w.dim() == 1:
         return w == 0
-    if axis == 0:
-        return ~w.reshape(w.shape[0], -1).any(1)
+    if axis == 0:  # rows: count_nonzero is several times faster than any() over a float row
+        return torch.count_nonzero(w.reshape(w.shape[0], -1), dim=1) == 0
     dims = [d for d in range(w.dim()) if d != axis]
-    return ~w.ne(0).any(dims[0]) if w.dim() == 2 else w.abs().amax(dim=dims) == 0
+    return ~w.ne(0).any(dims[0]) if w.dim() == 2 else torch.count_nonzero(w.movedim(axis, 0).reshape(w.shape[axis], -1), dim=1) == 0
 
 
 def _slice_uniform(y: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
