@@ -247,9 +247,6 @@ def analyze(p: Program, rules: RuleSet, book: RuleBook) -> Analysis:
                     (info.slots[s].name, a) for s, a in _closure(tied, (slot, ax))
                     if isinstance(info.slots.get(s), ParamRef)
                 ]
-                out_axis = None
-                for s, a in _closure(tied, (OUT, 0))[:0]:
-                    pass
                 g = groups[group_of[k]]
                 g.consumers.append(Consumer(info, slot, o.name, ax, params, _bias_axis(info, tied)))
         if has_local and book.find(node, "drop_channel", types, info.attrs) is None:
@@ -293,13 +290,6 @@ def _bias_axis(info: NodeInfo, tied: dict[tuple[str, int], list[tuple[str, int]]
 # ---- constants ------------------------------------------------------------------------------
 def _map_shape(t: TensorType) -> list[int]:
     return [d if isinstance(d, int) else 1 for d in t.shape]
-
-
-def _param64(p: Program, o: Any) -> Any:
-    if isinstance(o, ParamRef):
-        w = p.weights[o.name]
-        return w.to(torch.float64) if w.is_floating_point() else w
-    return o
 
 
 def eval_restricted(p: Program, rules: RuleSet, info: NodeInfo, types: dict[tuple[str, str], TensorType],

@@ -10,7 +10,7 @@ from sr_ir.models.cnn import VGG
 from sr_ir.models.convnext import convnext_small_test
 from sr_ir.models.lenet import lenet300_100
 
-from .nets import GeluMLP, count, prune_all, randomize_bn, weight_of
+from .nets import GeluMLP, prune_all, randomize_bn, weight_of
 
 
 def _check(res, f64=1e-10, f32=1e-5):
@@ -59,7 +59,7 @@ def test_gelu_constants_fold_through_gelu():
     assert res.report.removed_by_param["layers.1.weight"][0] == 4
 
 
-@pytest.mark.parametrize("sparsity", [0.5, 0.9])
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.98])
 def test_vgg_with_batchnorm_and_padded_convs(sparsity):
     torch.manual_seed(2)
     m = VGG().double().eval()
@@ -76,11 +76,12 @@ def test_vgg_with_batchnorm_and_padded_convs(sparsity):
     assert res.report.removed_by_param["features.0.weight"][0] >= 4  # 8:12 unused (+ zero constants)
 
 
-def test_convnext_small_gelu_mlp_units():
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.98])
+def test_convnext_small_gelu_mlp_units(sparsity):
     torch.manual_seed(3)
     m = convnext_small_test().double().eval()
     blocks = [b for s in m.stages for b in s]
-    prune_all(m, 0.9)
+    prune_all(m, sparsity)
     with torch.no_grad():
         for b in blocks:
             b.gamma.normal_()
