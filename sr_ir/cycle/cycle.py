@@ -291,7 +291,7 @@ def squeeze_release(
             bar.close()
         dense_model = copy.deepcopy(model).eval()
         a0 = acc(model, "val")
-        dense_record = {"cycle": 0, **size_summary(model, example_inputs), "val_acc": a0, "test_acc": acc(model, "test"),
+        dense_record = {"cycle": 0, **size_summary(model, example_inputs), "train_epochs": cfg.dense_epochs, "val_acc": a0, "test_acc": acc(model, "test"),
                         "floor": a0 - cfg.max_drop / 100.0, "time_s": time.perf_counter() - t0}
         save(0, model, None, {}, dense_record, {"stopped": None})
         if on_cycle is not None:
@@ -361,6 +361,7 @@ def squeeze_release(
             "sparsity_before_minimize": sparsity(masks),
             "prune_steps": steps,
             "prune_tries": tried,
+            "train_epochs": tried * cfg.prune_epochs,  # this cycle's fine-tuning, release phase added below
             "val_acc": acc(small, "val"),
             "test_acc": acc(small, "test"),
             "pruned_val_acc": pre_val,
@@ -396,6 +397,7 @@ def squeeze_release(
                   masks=masks, teacher=teacher, lasso_names=list(masks), protect_rows=[protect] if protect else [],
                   like=train_like, progress=tick)
         bar.close()
+        record["train_epochs"] += cfg.release_epochs
         record.update(
             release=rel.to_dict() if rel else None,
             released_val_acc=acc(small, "val"),
