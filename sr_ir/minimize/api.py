@@ -64,7 +64,7 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
     transformer = TransformerReport()
     for it in range(max_iterations):
         # heads, qk/v dims, gated units, residual stream through compensated norms (transformer.py)
-        p, tr = reduce_transformer(p)
+        p, tr = reduce_transformer(p, book)
         transformer.add(tr)
         a = analyze(p, rs, book)
         removals = plan(a)

@@ -63,15 +63,52 @@ class TransformerReport:
             "norms_compensated")}
 
 
-def reduce_transformer(p: Program) -> tuple[Program, TransformerReport]:
-    """Apply the reductions once each (the caller iterates to a fixpoint with the channel engine)."""
+class _Gate:
+    """Each reduction is the application of named rules of rules/minimize/ (stated on the single-head
+    `attention` op and on the norms, and proved there); a reduction runs only when its rules have current
+    certificates. Without a RuleBook (direct calls in tests) every reduction is allowed."""
+
+    def __init__(self, book: Any):
+        self.book = book
+        self.by_name = {r.name: r for r in book.ruleset.rules} if book is not None else {}
+
+    def ok(self, *names: str) -> bool:
+        if self.book is None:
+            return True
+        for name in names:
+            r = self.by_name.get(name)
+            why = "no such rule in the rule set" if r is None else self.book._status(r)
+            if why is not None:
+                self.book.refused[name] = why
+                return False
+            self.book.used[name] = r
+        return True
+
+    def find(self, p: Program, node: Node, kind: str) -> bool:
+        """A certified engine rule of this kind applies to the node (attribute conditions included)."""
+        if self.book is None:
+            return True
+        types = {("v", k): t for k, t in p.value_types().items()}
+        types.update({("p", k): t for k, t in p.params.items()})
+        from ..ir.checker import attrs_with_defaults
+        from ..lang.loader import default_rules
+
+        decl = self.book.ruleset.ops.get(node.op) or default_rules().ops.get(node.op)
+        attrs = attrs_with_defaults(decl, node) if decl is not None else dict(node.attrs)
+        return self.book.find(node, kind, types, attrs) is not None
+
+
+def reduce_transformer(p: Program, book: Any = None) -> tuple[Program, TransformerReport]:
+    """Apply the reductions once each (the caller iterates to a fixpoint with the channel engine).
+    `book` (a minimize RuleBook) gates every reduction on the certificates of the rules that justify it."""
     rep = TransformerReport()
-    if not any(n.op in ("head_attention", "mul") or n.op in _NORMS for n in p.nodes):
+    if not any(n.op in ("head_attention", "mul") or n.op in _NORMS or n.op == "layer_norm_channels" for n in p.nodes):
         return p, rep
+    gate = _Gate(book)
     p = p.copy()
-    _reduce_heads(p, rep)
-    _reduce_gated(p, rep)
-    _reduce_stream(p, rep)
+    _reduce_heads(p, rep, gate)
+    _reduce_gated(p, rep, gate)
+    _reduce_stream(p, rep, gate)
     if rep.any():
         _drop_unused_params(p)
     return p, rep
@@ -140,7 +177,7 @@ def _safe_mask(p: Program, n: Node, types: dict[str, TensorType]) -> bool:
     return bool(ok.any(dim=-1).all())
 
 
-def _reduce_heads(p: Program, rep: TransformerReport) -> None:
+def _reduce_heads(p: Program, rep: TransformerReport, gate: _Gate) -> None:
     by_name, users, types = p.node_map(), p.users(), p.value_types()
     uses = _use_counts(p)
     for n in p.nodes:
@@ -157,7 +194,7 @@ def _reduce_heads(p: Program, rep: TransformerReport) -> None:
         params = [o for l in (lq, lk, lv, lo) for o in l.operands[1:] if isinstance(o, ParamRef)]
         if any(uses[o.name] != 1 for o in params):
             continue
-        _reduce_one_attention(p, n, lq, lk, lv, lo, _safe_mask(p, n, types), rep)
+        _reduce_one_attention(p, n, lq, lk, lv, lo, _safe_mask(p, n, types), rep, gate)
 
 
 def _offsets(sizes: list[int]) -> list[int]:
@@ -169,7 +206,7 @@ def _offsets(sizes: list[int]) -> list[int]:
 
 
 def _reduce_one_attention(p: Program, n: Node, lq: Node, lk: Node, lv: Node, lo: Node, safe: bool,
-                          rep: TransformerReport) -> None:
+                          rep: TransformerReport, gate: _Gate) -> None:
     qk, vd, grp = list(n.attrs["qk_dims"]), list(n.attrs["v_dims"]), list(n.attrs["head_group"])
     freq = n.attrs.get("rope_freq")
     rope = freq is not None
@@ -179,7 +216,12 @@ def _reduce_one_attention(p: Program, n: Node, lq: Node, lk: Node, lv: Node, lo:
     o_off = _offsets([vd[g] for g in grp])
     k_off, v_off, f_off = _offsets(qk), _offsets(vd), _offsets([d // 2 for d in qk])
     wo_zero_col = (wo == 0).all(dim=0)  # [sum o]
-    alive = [h for h in range(len(grp)) if not bool(wo_zero_col[o_off[h]:o_off[h] + vd[grp[h]]].all())]
+    may_drop_head = gate.ok("attention.unused_head")
+    may_zero_q = gate.ok("attention.zero_query_dim")
+    may_const_k = gate.ok("attention.const_key_dim", "attention.zero_key_dim")
+    may_fold_v = gate.ok("attention.const_value_dim", "attention.drop_value_dim")
+    may_unused_v = gate.ok("attention.unused_value_dim", "attention.drop_value_dim")
+    alive = [h for h in range(len(grp)) if not may_drop_head or not bool(wo_zero_col[o_off[h]:o_off[h] + vd[grp[h]]].all())]
     if not alive:  # the block's attention contributes only its bias: leave it (the engine keeps one head)
         alive = [0]
     kv = sorted({grp[h] for h in alive})
@@ -193,14 +235,14 @@ def _reduce_one_attention(p: Program, n: Node, lq: Node, lk: Node, lv: Node, lo:
     folded = 0
     for g in kv:
         heads_g = [h for h in alive if grp[h] == g]
-        qz = torch.stack([q_zero_row[q_off[h]:q_off[h] + qk[g]] for h in heads_g]).all(dim=0)
+        qz = torch.stack([q_zero_row[q_off[h]:q_off[h] + qk[g]] for h in heads_g]).all(dim=0) & may_zero_q
         if rope:
             half = qk[g] // 2
-            kz = k_zero_val[k_off[g]:k_off[g] + qk[g]]
+            kz = k_zero_val[k_off[g]:k_off[g] + qk[g]] & may_const_k
             pair = (qz[:half] & qz[half:]) | (kz[:half] & kz[half:])
             drop_qk = torch.cat([pair, pair])
         else:
-            drop_qk = qz | k_zero_row[k_off[g]:k_off[g] + qk[g]]
+            drop_qk = qz | (k_zero_row[k_off[g]:k_off[g] + qk[g]] & may_const_k)
         if bool(drop_qk.all()):  # keep one dim so the head stays well formed (its scores are uniform anyway)
             drop_qk = drop_qk.clone()
             drop_qk[0] = False
@@ -208,8 +250,8 @@ def _reduce_one_attention(p: Program, n: Node, lq: Node, lk: Node, lv: Node, lo:
                 drop_qk[qk[g] // 2] = False
         keep_qk[g] = ~drop_qk
         # value dims: unused by every alive head of the group, or constant (folded) when rows are safe
-        cols = torch.stack([wo_zero_col[o_off[h]:o_off[h] + vd[g]] for h in heads_g]).all(dim=0)
-        const = v_zero_row[v_off[g]:v_off[g] + vd[g]] & torch.tensor(safe)
+        cols = torch.stack([wo_zero_col[o_off[h]:o_off[h] + vd[g]] for h in heads_g]).all(dim=0) & may_unused_v
+        const = v_zero_row[v_off[g]:v_off[g] + vd[g]] & torch.tensor(safe and may_fold_v)
         cval = bv[v_off[g]:v_off[g] + vd[g]] if bv is not None else torch.zeros(vd[g], dtype=wv.dtype)
         fold = const & ~cols & (cval != 0)
         if bool(fold.any()):
@@ -261,7 +303,7 @@ def _reduce_one_attention(p: Program, n: Node, lq: Node, lk: Node, lv: Node, lo:
 
 
 # ---- gated MLP units --------------------------------------------------------------------------------
-def _reduce_gated(p: Program, rep: TransformerReport) -> None:
+def _reduce_gated(p: Program, rep: TransformerReport, gates: _Gate) -> None:
     by_name, users = p.node_map(), p.users()
     uses = _use_counts(p)
     for m in p.nodes:
@@ -290,6 +332,11 @@ def _reduce_gated(p: Program, rep: TransformerReport) -> None:
             bias = _w(p, _bias(lin))
             return z & (bias == 0) if bias is not None else z
 
+        # act(0) * up = 0 and gate * 0 = 0: a zero product channel; justified by the activation's and the
+        # product's constant rules, the linears' dead rows and the down projection's zero fold
+        if not (gates.ok(f"{a.op}.const", "mul.zero_scale")
+                and (gates.find(p, down, "fold_zero") or gates.find(p, down, "fold_const"))):
+            continue
         dead = zero_out(gate) | zero_out(b)
         if not bool(dead.any()) or bool(dead.all()):
             continue
@@ -373,7 +420,7 @@ def _channel_axes(p: Program, types: dict[str, TensorType]) -> dict[str, int]:
     return ax
 
 
-def _reduce_stream(p: Program, rep: TransformerReport) -> None:
+def _reduce_stream(p: Program, rep: TransformerReport, gate: _Gate) -> None:
     types = p.value_types()
     ax = _channel_axes(p, types)
     uf = _UF()
@@ -450,7 +497,7 @@ def _reduce_stream(p: Program, rep: TransformerReport) -> None:
             continue
         if not any(by_name[v].op in _STREAM_NORMS for v in members):
             continue  # plain linear chains are the channel engine's business
-        _reduce_group(p, members, by_name, role, uses, ax, rep)
+        _reduce_group(p, members, by_name, role, uses, ax, rep, gate)
 
 
 def _uniform(t: torch.Tensor, axis: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -471,7 +518,7 @@ def _retype_axis(n: Node, axis: int, size: int) -> None:
 
 
 def _reduce_group(p: Program, members: list[str], by_name: dict[str, Node], role: dict, uses: dict[str, int],
-                  ax: dict[str, int], rep: TransformerReport) -> None:
+                  ax: dict[str, int], rep: TransformerReport, gate: _Gate) -> None:
     member_set = set(members)
     first = by_name[members[0]]
     C = int(first.type.shape[ax[members[0]]])
@@ -563,6 +610,8 @@ def _reduce_group(p: Program, members: list[str], by_name: dict[str, Node], role
         if node.op == "conv2d" and any(int(q) != 0 for q in node.attrs.get("padding", [0, 0])):
             removable &= value[node.operands[0].name] == 0
     if not bool(removable.any()):
+        return
+    if not _group_certified(p, members, by_name, consumers, value, removable, gate):
         return
     if bool(removable.all()):
         removable = removable.clone()
@@ -673,3 +722,44 @@ def _channels_last_compensated(n: Node, operands: list[Any], attrs: dict[str, An
              TensorType(dt, tuple(last)), n.loc, n.origin),
         Node(n.name, "permute", [ValueRef(b_name)], {"dims": to_first}, TensorType(dt, tuple(shape)), n.loc, n.origin),
     ]
+
+
+_NORM_RULES = {
+    "layer_norm": ("layer_norm.zero_gamma", "layer_norm.compensate"),
+    "layer_norm_channels": ("layer_norm.zero_gamma", "layer_norm.compensate"),
+    "compensated_layer_norm": ("compensated_layer_norm.zero_gamma", "compensated_layer_norm.compose"),
+    "rms_norm": ("rms_norm.zero_gamma", "rms_norm.compensate"),
+    "compensated_rms_norm": ("rms_norm.zero_gamma", "compensated_rms_norm.compose"),
+}
+
+
+def _group_certified(p: Program, members: list[str], by_name: dict[str, Node], consumers: list[Node],
+                     value: dict[str, torch.Tensor], removable: torch.Tensor, gate: _Gate) -> bool:
+    """The rules behind removing these stream channels are certified: each norm's zero-gamma and
+    compensation rules, each writer's dead-row rule, each channel-local op's rule, each reader's fold."""
+    for v in members:
+        n = by_name[v]
+        if n.op in _NORM_RULES:
+            if not gate.ok(*_NORM_RULES[n.op]):
+                return False
+        elif n.op == "embedding":
+            if not gate.ok("embedding.const_column"):
+                return False
+        elif n.op == "conv2d" and n.attrs.get("groups", 1) > 1:
+            if not gate.ok("conv2d.depthwise_zero"):
+                return False
+        elif n.op in ("linear", "conv2d"):
+            if not gate.find(p, n, "dead_row"):
+                return False
+        elif n.op == "mul":
+            if not gate.ok("mul.zero_scale", "mul.const_scale"):
+                return False
+        elif n.op in ("add", "sub"):
+            if not gate.ok(f"{n.op}.const"):
+                return False
+    for c in consumers:
+        zero = bool((value[c.operands[0].name][removable] == 0).all())
+        # a zero constant may also go by the general fold (linear has no separate zero rule)
+        if not ((zero and gate.find(p, c, "fold_zero")) or gate.find(p, c, "fold_const")):
+            return False
+    return True

@@ -86,3 +86,23 @@ def test_fully_maskable_rows_keep_constant_value_dims():
     assert res.report.transformer["v_dims_folded"] == 0
     pad[0, 5:] = False
     assert _rel(res.module(ids, pad), model(ids, pad)) <= 1e-10
+
+
+def test_reductions_need_certified_rules():
+    """Each transformer reduction applies named rules of rules/minimize/; without a current certificate for
+    layer_norm.compensate no stream channel goes through a LayerNorm, and the refusal is reported."""
+    from sr_ir.frontend import lower
+    from sr_ir.lang.loader import default_rules
+    from sr_ir.minimize import minimize_program
+    from sr_ir.minimize.rulebook import RuleBook
+
+    model = build("pre_ln", seed=4)
+    plant(model, seed=11)
+    prog = lower(model, (example_ids(model.cfg),))
+    rs = default_rules()
+    refuse = {"layer_norm.compensate", "attention.unused_head"}
+    book = RuleBook(rs, certify=lambda r, _rs: "refuted (test)" if r.name in refuse else None)
+    out, report = minimize_program(prog, rs, book=book)
+    assert report.transformer["residual_channels"] == 0 and report.transformer["heads"] == 0
+    assert report.transformer["v_dims"] > 0  # the other reductions still apply
+    assert refuse <= set(book.refused)
