@@ -178,7 +178,7 @@ BUILTINS = {
     "dim": "dim(t, axis): the size of an axis of t",
     "opt": "opt(t[...], d): the entry, or d when the optional operand t is absent",
     "step": "step(i): 1 when the index expression i >= 0, else 0",
-    "either": "either(list, fallback, i): item i of the list, or of fallback when the list is empty",
+    "either": "either(a, fallback[, i]): a (item i of it) unless a is none or an empty list, else fallback",
     "inside": "inside(t[...]): 1 when the read is inside t, else 0",
     "maxof": "maxof(p < a, q < b, t[...]): the largest entry read over the window (reads outside skipped)",
     "softmax": "softmax(t < s, score, keep, j): weight of j in a softmax over the kept t (all 0 if none kept)",

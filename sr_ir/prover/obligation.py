@@ -267,7 +267,9 @@ def attr_variants(rule: Rule, ops: Mapping[str, OpDecl], symbolic: bool, alg: An
             else:
                 choices.append((name, [list(d), [2] * len(d)]))
         elif a.kind == "int":
-            if not a.has_default or a.default is None:
+            if a.has_default and a.default is None:
+                choices.append((name, [None, 2]))
+            elif not a.has_default:
                 choices.append((name, [1, 2, 3, 5, 7]))
             else:
                 d = a.default
@@ -316,12 +318,23 @@ def build(
     small = min([v for v in inst.dims.values() if isinstance(v, int)] + [2])
 
     conflicts: list[Any] = []
+    busy: set = set()
 
     def make_leaf(name: str, shape: tuple, tag: str) -> Tensor:
         subs = subst_by_tensor.get(name, [])
         boolean = name in bool_tensors
 
         def get(idx: tuple) -> Any:
+            key = (name, idx)
+            if key in busy:  # a condition reading the entry it defines: the entry is free
+                return valuation.entry(tag, idx, boolean)
+            busy.add(key)
+            try:
+                return _get(idx)
+            finally:
+                busy.discard(key)
+
+        def _get(idx: tuple) -> Any:
             found = []
             for pat, val in subs:
                 bind = _match(pat, idx, env, ev, len(shape))
@@ -347,6 +360,7 @@ def build(
     # inner bindings first: each result feeds the binding before it
     for b in reversed(rule.bindings):
         env[b.result] = _apply_binding(rule, b, ops, ev, env, inst)
+    _check_channel_axes(rule, ops, env, inst)
     pairs: list[tuple[str, Any, Any]] = []
     if first_diff:  # exact evaluation: stop at the first differing position
         class _Pairs(list):
@@ -440,6 +454,24 @@ def _conclude(rule, ops, alg, ev, env, leaves, valuation, bool_tensors, where, c
 
 class ShapeMismatch(SemanticsError):
     pass
+
+
+def _check_channel_axes(rule: Rule, ops: Mapping[str, OpDecl], env: Mapping[str, Any], inst: Instance) -> None:
+    """Every axis the channel variable indexes must have the channel dim's length."""
+    cdim = channel_dim(rule, ops)
+    if cdim is None or cdim not in inst.dims:
+        return
+    want = inst.dims[cdim]
+    for u in rule.info.channel_uses:
+        t = env.get(u.tensor)
+        if not isinstance(t, Tensor) or not t.shape or not -len(t.shape) <= u.axis < len(t.shape):
+            if isinstance(t, Tensor):
+                raise ShapeMismatch(f"the channel variable indexes axis {u.axis} of {u.tensor}, which has rank "
+                                    f"{len(t.shape)}")
+            continue
+        if t.shape[u.axis] != want:
+            raise ShapeMismatch(f"the channel variable indexes axis {u.axis} of {u.tensor} (length "
+                                f"{t.shape[u.axis]}) and the channel axis of length {want}: one rule, one channel axis")
 
 
 def _int_tensors(rule: Rule, ops: Mapping[str, OpDecl]) -> set[str]:
@@ -570,7 +602,8 @@ SIZE_POOL = (2, 4, 1, 5)
 
 
 def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_factory: Callable[[], Any],
-                       configs: list[tuple[int, str]], seed: int = 0, violate: Any = None) -> list[Instance]:
+                       configs: list[tuple[int, str]], seed: int = 0, violate: Any = None,
+                       fixed_variants: list[dict[str, Any]] | None = None) -> list[Instance]:
     """One valid instance per (channel dim size, channel position) config: `start`, `middle`, `end`."""
     rng = random.Random(seed)
     info = rule.info
@@ -581,6 +614,8 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
     if violate is not None:
         # every combination of attribute values (bounded), so a needed condition meets its counter-case
         variants = _all_variants(rule, ops)
+    if fixed_variants is not None:
+        variants = fixed_variants
     for ci, (csize, pos) in enumerate(configs):
         degenerate = csize == 1
         attrs_choice = variants[ci % len(variants)]
@@ -596,7 +631,7 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
                 tries.append({d: rng.choice(pool_ if not degenerate else [1, 2]) for d in others})
         cands = []
         for t in tries:
-            for av in ([attrs_choice] + [v for v in variants if v is not attrs_choice]):
+            for av in ([attrs_choice] + ([] if fixed_variants else [v for v in variants if v is not attrs_choice])):
                 inst = _instance(rule, ops, where, alg_factory, cdim, csize, pos, t, variadics, av, degenerate,
                                  violate)
                 if inst is not None:
@@ -653,7 +688,21 @@ def _all_variants(rule: Rule, ops: Mapping[str, OpDecl], cap: int = 48) -> list[
                 vals.append(v[n])
         choices.append(vals)
     out = [dict(zip(names, combo)) for combo in itertools.product(*choices)]
-    return out[:cap] if out else [{}]
+    if len(out) > cap:  # a fixed-seed sample, so every value of every attribute is likely to appear
+        out = [out[0]] + random.Random(len(out)).sample(out[1:], cap - 1)
+    return out if out else [{}]
+
+
+def variant_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_factory, seed: int = 0,
+                      cap: int = 16) -> list[Instance]:
+    """One instance per combination of attribute values (at most `cap`), for the random test tier."""
+    out = []
+    combos = _all_variants(rule, ops, cap)
+    if len(combos) <= 1:
+        return out
+    for combo in combos:
+        out += concrete_instances(rule, ops, where, alg_factory, [(4, "middle")], seed, fixed_variants=[combo])
+    return out
 
 
 def _evaluates(rule, ops, where, alg_factory, inst) -> bool:
@@ -664,6 +713,9 @@ def _evaluates(rule, ops, where, alg_factory, inst) -> bool:
     except (InstanceError, ZeroDivisionError):
         return False
     return True
+
+
+_UNSET = object()
 
 
 def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics, attrs_choice, degenerate,
@@ -680,7 +732,7 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
     env: dict[str, Any] = dict(dims)
     for name, v in attrs_choice.items():
         if isinstance(v, tuple) and v[0] == "ast":
-            attrs[name] = None  # filled below from the required value
+            attrs[name] = _UNSET  # filled below from the required value
         elif isinstance(v, tuple) and v[0] == "sym":
             attrs[name] = alg.num(Fraction(1, 10 ** 5)) if not alg.symbolic else alg.sp.Symbol(name, positive=True)
         else:
@@ -712,7 +764,7 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
                 dims[lhs.id] = val
             else:
                 attrs[lhs.id] = val
-    if any(v is None for v in attrs.values()):
+    if any(v is _UNSET for v in attrs.values()):
         return None
     if any(isinstance(v, int) and v < 1 for v in dims.values()):
         return None

@@ -177,7 +177,7 @@ class Evaluator:
             return t[idx]
         if fn == "either":  # either(list, fallback): the list, or the fallback when it is empty
             a = self.ev(e.args[0], env)
-            a = a if a else self.ev(e.args[1], env)
+            a = a if (a is not None and not (isinstance(a, list) and not a)) else self.ev(e.args[1], env)
             if len(e.args) > 2:
                 return a[int(self.alg.as_int(self.ev(e.args[2], env)))]
             return a

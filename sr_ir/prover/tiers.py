@@ -18,6 +18,7 @@ from ..ops.decl import OpDecl
 from .algebra import Exact, Sym, zero_pins
 from .obligation import (
     Instance,
+    variant_instances,
     Valuation,
     Where,
     build,
@@ -26,6 +27,7 @@ from .obligation import (
     concrete_instances,
     parametric_instance,
 )
+from .obligation import ShapeMismatch
 from .semantics import InstanceError, NeedConcrete, SemanticsError
 
 CONFIGS = [(3, "start"), (4, "middle"), (3, "end"), (1, "start")]
@@ -126,8 +128,10 @@ def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, v
     res.sizes = [i.label for i in insts]
 
     # ---- tier 1: random exact rationals ----------------------------------------------------------
+    # (also on every combination of attribute values: interactions the bounded sizes may not meet)
+    extra = variant_instances(rule, ops, where, lambda: Exact("standin"), seed) if violate is None else []
     any_sat = False
-    for inst in insts:
+    for inst in insts + extra:
         for mode in ("standin", "standin_relu"):
             alg = Exact(mode, seed=rng.randint(0, 10**6), pinned=zero_pins(axioms), softmax_axioms=axioms)
             for _ in range(2):
@@ -197,7 +201,7 @@ def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, v
                 return
             concrete |= dims
             continue
-        except InstanceError as e:
+        except (InstanceError, ShapeMismatch) as e:
             res.status = "proved"
             res.message = f"parametric tier not reached: {e}"
             return

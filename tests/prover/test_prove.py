@@ -57,12 +57,12 @@ def test_unnecessary_condition_is_a_warning(rule_dir):
     rs = _load(rule_dir, """
 rule t.redundant
   match y = linear(x: [*B, n], weight, bias)
-  where weight[c, :] == 0, x[*B, c] == k
+  where weight[c, :] == 0, bias[c] == b0
   then  y[*B, c] == bias[c]
 """)
     out = prove_one(rs.rule("t.redundant"), rs.ops)
     assert out["status"] == "proved"
-    assert any("x[*B, c] == k" in w and "unnecessary" in w for w in out["warnings"])
+    assert any("bias[c] == b0" in w and "unnecessary" in w for w in out["warnings"])
     assert not any("weight[c, :] == 0" in w for w in out["warnings"])
 
 
@@ -79,6 +79,17 @@ rule t.off_by_one
     # the smallest counterexample: everything zero (the difference is the constant itself)
     assert all(v == 0 for row in inputs["weight"] for v in row)
     assert res.counterexample["replay"]["max_abs_diff"] == pytest.approx(1.0)
+
+
+def test_channel_variable_on_two_different_axes_is_rejected(rule_dir):
+    rs = _load(rule_dir, """
+rule t.two_axes
+  match y = linear(x: [*B, n], weight: [m, n], bias)
+  where weight[c, :] == 0, x[*B, c] == k
+  then  y[*B, c] == bias[c]
+""")
+    res = prove_rule(rs.rule("t.two_axes"), rs.ops)
+    assert res.status == "error" and "one channel axis" in res.message
 
 
 def test_axiom_library_validates():
