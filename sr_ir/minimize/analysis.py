@@ -418,11 +418,17 @@ def constant_channels(p: Program, rules: RuleSet, book: RuleBook, infos: list[No
             dead = torch.ones(node.type.shape[j], dtype=torch.bool)
             for n, a in filters:
                 dead &= zero_slices(p, n, a)
-            if not dead.any() or book.find(node, "dead_row", types, info.attrs) is None:
+            rule = book.find(node, "dead_row", types, info.attrs) if dead.any() else None
+            if rule is None:
                 continue
             cut = _axis_closure(info, (OUT, j))
             idx = dead.nonzero()[:, 0]
-            if cut is not None:  # evaluate op(0) on the dead channels only
+            stated = _stated_value(rule, info, p, idx)
+            if stated is not None:  # the rule's conclusion names the value (`y[.., c] == bias[c]`)
+                known = dead.clone()
+                value = torch.zeros(dead.shape, dtype=torch.float64)
+                value[idx] = stated
+            elif cut is not None:  # evaluate op(0) on the dead channels only
                 keep = {s: (a, idx) for s, a in cut.items() if s != OUT and isinstance(info.slots.get(s), ParamRef)}
                 y = eval_restricted(p, rules, info, types, keep, {})
                 ok, val = _slice_uniform(y, j)
@@ -486,6 +492,23 @@ def constant_channels(p: Program, rules: RuleSet, book: RuleBook, infos: list[No
             if f.known.any():
                 consts[(node.name, j)] = f
     return consts
+
+
+def _stated_value(rule: Any, info: NodeInfo, p: Program, idx: torch.Tensor) -> torch.Tensor | None:
+    """The constant a dead_row rule concludes, read directly when it is a number or a parameter entry
+    at the channel (`bias[c]`); None for anything else (the node is then evaluated)."""
+    from ..lang import ast as A
+
+    v = rule.conclusion.value
+    if isinstance(v, A.Num) and isinstance(v.value, (int, float)) and not isinstance(v.value, bool):
+        return torch.full((int(idx.numel()),), float(v.value), dtype=torch.float64)
+    channel = rule.info.channel if rule.info else None
+    if isinstance(v, A.Index) and len(v.indices) == 1 and v.indices[0] == A.Name(channel or ""):
+        operand = next((o for o in rule.root.operands if o.name == v.base), None)
+        ref = info.slots.get(operand.param) if operand is not None else None
+        if isinstance(ref, ParamRef) and p.weights[ref.name].dim() == 1:
+            return p.weights[ref.name].to(torch.float64)[idx]
+    return None
 
 
 def _local_out_axes(info: NodeInfo, tied: dict[tuple[str, int], set[tuple[str, int]]]) -> list[int]:

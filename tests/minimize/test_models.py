@@ -118,3 +118,25 @@ def test_convnext_tiny_at_90_percent_with_planted_units():
     _check(res)
     removed = sum(len(v) for v in plan.values())
     assert sum(g["removed"] for g in res.report.groups) >= removed
+
+
+class _Mask(nn.Module):
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.mask
+
+
+def test_parametrization_masks_are_honoured():
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(4)
+    m = GeluMLP().double()
+    mask = torch.ones_like(m.layers[0].weight)
+    mask[:6] = 0  # six dead units, only through the parametrization (the raw weight is dense)
+    parametrize.register_parametrization(m.layers[0], "weight", _Mask(mask))
+    res = minimize(m, (torch.randn(4, 20, dtype=torch.float64),))
+    _check(res)
+    assert res.report.removed_by_param["layers.0.weight"][0] == 6
