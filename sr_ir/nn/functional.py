@@ -1,7 +1,8 @@
 """Functional forms of the exact norms and of explicit-heads attention.
 
-This module imports nothing but torch: emitted PyTorch code calls these functions (through its
-prelude) and must run wherever torch runs, with torch.export, torch.compile and ONNX export.
+This module imports nothing but torch: the PyTorch emitter copies each function a program uses into the
+generated source (as `P.<name>`), so every public function here is self-contained (torch and F only, no
+module-level helpers, annotations as strings) and runs under torch.export, torch.compile and ONNX export.
 
 Compensated norms (minimization.md section 3). A norm over N channels whose channels R (r of them)
 hold known constants k_j is evaluated on the kept channels K only, with S1 = sum k_j and

@@ -106,3 +106,26 @@ def test_reductions_need_certified_rules():
     assert report.transformer["residual_channels"] == 0 and report.transformer["heads"] == 0
     assert report.transformer["v_dims"] > 0  # the other reductions still apply
     assert refuse <= set(book.refused)
+
+
+@pytest.mark.parametrize("family", ["post_ln", "llama"])
+def test_minimized_module_deploys(family):
+    """The minimized module (unequal heads, compensated norms, RoPE) runs under torch.export and exports to
+    ONNX; onnxruntime matches at float32 rounding."""
+    ort = pytest.importorskip("onnxruntime")
+    import io
+    import warnings
+
+    model = build(family, seed=4, dtype=torch.float32)
+    plant(model, seed=11)
+    ids = example_ids(model.cfg)
+    res = minimize(model, (ids,))
+    ref = model(ids)
+    assert _rel(torch.export.export(res.module, (ids,)).module()(ids), ref) <= 2e-6
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(res.module, (ids,), buf, input_names=["ids"], dynamo=False)
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"ids": ids.numpy()})
+    assert _rel(torch.from_numpy(y), ref) <= 2e-6
