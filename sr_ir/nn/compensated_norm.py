@@ -43,6 +43,17 @@ def _removed_stats(values: IndexLike | torch.Tensor, count: int, what: str) -> t
     return float(v.sum()), float((v * v).sum())
 
 
+def _check_extra_state(module: nn.Module, state: torch.Tensor) -> None:
+    """A state dict records the widths it was saved with ([kept, n_total], int64); loading it into another
+    width is an error."""
+    kept, n_total = (int(v) for v in torch.as_tensor(state).reshape(-1)[:2])
+    if (kept, n_total) != (module.kept, module.n_total):
+        raise CompensationError(
+            f"{type(module).__name__}: state dict is for kept={kept}, n_total={n_total}, "
+            f"this module has kept={module.kept}, n_total={module.n_total}"
+        )
+
+
 class CompensatedLayerNorm(nn.Module):
     """LayerNorm over the last axis of full width `n_total`, computed on the `kept` channels present in
     the input; the removed channels held constants summing to `s1` with squares summing to `s2`."""
@@ -84,6 +95,13 @@ class CompensatedLayerNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kept={self.kept}, n_total={self.n_total}, eps={self.eps}, affine={self.weight is not None}"
+
+    # the full width is structural (an int, so that export sees static shapes) but travels in the state dict
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor([self.kept, self.n_total], dtype=torch.int64)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        _check_extra_state(self, state)
 
     # ---- construction from a full norm, and composition ----------------------------------------
     @classmethod
@@ -166,6 +184,13 @@ class CompensatedRMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kept={self.kept}, n_total={self.n_total}, eps={self.eps}, affine={self.weight is not None}"
+
+    # the full width is structural (an int, so that export sees static shapes) but travels in the state dict
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor([self.kept, self.n_total], dtype=torch.int64)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        _check_extra_state(self, state)
 
     @classmethod
     def from_rms_norm(

@@ -155,6 +155,9 @@ def test_state_dict_round_trip():
     fresh = CompensatedLayerNorm(cln.kept, cln.n_total, eps=cln.eps)
     fresh.load_state_dict(torch.load(buf))
     assert torch.equal(fresh(x), cln(x))
+    assert cln.state_dict()["_extra_state"].tolist() == [7, 10]
+    with pytest.raises(ValueError, match="state dict is for kept=7, n_total=10"):
+        CompensatedLayerNorm(7, 12).load_state_dict(cln.state_dict())
     r = CompensatedRMSNorm(4, 9, 2.5, 1e-6)
     r2 = CompensatedRMSNorm(4, 9, eps=1e-6)
     r2.load_state_dict(r.state_dict())
