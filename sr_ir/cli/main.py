@@ -13,14 +13,14 @@ from ..errors import SrIrError
 COMMANDS = ["demo", "lower", "show", "emit", "prove", "minimize", "squeeze_release"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sr-ir",
         description="Exact structural minimization of pruned neural networks through a proved rewrite IR.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else [only]:
         try:
             module = importlib.import_module(f"{__package__}.{name}")
         except ModuleNotFoundError as e:
@@ -38,7 +38,10 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `sr-ir prove` (notably `--check`, run by CI and before minimizing) must start fast: register
+    # only its own parser instead of importing every command (and torch with them)
+    parser = build_parser("prove" if argv[:1] == ["prove"] else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
