@@ -71,6 +71,7 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
         if not removals:
             if tr.any():
                 check_program(p, rs)
+                report.passes = it + 1
                 continue
             break
         p, rem = apply(a, rs, removals)

@@ -24,6 +24,7 @@ numeric verification of the emitted module backs every result.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +106,7 @@ def reduce_transformer(p: Program, book: Any = None) -> tuple[Program, Transform
     if not any(n.op in ("head_attention", "mul") or n.op in _NORMS or n.op == "layer_norm_channels" for n in p.nodes):
         return p, rep
     gate = _Gate(book)
-    p = p.copy()
+    p = _light_copy(p)
     _reduce_heads(p, rep, gate)
     _reduce_gated(p, rep, gate)
     _reduce_stream(p, rep, gate)
@@ -115,6 +116,21 @@ def reduce_transformer(p: Program, book: Any = None) -> tuple[Program, Transform
 
 
 # ---- small helpers ------------------------------------------------------------------------------
+def _light_copy(p: Program) -> Program:
+    """A copy whose graph may be edited without touching `p`; weight tensors are shared, because the
+    reductions replace tensors (`_set`) and never write into them."""
+    q = copy.copy(p)
+    q.inputs, q.outputs, q.output_types = list(p.inputs), list(p.outputs), list(p.output_types)
+    q.params, q.weights = dict(p.params), dict(p.weights)
+    q.buffers = set(getattr(p, "buffers", set()))
+    q.nodes = []
+    for n in p.nodes:
+        m = copy.copy(n)
+        m.operands, m.attrs = list(n.operands), copy.deepcopy(n.attrs)
+        q.nodes.append(m)
+    return q
+
+
 def _use_counts(p: Program) -> dict[str, int]:
     c: dict[str, int] = {}
     for n in p.nodes:
