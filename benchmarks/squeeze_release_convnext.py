@@ -47,6 +47,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--time-only", action="store_true", help="measure one training epoch and exit")
+    ap.add_argument("--minimize-only", type=int, metavar="STEPS", default=0,
+                    help="no training: STEPS unit-pruning steps of 30%% on the pruned tensors, then time one minimize")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -62,6 +64,24 @@ def main() -> int:
         per_epoch = (time.perf_counter() - t0) * 10
         print(json.dumps({"dims": a.dims, "depths": a.depths, "params": sum(p.numel() for p in model.parameters()),
                           "seconds_per_epoch": per_epoch, "threads": a.threads}))
+        return 0
+    if a.minimize_only:
+        import copy
+
+        from sr_ir.cycle.cycle import _excluded, default_minimizer, removed_units
+        from sr_ir.cycle.metrics import size_summary
+        from sr_ir.cycle.pruning import apply_masks, full_masks, prune_step
+
+        model.eval()
+        masks = full_masks(model, _excluded(model, a.prune_only))
+        for _ in range(a.minimize_only):
+            masks = prune_step(model, masks, PruneSpec(0.3, "unit", "layer"))
+        apply_masks(model, masks)
+        x = torch.stack([val[i][0] for i in range(2)])
+        t0 = time.perf_counter()
+        res = default_minimizer(copy.deepcopy(model), (x,))
+        print(json.dumps({"minimize_s": time.perf_counter() - t0, "before": size_summary(model, (x,)),
+                          "after": size_summary(res.module, (x,)), "units_removed": sum(removed_units(res.report).values())}))
         return 0
     cfg = CycleConfig(
         max_cycles=a.max_cycles, max_drop=a.max_drop, dense_epochs=a.dense_epochs,
