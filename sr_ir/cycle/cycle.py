@@ -282,7 +282,7 @@ def squeeze_release(
             for r in [dense_record, *records]:
                 on_cycle(r)
     else:
-        if folder is not None and main and ckpt.completed_cycles(folder):
+        if folder is not None and ckpt.completed_cycles(folder):  # every rank refuses alike
             raise SrIrError(f"{folder} already holds checkpoints; pass resume=True (--resume) or use another folder")
         t0 = time.perf_counter()
         if cfg.dense_epochs > 0:
@@ -291,8 +291,9 @@ def squeeze_release(
             bar.close()
         dense_model = copy.deepcopy(model).eval()
         a0 = acc(model, "val")
-        dense_record = {"cycle": 0, **size_summary(model, example_inputs), "train_epochs": cfg.dense_epochs, "val_acc": a0, "test_acc": acc(model, "test"),
-                        "floor": a0 - cfg.max_drop / 100.0, "time_s": time.perf_counter() - t0}
+        dense_record = {"cycle": 0, **size_summary(model, example_inputs), "train_epochs": cfg.dense_epochs,
+                        "val_acc": a0, "test_acc": acc(model, "test"), "floor": a0 - cfg.max_drop / 100.0,
+                        "time_s": time.perf_counter() - t0}
         save(0, model, None, {}, dense_record, {"stopped": None})
         if on_cycle is not None:
             on_cycle(dense_record)
