@@ -28,6 +28,8 @@ def raise_attention(p: Program, rules: RuleSet) -> Program:
     if "rms_norm" in rules.ops:
         p = _raise_rms_norm(p)
     if "head_attention" in rules.ops:
+        if "bmm" in rules.ops and "scaled_dot_product_attention" in rules.ops:
+            p = _raise_math_attention(p)
         p = _raise_attention(p)
     if "gelu" in rules.ops:
         p = _raise_gelu_tanh(p)
@@ -601,3 +603,94 @@ def _raise_layout_attention(g: _Graph, sdpa: Node) -> tuple[str, Node, list[Node
     extra.append(Node(tm_name, "linear", proj_ops, {}, TensorType(et.dtype, (et.shape[1], et.shape[0], et.shape[2])),
                       end.loc, out_lin.origin))
     return end.name, Node(end.name, "permute", [ValueRef(tm_name)], {"dims": [1, 0, 2]}, et, end.loc, out_lin.origin), extra
+
+
+# ---- attention written with bmm + softmax (nn.MultiheadAttention with need_weights=True) ---------------
+def _live_users(p: Program) -> dict[str, list[Node]]:
+    live = set(p.outputs)
+    for n in reversed(p.nodes):
+        if n.name in live:
+            live.update(r.name for r in n.value_operands())
+    users: dict[str, list[Node]] = {}
+    for n in p.nodes:
+        if n.name in live:
+            for r in n.value_operands():
+                users.setdefault(r.name, []).append(n)
+    return users
+
+
+def _raise_math_attention(p: Program) -> Program:
+    """bmm(softmax(bmm(q * scale, k^T), -1), v) over [B*H, L, D] ==> scaled_dot_product_attention over
+    [B, H, L, D] (reshapes around it). The same batched computation, so exact whatever the split; the
+    layout route then turns it into explicit heads when the split is the real one."""
+    import sympy
+
+    from ..ir.types import normalize_dim
+
+    g = _Graph(p)
+    users = _live_users(p)
+    insert: dict[str, list[Node]] = {}
+    for out in p.nodes:
+        if out.op != "bmm":
+            continue
+        sm = g.producer(out.operands[0])
+        if not _is(sm, "softmax") or sm.attrs["dim"] % 3 != 2 or len(users.get(sm.name, [])) != 1:
+            continue
+        sc = g.producer(sm.operands[0])
+        if not _is(sc, "bmm") or len(users.get(sc.name, [])) != 1:
+            continue
+        q, scale = sc.operands[0], 1.0
+        mq = g.producer(q)
+        if _is(mq, "mul") and isinstance(mq.operands[1], (int, float)) and len(users.get(mq.name, [])) == 1:
+            q, scale = mq.operands[0], float(mq.operands[1])
+        kt = g.producer(sc.operands[1])
+        if not _is(kt, "permute") or kt.attrs["dims"] != [0, 2, 1] or len(users.get(kt.name, [])) != 1:
+            continue
+        k, v = kt.operands[0], out.operands[1]
+        if not all(isinstance(o, ValueRef) for o in (q, k, v)):
+            continue
+        qt, kt_, vt = g.types[q.name], g.types[k.name], g.types[v.name]
+        # heads: from the width the output is flattened to before its projection
+        nxt, width = out, None
+        while True:
+            us = users.get(nxt.name, [])
+            if len(us) != 1:
+                break
+            nxt = us[0]
+            if nxt.op == "linear":
+                width = g.types[nxt.operands[0].name].shape[-1]
+                break
+            if nxt.op not in _LAYOUT:
+                break
+        dv = vt.shape[-1]
+        if width is None or not isinstance(width, int) or not isinstance(dv, int) or width % dv:
+            continue
+        heads = width // dv
+        bh = qt.shape[0]
+        batch = normalize_dim(sympy.sympify(bh) / heads)
+        if not (isinstance(batch, int) or batch.is_integer) or (isinstance(batch, int) and batch * heads != bh):
+            continue
+        extra: list[Node] = []
+
+        def split(o: ValueRef, t: TensorType, tag: str) -> ValueRef:
+            name = _fresh(g, f"{out.name}_{tag}4")
+            t4 = TensorType(t.dtype, (batch, heads, t.shape[1], t.shape[2]))
+            extra.append(Node(name, "reshape", [o], {"shape": list(t4.shape)}, t4, out.loc, out.origin))
+            g.types[name] = t4
+            return ValueRef(name)
+
+        q4, k4, v4 = split(q, qt, "q"), split(k, kt_, "k"), split(v, vt, "v")
+        att = _fresh(g, f"{out.name}_sdpa")
+        at = TensorType(out.type.dtype, (batch, heads, qt.shape[1], dv))
+        extra.append(Node(att, "scaled_dot_product_attention", [q4, k4, v4], {"causal": False, "scale": scale},
+                          at, out.loc, out.origin))
+        g.types[att] = at
+        insert[out.name] = extra + [
+            Node(out.name, "reshape", [ValueRef(att)], {"shape": list(out.type.shape)}, out.type, out.loc, out.origin)
+        ]
+    if insert:
+        nodes: list[Node] = []
+        for n in p.nodes:
+            nodes.extend(insert.get(n.name, [n]))
+        p.nodes = nodes
+    return p

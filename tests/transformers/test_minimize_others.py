@@ -136,3 +136,32 @@ def test_hf_llama_float32():
     per_layer = (2 * HD * E + 2 * 2 * E) + (HD * E + 2 * E) + HD * E + E * 2 * HD + 3 * 2 * E
     assert _count(res.module) == _count(model) - 2 * per_layer
     assert cfg.num_key_value_heads == 2
+
+
+class _MHABlock(nn.Module):
+    """A user model calling nn.MultiheadAttention the default way (need_weights=True: bmm + softmax path)."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(E, H, batch_first=True)
+        self.ff = nn.Linear(E, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _weights = self.attn(x, x, x)
+        return self.ff(y + x)
+
+
+def test_standalone_multihead_attention_need_weights():
+    torch.manual_seed(0)
+    model = _MHABlock().eval().double()
+    with torch.no_grad():
+        model.attn.in_proj_bias.normal_()
+        model.attn.out_proj.weight[:, 3 * HD:] = 0  # head 3 dead
+        model.attn.in_proj_weight[2 * E + 1] = 0  # value dim 1 of head 0 constant
+    x = torch.randn(2, 8, E, dtype=torch.float64)
+    res = minimize(model, (x,))
+    assert [n.op for n in res.original.nodes].count("head_attention") == 1
+    y = torch.randn(3, 8, E, dtype=torch.float64)
+    assert _rel(res.module(y), model(y)) <= 1e-10
+    assert res.report.transformer["heads"] == 1 and res.report.transformer["v_dims_folded"] == 1
+    assert _count(res.module) == _count(model) - (3 * HD * (E + 1) + E * HD) - (2 * E + 1)
