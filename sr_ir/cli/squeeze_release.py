@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="offline dataset with its fixed split (default %(default)s)")
     p.add_argument("--out", default="out/squeeze-release", help="output folder (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run whose checkpoints are in OUT")
-    p.add_argument("--preset", choices=PRESETS, default="faithful",
+    p.add_argument("--preset", choices=PRESETS, default="unit",
                    help="faithful: global magnitude pruning (the paper's method); unit: unit-RMS pruning, "
                    "group lasso and distillation from the dense model (default %(default)s)")
     g = p.add_argument_group("schedule")
