@@ -52,20 +52,59 @@ def unnecessary_conditions(rule: Rule, ops: Mapping[str, OpDecl], timeout_ms: in
     return warnings
 
 
-def _child(conn: Any, rule: Rule, ops: Mapping[str, OpDecl], timeout_ms: int, check_conditions: bool) -> None:
-    try:
-        conn.send(prove_one(rule, ops, timeout_ms, check_conditions))
-    except BaseException as e:  # report, never hang the parent
-        conn.send({"rule": rule.name, "status": "error", "tier": None, "seconds": 0.0,
-                   "message": f"prover failure: {type(e).__name__}: {e}", "loc": str(rule.loc or "")})
-    finally:
-        conn.close()
+def _worker(conn: Any, rules: list[Rule], ops: Mapping[str, OpDecl], timeout_ms: int, check_conditions: bool) -> None:
+    """A long-lived worker: proves the rules the parent names, one at a time, until told to stop."""
+    while True:
+        try:
+            i = conn.recv()
+        except EOFError:
+            return
+        if i is None:
+            return
+        rule = rules[i]
+        try:
+            out = prove_one(rule, ops, timeout_ms, check_conditions)
+        except BaseException as e:  # report, never hang the parent
+            out = {"rule": rule.name, "status": "error", "tier": None, "seconds": 0.0,
+                   "message": f"prover failure: {type(e).__name__}: {e}", "loc": str(rule.loc or "")}
+        conn.send((i, out))
+
+
+class _Worker:
+    def __init__(self, ctx: Any, rules: list[Rule], ops: Mapping[str, OpDecl], timeout_ms: int, check: bool):
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker, args=(child, rules, ops, timeout_ms, check), daemon=True)
+        self.proc.start()
+        child.close()
+        self.task: int | None = None
+        self.t0 = 0.0
+
+    def give(self, i: int) -> None:
+        self.task = i
+        self.t0 = time.monotonic()
+        self.conn.send(i)
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self.proc.join(1)
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.conn.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(1)
+        self.conn.close()
 
 
 def prove_all(rules: list[Rule], ops: Mapping[str, OpDecl], jobs: int = 1, deadline_s: float = 60.0,
               timeout_ms: int = 20000, check_conditions: bool = True,
               on_result: Callable[[dict], None] | None = None) -> list[dict]:
-    """Prove `rules`, at most `jobs` at a time, each in its own process with a hard deadline."""
+    """Prove `rules` on `jobs` worker processes, each rule under a hard deadline (the worker is
+    killed and replaced when a rule overruns it; that rule is reported `timeout`)."""
     # load the solvers once here so forked workers start warm
     import sympy  # noqa: F401
     import z3  # noqa: F401
@@ -73,43 +112,49 @@ def prove_all(rules: list[Rule], ops: Mapping[str, OpDecl], jobs: int = 1, deadl
     from . import tiers, z3bridge  # noqa: F401
 
     ctx = mp.get_context("fork")
-    pending = list(enumerate(rules))
-    running: dict[int, tuple[Any, Any, float]] = {}
+    pending = list(range(len(rules)))
     results: dict[int, dict] = {}
-    while pending or running:
-        while pending and len(running) < max(1, jobs):
-            i, r = pending.pop(0)
-            parent, child = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_child, args=(child, r, ops, timeout_ms, check_conditions), daemon=True)
-            p.start()
-            child.close()
-            running[i] = (p, parent, time.monotonic())
-        done = []
-        for i, (p, conn, t0) in running.items():
-            if conn.poll(0.005):
-                try:
-                    results[i] = conn.recv()
-                except EOFError:
-                    results[i] = _dead(rules[i], time.monotonic() - t0)
-                p.join(1)
-                done.append(i)
-            elif not p.is_alive():
-                results[i] = _dead(rules[i], time.monotonic() - t0)
-                done.append(i)
-            elif time.monotonic() - t0 > deadline_s:
-                p.kill()
-                p.join(1)
-                results[i] = {"rule": rules[i].name, "status": "timeout", "tier": None,
-                              "seconds": round(time.monotonic() - t0, 3), "loc": str(rules[i].loc or ""),
-                              "message": f"no verdict within the {deadline_s:g} s deadline"}
-                done.append(i)
-        for i in done:
-            p, conn, _ = running.pop(i)
-            conn.close()
-            if on_result:
-                on_result(results[i])
-        if not done:
-            time.sleep(0.005)
+    workers = [_Worker(ctx, rules, ops, timeout_ms, check_conditions) for _ in range(max(1, min(jobs, len(rules))))]
+    try:
+        while pending or any(w.task is not None for w in workers):
+            for w in workers:
+                if w.task is None and pending:
+                    w.give(pending.pop(0))
+            progressed = False
+            for k, w in enumerate(workers):
+                if w.task is None:
+                    continue
+                i = w.task
+                if w.conn.poll(0.002):
+                    try:
+                        j, out = w.conn.recv()
+                        results[j] = out
+                        w.task = None
+                    except (EOFError, OSError):
+                        results[i] = _dead(rules[i], time.monotonic() - w.t0)
+                        w.kill()
+                        workers[k] = _Worker(ctx, rules, ops, timeout_ms, check_conditions)
+                    progressed = True
+                elif not w.proc.is_alive():
+                    results[i] = _dead(rules[i], time.monotonic() - w.t0)
+                    workers[k] = _Worker(ctx, rules, ops, timeout_ms, check_conditions)
+                    progressed = True
+                elif time.monotonic() - w.t0 > deadline_s:
+                    w.kill()
+                    results[i] = {"rule": rules[i].name, "status": "timeout", "tier": None,
+                                  "seconds": round(time.monotonic() - w.t0, 3), "loc": str(rules[i].loc or ""),
+                                  "message": f"no verdict within the {deadline_s:g} s deadline"}
+                    workers[k] = _Worker(ctx, rules, ops, timeout_ms, check_conditions)
+                    progressed = True
+                else:
+                    continue
+                if on_result:
+                    on_result(results[i])
+            if not progressed:
+                time.sleep(0.003)
+    finally:
+        for w in workers:
+            w.stop()
     return [results[i] for i in range(len(rules))]
 
 
