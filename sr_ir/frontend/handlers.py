@@ -225,6 +225,11 @@ def _split(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
         raise UnsupportedOpError(f"split of a symbolic dim at {source_line(n)} is not supported")
     if isinstance(sizes, int):
         sizes = [min(sizes, total - s) for s in range(0, total, sizes)]
+    from .lower import _Const
+
+    if isinstance(x, _Const):  # a known tensor (a packed projection's weight): split it now
+        parts = torch.split(x.tensor, list(sizes), dim)
+        return tuple(_Const(t.contiguous(), f"{x.name}_{i}", x.is_buffer) for i, t in enumerate(parts))
     outs, start = [], 0
     for i, size in enumerate(sizes):
         val = n.meta["val"][i]

@@ -243,6 +243,8 @@ class _Lowering:
         values = [self.arg(a) for a in args]
         if key in identities:
             return values[0]
+        if key == "getitem" and isinstance(values[0], (tuple, list)):
+            return values[0][values[1]]  # an element of a multi-output op (kept with its own name)
         # Symbolic shape arithmetic (sym_size, operator.mul on SymInts) stays at lowering time.
         if isinstance(n.meta.get("val"), (torch.SymInt, int)) and not isinstance(n.meta.get("val"), bool):
             return self.sym(n.meta["val"])
@@ -270,6 +272,8 @@ class _Lowering:
         def real(a: Any) -> Any:
             if isinstance(a, torch.fx.Node):
                 v = self.env[a.name]
+                if isinstance(v, (tuple, list)):  # a folded multi-output op (split of a known weight)
+                    return type(v)(x.tensor if isinstance(x, _Const) else x for x in v)
                 return v.tensor if isinstance(v, _Const) else v
             if isinstance(a, (list, tuple)):
                 return type(a)(real(x) for x in a)

@@ -511,16 +511,14 @@ def _param_slice(g: _Graph, ref: ParamRef, start: int, n: int, tag: str) -> Para
     base = re.sub(r"in_proj_(weight|bias)$", lambda m: f"{tag}_proj_{m.group(1)}", ref.name)
     if base == ref.name:
         base = f"{ref.name}_{tag}"
-    name = base
-    i = 1
-    while name in g.p.params and not torch.equal(g.p.weights[name], g.p.weights[ref.name][start : start + n]):
-        name = f"{base}_{i}"
-        i += 1
-    if name not in g.p.params:
-        g.p.weights[name] = g.p.weights[ref.name][start : start + n].clone()
-        g.p.params[name] = TensorType.of(g.p.weights[name])
-        if ref.name in g.p.buffers:
-            g.p.buffers.add(name)
+    # always a new parameter: two layers' slices may hold equal values but are independent weights
+    name, i = base, 1
+    while name in g.p.params:
+        name, i = f"{base}_{i}", i + 1
+    g.p.weights[name] = g.p.weights[ref.name][start : start + n].clone()
+    g.p.params[name] = TensorType.of(g.p.weights[name])
+    if ref.name in g.p.buffers:
+        g.p.buffers.add(name)
     return ParamRef(name)
 
 

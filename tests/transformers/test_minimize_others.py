@@ -165,3 +165,31 @@ def test_standalone_multihead_attention_need_weights():
     assert _rel(res.module(y), model(y)) <= 1e-10
     assert res.report.transformer["heads"] == 1 and res.report.transformer["v_dims_folded"] == 1
     assert _count(res.module) == _count(model) - (3 * HD * (E + 1) + E * HD) - (2 * E + 1)
+
+
+class _Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerDecoderLayer(E, H, FF, dropout=0.0, batch_first=True)
+        self.dec = nn.TransformerDecoder(layer, 2)
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], dtype=tgt.dtype)
+        return self.dec(tgt, memory, tgt_mask=mask, tgt_is_causal=True)
+
+
+def test_torch_transformer_decoder_cross_attention():
+    """nn.TransformerDecoder: causal self-attention and cross-attention (queries from the target, keys and
+    values from the memory, different lengths) raised; a dead cross-attention head removed."""
+    torch.manual_seed(0)
+    model = _Decoder().eval().double()
+    with torch.no_grad():
+        for lyr in model.dec.layers:
+            lyr.multihead_attn.out_proj.weight[:, :HD] = 0  # cross-attention head 0 dead
+    tgt, mem = torch.randn(2, 6, E, dtype=torch.float64), torch.randn(2, 9, E, dtype=torch.float64)
+    res = minimize(model, (tgt, mem))
+    assert [n.op for n in res.original.nodes].count("head_attention") == 4
+    t2, m2 = torch.randn(3, 6, E, dtype=torch.float64), torch.randn(3, 9, E, dtype=torch.float64)
+    assert _rel(res.module(t2, m2), model(t2, m2)) <= 1e-10
+    assert res.report.transformer["heads"] == 2
+    assert _count(res.module) == _count(model) - 2 * (3 * HD * (E + 1) + E * HD)
