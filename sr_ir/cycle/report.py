@@ -79,6 +79,9 @@ def plot_cycles(
         ax_acc.scatter([baseline["cycle"]], [100 * baseline["test_acc"]], marker="*", s=220, color="crimson",
                        zorder=5, label="single-pass prune+minimize")
     ax_acc.axhline(100 * dense["test_acc"] - 1.0, color="black", lw=0.8, ls=":", label="dense - 1 point")
+    from matplotlib.ticker import MaxNLocator
+
+    ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_size.set_yscale("log")
     ax_size.set_ylabel("deployable parameters")
     ax_acc.set_ylabel("test accuracy (%)")
