@@ -521,6 +521,8 @@ def _match(pat: A.Index, idx: tuple, env: Mapping[str, Any], ev: Evaluator, rank
     """Does position idx fall in the slice `pat` (with `*B`, `:`, c, constants)? Returns bindings."""
     bind: dict[str, Any] = {}
     n_fixed = sum(1 for i in pat.indices if not isinstance(i, A.Variadic))
+    if n_fixed == len(pat.indices) and n_fixed != rank:
+        return None  # a pattern of another rank names no position
     pos = 0
     for i in pat.indices:
         if isinstance(i, A.Variadic):
@@ -610,10 +612,18 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
     cdim = channel_dim(rule, ops)
     dims, variadics = rule_dims(rule, ops)
     out: list[Instance] = []
+    if violate is not None and fixed_variants is None:
+        # several combinations of attribute values that violate the condition, so a needed condition
+        # meets its counter-case (one instance per combination)
+        found: list[Instance] = []
+        combos = _all_variants(rule, ops)
+        random.Random(seed).shuffle(combos)
+        for v in combos:
+            found += concrete_instances(rule, ops, where, alg_factory, configs[:1], seed, violate, [v])
+            if len(found) >= 6:
+                break
+        return found
     variants = attr_variants(rule, ops, False, None)
-    if violate is not None:
-        # every combination of attribute values (bounded), so a needed condition meets its counter-case
-        variants = _all_variants(rule, ops)
     if fixed_variants is not None:
         variants = fixed_variants
     for ci, (csize, pos) in enumerate(configs):

@@ -99,6 +99,8 @@ class Evaluator:
                 return v
             return alg.num(v)
         if isinstance(e, A.Name):
+            if e.id not in env and "*" + e.id in env:  # a bound run of indices, as a list
+                return list(env["*" + e.id])
             if e.id not in env:
                 raise SemanticsError(f"unknown name {e.id!r}")
             v = env[e.id]
@@ -204,6 +206,52 @@ class Evaluator:
             if not vals:
                 raise InstanceError("a pooling window with no element inside the input")
             return alg.call("max", vals)
+        if fn == "at":  # at(t, [i, j, ...]): the entry at a computed position
+            t = env[e.args[0].id]
+            idx = [alg.index(v) for v in self.ev(e.args[1], env)]
+            return t[tuple(idx)]
+        if fn == "permuted":  # permuted(dims, I): the input position of output position I
+            dims, run = self.ev(e.args[0], env), self.ev(e.args[1], env)
+            r = len(run)
+            src: list[Any] = [None] * r
+            for k, d in enumerate(dims):
+                src[int(d) % r] = run[k]
+            return src
+        if fn == "replaced":  # replaced(I, axis, v): I with the entry at axis replaced by v
+            run, ax, v = self.ev(e.args[0], env), int(self.ev(e.args[1], env)), self.ev(e.args[2], env)
+            run = list(run)
+            run[ax % len(run)] = v
+            return run
+        if fn == "nth":  # nth(I, k): entry k of a run (negative k from the end)
+            run, k = self.ev(e.args[0], env), int(self.ev(e.args[1], env))
+            return run[k % len(run)] if run else 0
+        if fn == "reduce_mean":  # reduce_mean(x, dims, keepdim, I): the mean over axes dims at I
+            t = env[e.args[0].id]
+            dims, keep, run = self.ev(e.args[1], env), self.ev(e.args[2], env), self.ev(e.args[3], env)
+            r = len(t.shape)
+            red = sorted({int(d) % r for d in dims})
+            base: list[Any] = []
+            it = iter(run)
+            for a in range(r):
+                if a in red:
+                    if keep:
+                        next(it)
+                    base.append(None)
+                else:
+                    base.append(next(it))
+
+            def body(level: int, pos: list) -> Any:
+                if level == len(red):
+                    return t[tuple(pos)]
+                a = red[level]
+                return alg.sum(t.shape[a], lambda j: body(level + 1, pos[:a] + [j] + pos[a + 1:]), self.depth + level + 1)
+
+            total = body(0, base)
+            count = 1
+            for a in red:
+                ext = t.shape[a]
+                count = alg.binop("*", count, alg.size(ext) if is_symbolic(ext) else ext)
+            return alg.binop("/", total, count)
         if fn == "opt":  # opt(t[...], d): the entry, or d when the optional operand t is absent
             ix = e.args[0]
             if isinstance(ix, A.Index) and env.get(ix.base, None) is None:
@@ -440,6 +488,17 @@ class Evaluator:
                 return shape
             if res == "pool":
                 return self.pool_shape(firsts[0].shape, local)
+            x = firsts[0].shape
+            if res == "permute":
+                return tuple(x[int(d) % len(x)] for d in local["dims"])
+            if res == "index_select":
+                ax = int(local["dim"]) % len(x)
+                return x[:ax] + (firsts[1].shape[0],) + x[ax + 1:]
+            if res == "reduce":
+                red = {int(d) % len(x) for d in local["dims"]}
+                keep = bool(local.get("keepdim"))
+                return tuple((1 if keep else None) if a in red else x[a] for a in range(len(x))
+                             if keep or a not in red)
             return firsts[0].shape  # same shape as the first operand (layer_norm, softmax, ...)
         out: list[Any] = []
         for d in res.dims:

@@ -98,3 +98,29 @@ def test_axiom_library_validates():
     rows = validate()
     assert all(ok for _, ok, _ in rows), rows
     assert rows[-1][0] == "<consistency>"
+
+
+def test_layout_and_reduction_semantics(rule_dir):
+    rs = _load(rule_dir, """
+rule t.permute_drop
+  match y = permute(x: [b, n, h], dims=d)
+  where d == [0, 2, 1]
+  then  drop(y, 2, c) = permute(drop(x, 1, c), d)
+rule t.gather_drop
+  match y = gather(x: [b, n], index: [k], dim=dd)
+  where dd == 1
+  then  drop(y, 1, c) = gather(x, drop(index, 0, c), dd)
+rule t.mean_const
+  match y = mean(x: [b, n, h, w], dims=d, keepdim=kd)
+  where d == [2, 3], kd == false, x[:, c, :, :] == k
+  then  y[:, c] == k
+rule t.mean_wrong
+  match y = mean(x: [b, n, h, w], dims=d, keepdim=kd)
+  where d == [2, 3], kd == false, x[:, c, 0, 0] == k
+  then  y[:, c] == k
+""")
+    for name in ("t.permute_drop", "t.gather_drop", "t.mean_const"):
+        res = prove_rule(rs.rule(name), rs.ops)
+        assert (res.status, res.tier) == ("proved", "parametric"), (name, res.message)
+    res = prove_rule(rs.rule("t.mean_wrong"), rs.ops)
+    assert res.status == "refuted" and res.counterexample["replay"]["max_abs_diff"] > 0
