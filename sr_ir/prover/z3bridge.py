@@ -145,6 +145,9 @@ class Z3Encoder:
         return out
 
 
+RLIMIT = 50_000_000
+
+
 def decide(residuals: list[Any], assumptions: list[Any], axioms: set[str], bool_atoms: set[Any],
            timeout_ms: int = 10000, seed: int = 0) -> tuple[str, dict | None]:
     """'proved' (every residual is 0 under the assumptions), 'refuted' with a model, or 'unknown'."""
@@ -152,6 +155,8 @@ def decide(residuals: list[Any], assumptions: list[Any], axioms: set[str], bool_
     s = z3.Solver()
     s.set("timeout", timeout_ms)
     s.set("random_seed", seed)
+    # a resource limit as well as the wall-clock timeout: the same verdict on a slower machine
+    s.set("rlimit", RLIMIT)
     goal = z3.Or([enc.enc(r) != 0 for r in residuals]) if residuals else z3.BoolVal(False)
     for a in assumptions:
         s.add(enc.enc(a))
