@@ -450,12 +450,12 @@ def constant_channels(p: Program, rules: RuleSet, book: RuleBook, infos: list[No
             for ax in range(types[("v", o.name)].rank) if (o.name, ax) in consts
         }
         if facts_in and local_axes and book.find(node, "drop_channel", types, info.attrs) is not None:
+            whole: list[int] = []  # axes reached through block/offset ties: evaluated on whole maps
             for j in local_axes:
                 cut = _axis_closure(info, (OUT, j))
-                if cut is None:
-                    continue
-                inputs = {s: a for s, a in cut.items() if isinstance(info.slots.get(s), ValueRef)}
-                if not any((s, a) in facts_in for s, a in inputs.items()):
+                inputs = {s: a for s, a in (cut or {}).items() if isinstance(info.slots.get(s), ValueRef)}
+                if cut is None or not any((s, a) in facts_in for s, a in inputs.items()):
+                    whole.append(j)
                     continue
                 size = node.type.shape[j]
                 any_known = torch.zeros(size, dtype=torch.bool)
@@ -488,10 +488,40 @@ def constant_channels(p: Program, rules: RuleSet, book: RuleBook, infos: list[No
                     value = torch.where(known, value, prev.value)
                     known = known | prev.known
                 result[j] = ConstFact(known, value)
+            if whole:
+                _whole_map_facts(p, rules, info, types, facts_in, whole, result)
         for j, f in result.items():
             if f.known.any():
                 consts[(node.name, j)] = f
     return consts
+
+
+def _whole_map_facts(p: Program, rules: RuleSet, info: NodeInfo, types: dict[tuple[str, str], TensorType],
+                     facts_in: dict[tuple[str, int], ConstFact], axes: list[int], result: dict[int, ConstFact]) -> None:
+    """Constant channels of result axes that a flatten or concat reaches: one evaluation of the node
+    on whole maps (known channels filled in, everything else NaN)."""
+    maps = {}
+    for s, o in info.slots.items():
+        if s == OUT or not isinstance(o, ValueRef):
+            continue
+        m = torch.full(_map_shape(types[("v", o.name)]), float("nan"), dtype=torch.float64)
+        for (fs, a), f in facts_in.items():
+            if fs != s or not f.known.any():
+                continue
+            view = [1] * m.dim()
+            view[a] = -1
+            filled = torch.where(f.known.view(view), f.value.view(view), m)
+            m = torch.where(torch.isnan(m), filled, m)
+        maps[s] = m
+    y = eval_restricted(p, rules, info, types, {}, maps, fill=float("nan"))
+    for j in axes:
+        ok, val = _slice_uniform(y, j)
+        if not ok.any():
+            continue
+        prev = result.get(j)
+        known = ok if prev is None else ok | prev.known
+        value = torch.where(ok, val, torch.zeros_like(val) if prev is None else prev.value)
+        result[j] = ConstFact(known, value)
 
 
 def _stated_value(rule: Any, info: NodeInfo, p: Program, idx: torch.Tensor) -> torch.Tensor | None:
