@@ -265,6 +265,8 @@ class Evaluator:
         if fn in ("max", "min"):
             args = [self.ev(a, env) for a in e.args]
             return alg.call(fn, args)
+        if fn == "len":
+            return len(self.ev(e.args[0], env))
         if fn == "step":  # 1 when the argument is >= 0 (concrete indices)
             v = self.ev(e.args[0], env)
             if not isinstance(v, int):
