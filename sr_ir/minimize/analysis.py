@@ -601,7 +601,7 @@ def _absorbs(p: Program, rules: RuleSet, book: RuleBook, c: Consumer, consts: di
     node = c.info.node
     size = types[("v", c.value)].shape[c.axis]
     m = torch.zeros(size, dtype=torch.bool)
-    if c.params and book.find(node, "unused_col", types, c.info.attrs) is not None:
+    if c.params and book.find(node, "unused_col", types, c.info.attrs, slot=c.slot) is not None:
         unused = torch.ones(size, dtype=torch.bool)
         for n, a in c.params:
             unused &= zero_slices(p, n, a)
@@ -610,11 +610,12 @@ def _absorbs(p: Program, rules: RuleSet, book: RuleBook, c: Consumer, consts: di
     if f is None or not f.known.any():
         return m
     zero = f.known & (f.value == 0)
-    if zero.any() and (book.find(node, "fold_zero", types, c.info.attrs) or book.find(node, "fold_const", types, c.info.attrs)):
+    if zero.any() and (book.find(node, "fold_zero", types, c.info.attrs, slot=c.slot)
+                       or book.find(node, "fold_const", types, c.info.attrs, slot=c.slot)):
         m |= zero
         folds[(node.name, c.slot, c.axis)] = zero
     nonzero = f.known & (f.value != 0) & ~m
-    if nonzero.any() and c.info.node.op in rules.ops and book.find(node, "fold_const", types, c.info.attrs) is not None:
+    if nonzero.any() and book.find(node, "fold_const", types, c.info.attrs, slot=c.slot) is not None:
         uniform = _uniform_contribution(p, rules, c, f, nonzero, types)
         m |= uniform
         prev = folds.get((node.name, c.slot, c.axis))

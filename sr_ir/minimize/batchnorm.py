@@ -48,6 +48,8 @@ def fold_batch_norms(p: Program, rules: RuleSet, book: RuleBook) -> tuple[Progra
             continue
         if prod.op not in ("conv1d", "conv2d", "linear") or not _chain_rule(book, bn, prod.op, types):
             continue
+        if prod.op == "linear" and prod.type.rank != 2:  # BatchNorm1d on [N, L, C] normalizes L, not the rows
+            continue
         gamma, beta, mean, var = (bn.operands + [None] * 5)[1:5]
         eps = bn.attrs.get("eps", 1e-5)
         w = p.weights[prod.operands[1].name]

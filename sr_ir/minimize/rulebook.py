@@ -38,27 +38,57 @@ class UncertifiedRuleError(SrIrError):
 
 
 def classify(rule: Rule) -> str | None:
+    """The engine kind of a rule, or None when the rule is not one the engine applies.
+
+    A kind is only given when everything the rule assumes is something the engine checks: its
+    rewrite keeps the matched op (a substitution by another op, e.g. a compensated norm, is left to
+    the reductions that know it), and its conditions on tensor entries are exactly the facts of that
+    kind (zero filter slices, a constant or zero input channel, an unused result channel)."""
     c = rule.conclusion
+    tensor_conds = [w for w in rule.where if _is_tensor_cond(w, rule)]
+    first = rule.root.operands[0].name if rule.root.operands else None
     if len(rule.bindings) > 1:
-        return "fold_chain" if isinstance(c, Rewrite) else None
-    if isinstance(c, ForwardFact):
-        return "dead_row" if not (rule.info and rule.info.values) and not _const_conds(rule) else None
-    if isinstance(c, BackwardFact):
-        return "unused_col"
-    if isinstance(c, Rewrite):
-        if isinstance(c.target, A.Name):
-            consts = _const_conds(rule)
-            if not consts:
-                return None
-            return "fold_zero" if all(isinstance(v, A.Num) and v.value == 0 for v in consts) else "fold_const"
-        if isinstance(c.target, A.Call) and c.target.fn == "drop":
-            first = rule.root.operands[0].name if rule.root.operands else None
-            dropped = {
-                a.args[0].id for a in A.walk(c.value)
-                if isinstance(a, A.Call) and a.fn == "drop" and a.args and isinstance(a.args[0], A.Name)
-            }
-            return "drop_channel" if first in dropped else "drop_row"
+        ok = isinstance(c, Rewrite) and isinstance(c.value, A.Call) and c.value.fn == rule.bindings[-1].op
+        return "fold_chain" if ok and not tensor_conds else None
+    if isinstance(c, (ForwardFact, BackwardFact)):
+        if rule.info and rule.info.values:
+            return None
+        if not tensor_conds or not all(_zero_of_param(w, first) for w in tensor_conds):
+            return None
+        return "dead_row" if isinstance(c, ForwardFact) else "unused_col"
+    if not isinstance(c, Rewrite) or not (isinstance(c.value, A.Call) and c.value.fn == rule.root.op):
+        return None
+    if isinstance(c.target, A.Name):
+        consts = _const_conds(rule)
+        if not consts or len(consts) != len(tensor_conds):
+            return None
+        return "fold_zero" if all(isinstance(v, A.Num) and v.value == 0 for v in consts) else "fold_const"
+    if isinstance(c.target, A.Call) and c.target.fn == "drop":
+        dropped = {
+            a.args[0].id for a in A.walk(c.value)
+            if isinstance(a, A.Call) and a.fn == "drop" and a.args and isinstance(a.args[0], A.Name)
+        }
+        if first in dropped:
+            return None if tensor_conds else "drop_channel"
+        unused_result = all(isinstance(w, A.Unused) and w.target.base == rule.root.result for w in tensor_conds)
+        return "drop_row" if unused_result else None
     return None
+
+
+def subject_params(rule: Rule) -> set[str]:
+    """The op parameters whose channel the rule is about: the unused operands of a backward fact, the
+    constant input of a fold."""
+    by_name = {o.name: o.param for o in rule.root.operands if o.name is not None}
+    c = rule.conclusion
+    if isinstance(c, BackwardFact):
+        return {by_name[t.base] for t in c.targets if t.base in by_name}
+    return {rule.root.operands[0].param} if rule.root.operands else set()
+
+
+def _zero_of_param(w: Any, first: str | None) -> bool:
+    """`p[...] == 0` on an operand other than the input."""
+    return (isinstance(w, A.Cmp) and w.op == "==" and isinstance(w.left, A.Index) and w.left.base != first
+            and isinstance(w.right, A.Num) and w.right.value == 0)
 
 
 def _const_conds(rule: Rule) -> list[Any]:
@@ -108,13 +138,16 @@ class RuleBook:
     def rules_of(self, op: str, kind: str) -> list[Rule]:
         return self.index.get((op, kind), [])
 
-    def find(self, node: Node, kind: str, types: dict[str, Any] | None = None, attrs: dict[str, Any] | None = None) -> Rule | None:
+    def find(self, node: Node, kind: str, types: dict[str, Any] | None = None, attrs: dict[str, Any] | None = None,
+             slot: str | None = None) -> Rule | None:
         """A certified rule of this kind whose attribute conditions hold on `node`, or None when the
         rule set has none or none of its applicable rules has a certificate. Rules refused for want of
         a certificate are recorded in `refused` (and raise UncertifiedRuleError when `strict`): the
         node is then left as is."""
         uncertified: list[tuple[Rule, str]] = []
         for r in self.rules_of(node.op, kind):
+            if slot is not None and slot.split("#")[0] not in subject_params(r):
+                continue  # the rule speaks of another operand
             if not self._attrs_hold(r, node, types or {}, attrs):
                 continue
             why = self._status(r)

@@ -92,3 +92,20 @@ def test_a_stale_certificate_is_refused(tmp_path):
                                    .replace("[*B, n]", "[*B, m]"))
     with pytest.raises(UncertifiedRuleError, match="stale"):
         minimize(_model(), (x,), rules=d, strict=True)
+
+
+def test_rule_kinds_are_read_from_structure_and_only_when_the_engine_checks_every_condition():
+    from sr_ir.minimize.rulebook import classify
+
+    rs = load_rules()
+    kinds = {r.name: classify(r) for r in rs.rules}
+    assert kinds["channels.linear.dead_row"] == "dead_row"
+    assert kinds["channels.linear.unused_col"] == "unused_col"
+    assert kinds["channels.conv2d.fold_const"] == "fold_const"
+    assert kinds["channels.conv2d.fold_zero"] == "fold_zero"
+    assert kinds["channels.conv2d.drop_row"] == "drop_row"
+    assert kinds["channels.gelu.drop_channel"] == "drop_channel"
+    assert kinds["channels.batch_norm.fold_conv2d"] == "fold_chain"
+    # a rewrite into another op (LayerNorm -> compensated LayerNorm) does not make LayerNorm channel-local
+    if "layer_norm.compensate" in kinds:
+        assert kinds["layer_norm.compensate"] is None
