@@ -238,3 +238,13 @@ def _split(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
         )
         start += size
     return tuple(outs)
+
+
+@handles("aten.zeros_like.default")
+def _zeros_like(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    from ..ir.types import DTYPE_NAMES
+
+    dt = n.meta["val"].dtype
+    if dt not in DTYPE_NAMES:
+        raise UnsupportedOpError(f"zeros_like with dtype {dt} at {source_line(n)} is not supported")
+    return lw.add_node("zeros_like", [lw.operand(v[0], n)], {"dtype": DTYPE_NAMES[dt]}, n)

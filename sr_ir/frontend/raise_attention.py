@@ -400,6 +400,8 @@ def _replay(n: Node, t: torch.Tensor, sizes: dict) -> torch.Tensor:
         return t.permute(n.attrs["dims"])
     if n.op == "select":
         return t.select(n.attrs["dim"], n.attrs["index"])
+    if n.op == "expand":
+        return t.expand(_concrete(tuple(n.attrs["shape"]), sizes))
     a = n.attrs
     idx = [slice(None)] * t.dim()
     idx[a["dim"]] = slice(a["start"], a["end"], a.get("step", 1))
@@ -522,12 +524,41 @@ def _param_slice(g: _Graph, ref: ParamRef, start: int, n: int, tag: str) -> Para
     return ParamRef(name)
 
 
+def _head_free_mask(g: _Graph, mask: ValueRef, sizes: dict) -> ValueRef | None:
+    """mask [B, H, L, S] = layout/expand ops of m0 [B, 1, L', S] repeating it for every head: m0, else None."""
+    if not isinstance(mask, ValueRef):
+        return None
+    chain: list[Node] = []
+    o = mask
+    while True:
+        n = g.producer(o)
+        if n is None or n.op not in _LAYOUT | {"expand"} or not isinstance(n.operands[0], ValueRef):
+            return None
+        chain.append(n)
+        o = n.operands[0]
+        t = g.types[o.name]
+        if t.rank == 4 and dims_equal(t.shape[1], 1):
+            break
+    shape = _concrete(t.shape, sizes)
+    ids = torch.arange(int(torch.tensor(shape).prod())).reshape(shape)
+    cur = ids
+    for n in reversed(chain):
+        cur = _replay(n, cur, sizes)
+    want = ids.expand(_concrete(g.types[mask.name].shape, sizes))
+    return o if cur.shape == want.shape and torch.equal(cur, want) else None
+
+
 def _raise_layout_attention(g: _Graph, sdpa: Node) -> tuple[str, Node, list[Node]] | None:
     sizes = _sizes(g)
-    if len(sdpa.operands) > 3 and sdpa.operands[3] is not None:
-        mt = g.types[sdpa.operands[3].name] if isinstance(sdpa.operands[3], ValueRef) else g.p.params[sdpa.operands[3].name]
+    mask = sdpa.operands[3] if len(sdpa.operands) > 3 else None
+    if mask is not None:
+        mt = g.types[mask.name] if isinstance(mask, ValueRef) else g.p.params[mask.name]
         if mt.rank == 4 and not dims_equal(mt.shape[1], 1):
-            return None  # a per-head mask laid out with the batch*heads merge: not handled
+            # nn.MultiheadAttention repeats a key padding mask for every head; heads may be removed later,
+            # so find the mask before the repetition
+            mask = _head_free_mask(g, mask, sizes)
+            if mask is None:
+                return None
     projs = [_find_projection(g, o, sizes) for o in sdpa.operands[:3]]
     if any(p is None for p in projs):
         return None
@@ -586,7 +617,6 @@ def _raise_layout_attention(g: _Graph, sdpa: Node) -> tuple[str, Node, list[Node
         "causal": bool(sdpa.attrs.get("causal", False)),
         "scale": float(sdpa.attrs["scale"]) if sdpa.attrs.get("scale") is not None else 1.0 / q.width**0.5,
     }
-    mask = sdpa.operands[3] if len(sdpa.operands) > 3 else None
     heads_name = _fresh(g, f"{sdpa.name}_heads")
     qt = g.types[qf.name]
     ht = TensorType(qt.dtype, tuple(qt.shape[:-1]) + (H * Dv,))

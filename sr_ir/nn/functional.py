@@ -184,6 +184,8 @@ def head_attention(
             off += d // 2
         qh = rope(qh, [per_kv[g] for g in head_group])
         kh = rope(kh, per_kv)
+    if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
+        mask = mask.to(q.dtype)  # an additive mask follows the query's dtype, as nn.MultiheadAttention's does
     if list(head_group) != list(range(n_kv)):
         grp = torch.tensor(list(head_group), dtype=torch.long, device=q.device)
         kh = kh.index_select(-3, grp)

@@ -193,3 +193,36 @@ def test_torch_transformer_decoder_cross_attention():
     assert _rel(res.module(t2, m2), model(t2, m2)) <= 1e-10
     assert res.report.transformer["heads"] == 2
     assert _count(res.module) == _count(model) - 2 * (3 * HD * (E + 1) + E * HD)
+
+
+class _PaddedEncoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        return self.enc(x, src_key_padding_mask=pad)
+
+
+def test_torch_encoder_with_key_padding_mask():
+    """The key padding mask nn.MultiheadAttention repeats for every head is taken from before the repetition,
+    so heads can go; constant value dims are not folded (a padded batch may mask a whole row)."""
+    torch.manual_seed(0)
+    model = _PaddedEncoder().eval().double()
+    with torch.no_grad():
+        for lyr in model.enc.layers:
+            lyr.self_attn.in_proj_bias.normal_()
+            lyr.self_attn.out_proj.weight[:, 2 * HD:3 * HD] = 0  # head 2 dead
+            lyr.self_attn.in_proj_weight[2 * E + 3] = 0  # value dim 3 of head 0 constant
+    x = torch.randn(2, 8, E, dtype=torch.float64)
+    pad = torch.zeros(2, 8, dtype=torch.bool)
+    pad[1, 5:] = True
+    res = minimize(model, (x, pad))
+    attn = [n for n in res.program.nodes if n.op == "head_attention"]
+    assert len(attn) == 2 and all(len(n.attrs["head_group"]) == 3 for n in attn)
+    assert res.report.transformer["v_dims_folded"] == 0
+    x2 = torch.randn(3, 8, E, dtype=torch.float64)
+    pad2 = torch.zeros(3, 8, dtype=torch.bool)
+    pad2[0, 3:] = True
+    assert _rel(res.module(x2, pad2), model(x2, pad2)) <= 1e-10
