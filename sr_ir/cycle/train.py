@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from ..errors import SrIrError
 from . import ddp
 from .pruning import group_norm_penalty
 
@@ -44,7 +45,7 @@ def loader_for(dataset: Dataset, batch_size: int, seed: int, epoch: int, *, shuf
     """A loader over this process's shard; the same global order for any number of processes."""
     world, rank = ddp.world_size(), ddp.rank()
     if batch_size % world:
-        raise ValueError(f"global batch {batch_size} is not divisible by the {world} processes")
+        raise SrIrError(f"global batch size {batch_size} is not divisible by the {world} processes")
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
     sampler.set_epoch(epoch)
     kw = {}
