@@ -202,7 +202,7 @@ class GPTDecoder(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm as model libraries write it (statistics in float32, weight applied after the cast back)."""
+    """RMSNorm written out the way model libraries do (pow, mean, rsqrt, two products), in the model's dtype."""
 
     def __init__(self, d: int, eps: float = 1e-6):
         super().__init__()

@@ -1,4 +1,4 @@
 """Test support: planted models with known minimal size, and an independent reference minimization."""
-from .planting import Plan, plant, trainable_param_count
+from .planting import ConvNeXtPlan, Plan, plant, plant_convnext, trainable_param_count
 
-__all__ = ["Plan", "plant", "trainable_param_count"]
+__all__ = ["ConvNeXtPlan", "Plan", "plant", "plant_convnext", "trainable_param_count"]
