@@ -410,8 +410,8 @@ def constant_channels(p: Program, rules: RuleSet, book: RuleBook, infos: list[No
         for j in range(node.type.rank):
             partners = tied.get((OUT, j), set())
             params = [(info.slots[s].name, a) for s, a in partners if isinstance(info.slots.get(s), ParamRef)]
-            if not params or any(isinstance(info.slots.get(s), ValueRef) for s, _ in partners):
-                continue
+            if not params:
+                continue  # (a local op's output channel can be dead too: a depthwise filter of zeros)
             filters = [(n, a) for n, a in params if p.params[n].rank >= 2]
             if not filters:
                 continue
@@ -429,7 +429,7 @@ def constant_channels(p: Program, rules: RuleSet, book: RuleBook, infos: list[No
                 value = torch.zeros(dead.shape, dtype=torch.float64)
                 value[idx] = stated
             elif cut is not None:  # evaluate op(0) on the dead channels only
-                keep = {s: (a, idx) for s, a in cut.items() if s != OUT and isinstance(info.slots.get(s), ParamRef)}
+                keep = {s: (a, idx) for s, a in cut.items() if s != OUT}
                 y = eval_restricted(p, rules, info, types, keep, {})
                 ok, val = _slice_uniform(y, j)
                 known = dead.clone()

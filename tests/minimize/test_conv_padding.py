@@ -61,3 +61,35 @@ def test_unpadded_conv_folds_the_constant_into_its_bias():
     assert w2.shape[1] == 4
     assert res.report.verification["float64"]["max_rel"] <= 1e-12
     assert any("conv2.bias" in g["folded_into"] for g in res.report.groups)
+
+
+class Mobile(nn.Module):
+    """pointwise -> BN -> relu -> depthwise 3x3 (pad 1) -> relu -> pointwise."""
+
+    def __init__(self):
+        super().__init__()
+        self.pw1 = nn.Conv2d(3, 8, 1)
+        self.bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.pw2(torch.relu(self.dw(torch.relu(self.bn(self.pw1(x))))))
+
+
+def test_depthwise_group_through_batchnorm_and_a_dead_depthwise_filter():
+    torch.manual_seed(1)
+    m = Mobile().double().eval()
+    with torch.no_grad():
+        m.bn.running_mean.normal_()
+        m.bn.running_var.uniform_(0.5, 2)
+        m.bn.bias[:4] = torch.tensor([-3.0, -2.0, 2.0, 3.0])  # after relu: constants 0, 0, >0, >0 ...
+        m.bn.weight[:4] = 0.0  # ... whatever the input (BN scale 0)
+        m.dw.weight[6] = 0
+        m.dw.bias[6] = -1.0  # depthwise output 6 is relu(-1) = 0: its whole channel goes
+    res = minimize(m, (torch.randn(2, 3, 8, 8, dtype=torch.float64),))
+    kept = dict(res.module.named_parameters())["dw.weight"].shape[0]
+    # channels 0, 1 (zero through the padded depthwise: exact) and 6 go; 2, 3 are nonzero constants that the
+    # padded depthwise turns into border-dependent maps: they stay
+    assert kept == 5
+    assert res.report.verification["float64"]["max_rel"] <= 1e-12
