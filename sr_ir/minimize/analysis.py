@@ -228,7 +228,7 @@ def analyze(p: Program, rules: RuleSet, book: RuleBook) -> Analysis:
         for t in info.ties:
             local_uf.union(t.a, t.b)
         out_roots = {local_uf.find((OUT, j)) for j in range(node.type.rank)}
-        has_local = False
+        local_keys: list[Key] = []  # axes this node ties input to output (needs a drop_channel rule)
         for slot, o in info.slots.items():
             if slot == OUT or not isinstance(o, (ValueRef, ParamRef)):
                 continue
@@ -241,7 +241,9 @@ def analyze(p: Program, rules: RuleSet, book: RuleBook) -> Analysis:
                 if isinstance(o, ParamRef):
                     continue
                 if local_uf.find((slot, ax)) in out_roots:
-                    has_local = True
+                    local_keys.append(k)
+                    local_keys.extend(("v", node.name, j) for j in range(node.type.rank)
+                                      if local_uf.find((OUT, j)) == local_uf.find((slot, ax)))
                     continue
                 params = [
                     (info.slots[s].name, a) for s, a in _closure(tied, (slot, ax))
@@ -249,11 +251,9 @@ def analyze(p: Program, rules: RuleSet, book: RuleBook) -> Analysis:
                 ]
                 g = groups[group_of[k]]
                 g.consumers.append(Consumer(info, slot, o.name, ax, params, _bias_axis(info, tied)))
-        if has_local and book.find(node, "drop_channel", types, info.attrs) is None:
-            for slot, o in info.slots.items():
-                if isinstance(o, ValueRef):
-                    for ax in range(types[("v", o.name)].rank):
-                        pin(("v", o.name, ax), f"no certified drop_channel rule for {node.op}")
+        if local_keys and book.find(node, "drop_channel", types, info.attrs) is None:
+            for k in local_keys:
+                pin(k, f"no certified drop_channel rule for {node.op}")
         for j in range(node.type.rank):
             k = ("v", node.name, j)
             if (OUT, j) not in tied:

@@ -103,3 +103,19 @@ def test_already_minimal_network_is_a_fixpoint_and_emitted_modules_minimize_agai
     third = minimize(first.module, (x,))
     assert third.report.params_after < first.report.params_after
     assert third.report.verification["float64"]["max_rel"] <= 1e-12
+
+
+def test_a_second_round_shrinks_the_input_gather_of_an_emitted_module():
+    torch.manual_seed(4)
+    m = MLP([20, 6, 3]).double()
+    with torch.no_grad():
+        m.fcs[0].weight[:, 5:12] = 0
+    x = torch.randn(4, 20, dtype=torch.float64)
+    first = minimize(m, (x,))
+    with torch.no_grad():
+        getattr(first.module.fcs, "0").weight[:, :3] = 0  # kept inputs 0, 1, 2 become unread too
+    second = minimize(first.module, (x,))
+    kept = dict(second.module.named_buffers())["x_kept"].tolist()
+    assert kept == [3, 4] + list(range(12, 20))
+    assert count(second.module) == _linear_params([(10, 6), (6, 3)])
+    assert second.report.verification["float64"]["max_rel"] <= 1e-12
