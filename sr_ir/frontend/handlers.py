@@ -191,7 +191,7 @@ def _covers(end: Any, size: Any) -> bool:
 
 
 # ---- transformer-library idioms (casts, GPT-2's Conv1D addmm, split) ------------------------------
-@handles("aten.to.dtype", "aten._to_copy.default", "aten.to.dtype_layout", "aten.to.device")
+@handles("aten.to.dtype", "aten._to_copy.default", "aten.to.dtype_layout", "aten.to.device", "aten.type_as.default")
 def _to(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
     from ..ir.types import DTYPE_NAMES
 

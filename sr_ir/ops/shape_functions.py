@@ -246,3 +246,27 @@ def cast(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
     if attrs["dtype"] not in DTYPES:
         raise ShapeError(f"unknown dtype {attrs['dtype']!r}")
     return TensorType(attrs["dtype"], x.shape)
+
+
+@shape_function
+def compare(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
+    """Elementwise comparison: the broadcast shape, dtype bool."""
+    return TensorType("bool", broadcast(operands, attrs).shape)
+
+
+@shape_function
+def take_along(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
+    """torch.gather: the index's shape, the source's dtype."""
+    x, index = operands
+    if index.rank != x.rank:
+        raise ShapeError(f"index {index} must have the rank of {x}")
+    _axis(attrs["dim"], x.rank)
+    return TensorType(x.dtype, index.shape)
+
+
+@shape_function
+def cumsum(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
+    """torch.cumsum: integer and bool inputs accumulate in int64, as PyTorch does."""
+    (x,) = operands
+    _axis(attrs["dim"], x.rank)
+    return TensorType("i64" if x.dtype in ("bool", "i8", "i16", "i32", "i64", "u8") else x.dtype, x.shape)

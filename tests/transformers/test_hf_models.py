@@ -36,6 +36,8 @@ def hf_model(name: str) -> nn.Module:
                                            bos_token_id=0, eos_token_id=0))
     elif name == "llama":
         m = T.LlamaForCausalLM(T.LlamaConfig(**kw, num_key_value_heads=2, max_position_embeddings=32))
+    elif name == "roberta":
+        m = T.RobertaModel(T.RobertaConfig(**kw, max_position_embeddings=40), add_pooling_layer=False)
     elif name == "qwen2":
         m = T.Qwen2ForCausalLM(T.Qwen2Config(**kw, num_key_value_heads=2, max_position_embeddings=32))
     else:
@@ -54,7 +56,7 @@ def _ops(p) -> dict[str, int]:
     return out
 
 
-@pytest.mark.parametrize("name,dtype", [("bert", torch.float64), ("gpt2", torch.float64),
+@pytest.mark.parametrize("name,dtype", [("bert", torch.float64), ("gpt2", torch.float64), ("roberta", torch.float64),
                                         ("llama", torch.float32), ("qwen2", torch.float32)])
 def test_hf_lower_raise_emit(name, dtype):
     model = hf_model(name).to(dtype)

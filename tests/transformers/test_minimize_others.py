@@ -64,8 +64,10 @@ def test_torch_transformer_encoder(norm_first):
     assert res.report.transformer["heads"] == 2 and res.report.transformer["v_dims_folded"] == 4
 
 
-def test_hf_bert():
-    model = hf_model("bert").double()
+@pytest.mark.parametrize("name", ["bert", "roberta"])
+def test_hf_bert_family(name):
+    """BERT, and RoBERTa whose position ids are computed from the input ids (ne, cumsum, gather)."""
+    model = hf_model(name).double()
     removed = 0
     for lyr in model.m.encoder.layer:
         a = lyr.attention.self
