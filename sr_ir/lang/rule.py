@@ -81,10 +81,15 @@ Conclusion = Union[ForwardFact, BackwardFact, Rewrite]
 
 @dataclass(frozen=True)
 class ChannelUse:
-    """The channel variable indexes axis `axis` of tensor `tensor` (negative: counted from the end)."""
+    """The channel variable indexes axis `axis` of tensor `tensor` (negative: counted from the end).
+
+    `block` (an expression, from `drop(t, axis, c, block)`): channel c is the run of `block`
+    positions c*block .. (c+1)*block - 1 of that axis (a flatten merged the channel axis with the
+    axes after it); None: channel c is position c."""
 
     tensor: str
     axis: int
+    block: Any = None
 
 
 @dataclass(frozen=True)
@@ -173,11 +178,13 @@ def _conclusion_trees(c: Conclusion) -> list[Any]:
 BUILTINS = {
     "sum": "sum(j < n, e): sum of e over j = 0..n-1",
     "tensor": "tensor(i < n, j < m, e): the tensor whose entry [i, j] is e",
-    "drop": "drop(t, axis, c): t without position c on that axis",
+    "drop": "drop(t, axis, c[, block]): t without position c on that axis (with block: without the run "
+            "c*block .. (c+1)*block - 1, channel c of a flattened axis)",
     "padded": "padded(t[...]): the entry, or 0 when an index is out of range (zero padding)",
     "dim": "dim(t, axis): the size of an axis of t",
     "opt": "opt(t[...], d): the entry, or d when the optional operand t is absent",
     "at": "at(t, [i, j, ...]): the entry of t at a computed position",
+    "reshaped": "reshaped(x, shape, I): the position of x that output position I of a row-major reshape to shape reads",
     "permuted": "permuted(dims, I): the input position that permute(dims) sends to output position I",
     "replaced": "replaced(I, axis, v): the position I with its entry on axis replaced by v",
     "nth": "nth(I, k): entry k of a position (negative from the end)",
@@ -351,13 +358,13 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
                             if u not in uses:
                                 uses.append(u)
                 if (
-                    isinstance(sub, A.Call) and sub.fn == "drop" and len(sub.args) == 3
+                    isinstance(sub, A.Call) and sub.fn == "drop" and len(sub.args) in (3, 4)
                     and isinstance(sub.args[0], A.Name) and sub.args[2] == A.Name(channel)
                 ):
                     ax = _int_of(sub.args[1])
                     if ax is None:
                         raise err("drop(t, axis, c) needs a literal axis")
-                    u = ChannelUse(sub.args[0].id, ax)
+                    u = ChannelUse(sub.args[0].id, ax, sub.args[3] if len(sub.args) == 4 else None)
                     if u not in uses:
                         uses.append(u)
     for w, wl in zip(rule.where, rule.where_locs or [None] * len(rule.where)):

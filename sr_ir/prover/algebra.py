@@ -16,7 +16,7 @@ import random
 from fractions import Fraction
 from typing import Any, Callable
 
-from .semantics import Extent, NeedConcrete, SemanticsError
+from .semantics import Extent, Merged, NeedConcrete, SemanticsError
 
 
 def _idx_int(v: Any) -> int | None:
@@ -245,6 +245,8 @@ class Sym:
         return v
 
     def index(self, v: Any) -> Any:
+        if isinstance(v, tuple):  # a position on a merged axis: its digits
+            return tuple(self.index(x) for x in v)
         i = _idx_int(v)
         if i is not None:
             return i
@@ -256,6 +258,11 @@ class Sym:
         return _idx_int(v)
 
     def size(self, ext: Any) -> Any:
+        if isinstance(ext, Merged):
+            out = self.sp.Integer(1)
+            for f in ext.factors:
+                out = out * self.size(f)
+            return out
         if isinstance(ext, Extent):
             if ext.part == "gen":
                 s = self.sp.Symbol(ext.dim, integer=True, positive=True)
@@ -269,6 +276,10 @@ class Sym:
         return self.sp.Integer(ext)
 
     def points(self, ext: Any) -> list[Any]:
+        if isinstance(ext, Merged):  # every combination of the factors' representatives
+            import itertools
+
+            return [tuple(p) for p in itertools.product(*[self.points(f) for f in ext.factors])]
         if isinstance(ext, Extent):
             size = self.size(ext)
             pts = [self.c, self.fresh(ext.dim)] if ext.part == "full" else [self.fresh(ext.dim)]

@@ -284,7 +284,8 @@ class _Code:
             return "[" + ", ".join(self.expr(x) for x in e.items) + "]"
         if isinstance(e, A.Call):
             if e.fn == "drop":
-                return f"_drop({self.expr(e.args[0])}, {self.expr(e.args[1])}, {self.expr(e.args[2])})"
+                blk = f", {self.expr(e.args[3])}" if len(e.args) > 3 else ""
+                return f"_drop({self.expr(e.args[0])}, {self.expr(e.args[1])}, {self.expr(e.args[2])}{blk})"
             if e.fn == "sum":
                 b = e.args[0]
                 return f"sum(({self.expr(e.args[1])} for {b.var} in range(int({self.expr(b.upper)}))), _t(0.0))"
@@ -344,9 +345,9 @@ def replay(rule: Rule, ops: Mapping[str, OpDecl], inst: Instance, ob, values: Ma
     def _t(x: Any) -> Any:
         return x if isinstance(x, torch.Tensor) else torch.tensor(float(x), dtype=dt)
 
-    def _drop(t: Any, axis: int, c: int) -> Any:
-        n = t.shape[axis]
-        keep = torch.tensor([i for i in range(n) if i != int(c)], dtype=torch.long)
+    def _drop(t: Any, axis: int, c: int, block: int = 1) -> Any:
+        n, b = t.shape[axis], int(block)
+        keep = torch.tensor([i for i in range(n) if i // b != int(c)], dtype=torch.long)
         return torch.index_select(t, axis, keep)
 
     def _build(fn, sizes) -> Any:

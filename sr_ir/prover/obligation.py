@@ -230,10 +230,33 @@ def channel_dim(rule: Rule, ops: Mapping[str, OpDecl]) -> str | None:
         s = shapes.get(u.tensor)
         if s is None:
             continue
-        d = _axis_dim(s, u.axis)
+        if u.block is not None:  # drop(t, axis, c, block): the axis is (channel dim) * block
+            d = _block_channel_dim(s, u.axis, u.block)
+        else:
+            d = _axis_dim(s, u.axis)
         if d is not None:
             return d
     return None
+
+
+def _block_channel_dim(s: tuple[Any, ...], axis: int, block: Any) -> str | None:
+    """The channel dim of a block use: the axis's annotation `n * h * w` without the block's `h * w`."""
+    from .semantics import _product_names
+
+    fixed = [d for d in s if not isinstance(d, A.Variadic)]
+    if len(fixed) != len(s) and axis >= 0:
+        return None
+    if not -len(s) <= axis < len(s):
+        return None
+    names, blk = _product_names(s[axis]), _product_names(block)
+    if names is None or blk is None:
+        return None
+    rest = list(names)
+    for b in blk:
+        if b not in rest:
+            return None
+        rest.remove(b)
+    return rest[0] if len(rest) == 1 else None
 
 
 def _axis_dim(s: tuple[Any, ...], axis: int) -> str | None:
@@ -360,7 +383,7 @@ def build(
     # inner bindings first: each result feeds the binding before it
     for b in reversed(rule.bindings):
         env[b.result] = _apply_binding(rule, b, ops, ev, env, inst)
-    _check_channel_axes(rule, ops, env, inst)
+    _check_channel_axes(rule, ops, env, inst, ev)
     pairs: list[tuple[str, Any, Any]] = []
     if first_diff:  # exact evaluation: stop at the first differing position
         class _Pairs(list):
@@ -456,8 +479,10 @@ class ShapeMismatch(SemanticsError):
     pass
 
 
-def _check_channel_axes(rule: Rule, ops: Mapping[str, OpDecl], env: Mapping[str, Any], inst: Instance) -> None:
-    """Every axis the channel variable indexes must have the channel dim's length."""
+def _check_channel_axes(rule: Rule, ops: Mapping[str, OpDecl], env: Mapping[str, Any], inst: Instance,
+                        ev: Evaluator) -> None:
+    """Every axis the channel variable indexes must have the channel dim's length (times the block of
+    a block use)."""
     cdim = channel_dim(rule, ops)
     if cdim is None or cdim not in inst.dims:
         return
@@ -469,6 +494,16 @@ def _check_channel_axes(rule: Rule, ops: Mapping[str, OpDecl], env: Mapping[str,
                 raise ShapeMismatch(f"the channel variable indexes axis {u.axis} of {u.tensor}, which has rank "
                                     f"{len(t.shape)}")
             continue
+        if u.block is not None:
+            from .semantics import Merged
+
+            ext, blk = t.shape[u.axis], ev.alg.as_int(ev.ev(u.block, env))
+            if isinstance(ext, int) and isinstance(want, int) and blk is not None and ext == want * blk:
+                continue
+            if isinstance(ext, Merged) and ext.factors[0] == want:
+                continue
+            raise ShapeMismatch(f"the channel variable indexes blocks of {A.show(u.block)} on axis {u.axis} of "
+                                f"{u.tensor} (length {ext}) and the channel axis of length {want}")
         if t.shape[u.axis] != want:
             raise ShapeMismatch(f"the channel variable indexes axis {u.axis} of {u.tensor} (length "
                                 f"{t.shape[u.axis]}) and the channel axis of length {want}: one rule, one channel axis")
@@ -825,11 +860,18 @@ def parametric_instance(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg
         attrs[k] = alg.sp.Symbol(k, positive=True) if isinstance(v, Fraction) else v
         if isinstance(v, int) and k in base.dims:
             attrs[k] = v
-    # an attribute tied to a dim (n_total = n) follows the dim
+    # an attribute tied to a dim (n_total = n) follows the dim; a list of dims (a reshape's target
+    # shape [b, n * h * w]) is evaluated over the symbolic sizes
+    from .semantics import Evaluator
+
     for s in where.static:
         if isinstance(s, A.Cmp) and s.op == "==" and isinstance(s.left, A.Name) and s.left.id in attrs:
             if isinstance(s.right, A.Name) and s.right.id in dims:
                 attrs[s.left.id] = dims[s.right.id]
+            elif isinstance(s.right, A.ListExpr) and any(
+                isinstance(n, A.Name) and n.id in dims for n in A.walk(s.right)
+            ):
+                attrs[s.left.id] = Evaluator(alg, ops).ev(s.right, {**dims, **attrs})
     c = alg.sp.Symbol("c", integer=True, nonnegative=True) if cdim is not None else None
     if cdim in concrete:
         raise NeedConcrete({cdim})

@@ -43,8 +43,36 @@ class Extent:
         return f"{self.dim}:{self.part}"
 
 
+@dataclass(frozen=True)
+class Merged:
+    """A symbolic axis that merges adjacent axes row-major (a flatten): its length is the product of
+    the factors' lengths and a position on it is the tuple of its digits, one per factor (position
+    sum(d_k * prod(len after k))). Only the parametric tier builds these; concrete tiers use integers.
+    Dropping channel c of the first factor (`drop(t, axis, c, block)` with block the product of the
+    other factors) drops exactly the positions whose first digit is c: the run c*block .. (c+1)*block-1."""
+
+    factors: tuple[Any, ...]
+
+    @property
+    def dim(self) -> str:
+        return next((f.dim for f in self.factors if isinstance(f, Extent)), "?")
+
+    def __repr__(self) -> str:
+        return "*".join(repr(f) for f in self.factors)
+
+
 def is_symbolic(x: Any) -> bool:
-    return isinstance(x, Extent)
+    return isinstance(x, (Extent, Merged))
+
+
+def _factors(ext: Any) -> list[Any]:
+    return list(ext.factors) if isinstance(ext, Merged) else [ext]
+
+
+def _merged(factors: list[Any]) -> Any:
+    if not factors:
+        return 1
+    return factors[0] if len(factors) == 1 else Merged(tuple(factors))
 
 
 class Tensor:
@@ -210,6 +238,10 @@ class Evaluator:
             t = env[e.args[0].id]
             idx = [alg.index(v) for v in self.ev(e.args[1], env)]
             return t[tuple(idx)]
+        if fn == "reshaped":  # reshaped(x, shape, I): the position of x a row-major reshape reads at I
+            t = env[e.args[0].id]
+            target, run = self.ev(e.args[1], env), list(self.ev(e.args[2], env))
+            return self.reshape_index(t.shape, target, run)
         if fn == "permuted":  # permuted(dims, I): the input position of output position I
             dims, run = self.ev(e.args[0], env), self.ev(e.args[1], env)
             r = len(run)
@@ -321,6 +353,8 @@ class Evaluator:
             t = self.tensor_expr(e.args[0], env)
             ax = int(self.alg.as_int(self.ev(e.args[1], env)))
             c = self.ev(e.args[2], env)
+            if len(e.args) > 3:
+                return drop_block(t, ax, c, self.ev(e.args[3], env), self.alg)
             return drop(t, ax, c)
         if isinstance(e, A.Call) and e.fn == "tensor":
             bounds = [a for a in e.args if isinstance(a, A.Bound)]
@@ -493,6 +527,8 @@ class Evaluator:
             x = firsts[0].shape
             if res == "permute":
                 return tuple(x[int(d) % len(x)] for d in local["dims"])
+            if res == "reshape":
+                return self.reshape_shape(x, local["shape"])[0]
             if res == "index_select":
                 ax = int(local["dim"]) % len(x)
                 return x[:ax] + (firsts[1].shape[0],) + x[ax + 1:]
@@ -529,9 +565,99 @@ class Evaluator:
             out.append(o)
         return tuple(out)
 
+    # ---- reshape (row-major) ------------------------------------------------------------------------
+    def reshape_shape(self, xs: tuple, target: Any) -> tuple[tuple, list[list[int]] | None]:
+        """The result shape of reshaping a tensor of shape `xs` to `target` (one -1 allowed with
+        concrete sizes), and for symbolic sizes the grouping of the input's factors (every input axis
+        split into its Merged factors) into result axes. Symbolic sizes must line up factor by factor:
+        each result length is the product of a run of consecutive input factors (merging or splitting
+        adjacent axes); anything else needs concrete sizes."""
+        alg = self.alg
+        target = list(target)
+        if not any(is_symbolic(x) for x in xs):
+            ints = [alg.as_int(v) for v in target]
+            if all(v is not None for v in ints):
+                total = 1
+                for x in xs:
+                    total *= int(x)
+                known = 1
+                for v in ints:
+                    known *= v if v != -1 else 1
+                if ints.count(-1) > 1 or known == 0:
+                    raise InstanceError(f"reshape to {ints}")
+                out = [v if v != -1 else total // known for v in ints]
+                if ints.count(-1) and total % known:
+                    raise InstanceError(f"reshape of {list(xs)} to {ints}")
+                prod_out = 1
+                for v in out:
+                    prod_out *= v
+                if prod_out != total:
+                    raise InstanceError(f"reshape of {list(xs)} to {ints}: {total} entries, {prod_out} wanted")
+                return tuple(out), None
+        factors = [f for x in xs for f in _factors(x)]
+        sizes = [alg.size(f) if is_symbolic(f) else alg.num(f) for f in factors]
+        sp = alg.sp
+        out: list[Any] = []
+        groups: list[list[int]] = []
+        k = 0
+        for v in target:
+            if alg.as_int(v) == -1:
+                raise NeedConcrete({f.dim for f in factors if is_symbolic(f)})
+            group: list[int] = []
+            acc = sp.Integer(1)
+            if alg.as_int(v) == 1 and (k >= len(factors) or sp.expand(sizes[k] - 1) != 0):
+                out.append(1)
+                groups.append(group)
+                continue
+            while k < len(factors):
+                acc = acc * sizes[k]
+                group.append(k)
+                k += 1
+                if sp.expand(acc - v) == 0:
+                    break
+            else:
+                raise NeedConcrete({f.dim for f in factors if is_symbolic(f)} or {"?"})
+            out.append(_merged([factors[i] for i in group]))
+            groups.append(group)
+        while k < len(factors) and sp.expand(sizes[k] - 1) == 0:
+            k += 1
+        if k != len(factors):
+            raise NeedConcrete({f.dim for f in factors if is_symbolic(f)} or {"?"})
+        return tuple(out), groups
+
+    def reshape_index(self, xs: tuple, target: Any, run: list[Any]) -> list[Any]:
+        """The position of the input (shape xs) that output position `run` of reshape(target) reads."""
+        out_shape, groups = self.reshape_shape(xs, target)
+        if groups is None:  # concrete: ravel the output position, unravel it in the input's shape
+            lin = 0
+            for i, n in zip(run, out_shape):
+                lin = lin * int(n) + int(self.alg.index(i))
+            pos: list[Any] = []
+            for n in reversed(xs):
+                pos.append(lin % int(n))
+                lin //= int(n)
+            return list(reversed(pos))
+        digits: list[Any] = []
+        for i, g in zip(run, groups):
+            if len(g) > 1:
+                digits.extend(i)
+            elif len(g) == 1:
+                digits.append(i)
+        pos, k = [], 0
+        for x in xs:
+            n = len(_factors(x))
+            pos.append(tuple(digits[k:k + n]) if isinstance(x, Merged) else (digits[k] if n else 0))
+            k += n
+        return pos
+
     def shape_value(self, d: Any, env: Mapping[str, Any]) -> Any:
         if isinstance(d, A.Name) and isinstance(env.get(d.id), Extent):
             return env[d.id]
+        prod_names = _product_names(d)
+        if prod_names and any(isinstance(env.get(n), Extent) for n in prod_names):
+            # an annotated merged axis (`x: [b, n * h * w]`) with symbolic sizes
+            return Merged(tuple(env[n] if isinstance(env.get(n), Extent) else self.shape_value(A.Name(n), env)
+                                for n in prod_names))
         v = self.ev(d, env)
         iv = self.alg.as_int(v)
         if iv is None:
@@ -584,8 +710,19 @@ def bind_pattern(dims: list[Any], shape: tuple[Any, ...], env: dict, ev: Evaluat
                 raise InstanceError(f"{what}: axis is {ext}, pattern wants {want}")
 
 
+def _product_names(d: Any) -> list[str] | None:
+    """`n * h * w` -> [n, h, w] (left to right); None for anything that is not a product of names."""
+    if isinstance(d, A.Name):
+        return [d.id]
+    if isinstance(d, A.BinOp) and d.op == "*":
+        a, b = _product_names(d.left), _product_names(d.right)
+        if a is not None and b is not None:
+            return a + b
+    return None
+
+
 def _same_extent(a: Any, b: Any, ev: Evaluator) -> bool:
-    if isinstance(a, Extent) or isinstance(b, Extent):
+    if is_symbolic(a) or is_symbolic(b):
         return a == b
     if not isinstance(a, int):
         a = ev.alg.as_int(a)
@@ -628,6 +765,40 @@ def drop(t: Tensor, axis: int, c: Any) -> Tensor:
             return t[idx[:ax] + (i + 1 if i >= c else i,) + idx[ax + 1:]]
 
     shape = t.shape[:ax] + (new_ext,) + t.shape[ax + 1:]
+    return Tensor(f"drop({t.name})", shape, get, t.dtype)
+
+
+def drop_block(t: Tensor, axis: int, c: Any, block: Any, alg: Any) -> Tensor:
+    """`t` without the run c*block .. (c+1)*block - 1 on `axis` (channel c of a flattened axis)."""
+    rank = len(t.shape)
+    ax = axis % rank
+    ext = t.shape[ax]
+    b = alg.as_int(block)
+    if b == 1:
+        return drop(t, axis, c)
+    if isinstance(ext, Merged):
+        first, rest = ext.factors[0], list(ext.factors[1:])
+        size_rest = alg.sp.Integer(1)
+        for f in rest:
+            size_rest = size_rest * (alg.size(f) if is_symbolic(f) else f)
+        if not (isinstance(first, Extent) and first.part == "full"):
+            raise SemanticsError(f"block drop on axis {axis} of {t.name}, whose first factor does not carry the channel")
+        if alg.sp.expand(size_rest - block) != 0:
+            raise NeedConcrete({f.dim for f in ext.factors if is_symbolic(f)})
+        shape = t.shape[:ax] + (Merged((Extent(first.dim, "rest"),) + tuple(rest)),) + t.shape[ax + 1:]
+        return Tensor(f"drop({t.name})", shape, lambda idx: t[idx], t.dtype)
+    if is_symbolic(ext) or b is None:
+        raise NeedConcrete(({ext.dim} if is_symbolic(ext) else set()) | alg.dims_of(block))
+    if b < 1 or ext % b:
+        raise SemanticsError(f"block {b} does not divide axis {axis} of {t.name} (length {ext})")
+    if not isinstance(c, int) or not 0 <= c < ext // b:
+        raise InstanceError(f"channel {c} out of range for {t.name} axis {axis} in blocks of {b}")
+
+    def get(idx: tuple) -> Any:
+        i = idx[ax]
+        return t[idx[:ax] + (i + b if i >= c * b else i,) + idx[ax + 1:]]
+
+    shape = t.shape[:ax] + (ext - b,) + t.shape[ax + 1:]
     return Tensor(f"drop({t.name})", shape, get, t.dtype)
 
 
