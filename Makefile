@@ -1,4 +1,4 @@
-# Quick start:  make demo   (main job on the bundled example)   |   make test   (the test suite)
+# Quick start:  make demo   (main job: Squeeze-Release on the bundled LeNet-300-100)   |   make test
 # Each target creates .venv and installs what it needs on first use.
 PY ?= python3
 VENV := .venv
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml requirements/dev.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sr-ir demo
+	$(BIN)/sr-ir squeeze-release --out out/squeeze-release
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
