@@ -1,0 +1,109 @@
+"""Channels read through a flatten (conv -> flatten -> linear): a dead conv channel takes its block of
+H*W columns of the classifier with it, through the certified `channels.reshape.flatten` rule."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+from sr_ir.frontend import lower
+from sr_ir.lang.loader import default_rules
+from sr_ir.minimize import RuleBook, UncertifiedRuleError, minimize, minimize_program
+from sr_ir.minimize.rulebook import default_certifier
+from sr_ir.models.cnn import SmallCNN
+from sr_ir.prover.certificates import status
+
+W = 4  # SmallCNN width: conv1 1->4 (5x5), conv2 4->8 (3x3, padding 1), fc1 8*6*6 -> 64, fc2 64 -> 10
+DEAD2 = [1, 5]  # conv2 filters planted dead: constant channels, folded into fc1's bias
+DEAD1 = [0]  # conv1 filter planted dead with a negative BN output: ReLU makes it 0, conv2 drops the column
+
+
+def _planted(dtype: torch.dtype = torch.float64) -> SmallCNN:
+    torch.manual_seed(0)
+    m = SmallCNN(width=W).to(dtype).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for bn in (m.bn1, m.bn2):
+            n = bn.num_features
+            bn.running_mean.copy_(torch.randn(n, generator=g, dtype=dtype) * 0.1)
+            bn.running_var.copy_(torch.rand(n, generator=g, dtype=dtype) + 0.5)
+            bn.weight.copy_(torch.randn(n, generator=g, dtype=dtype))
+            bn.bias.copy_(torch.randn(n, generator=g, dtype=dtype) * 0.1)
+        for c in DEAD1:
+            m.conv1.weight[c] = 0
+            m.conv1.bias[c] = 0.0
+            m.bn1.running_mean[c] = 0.0
+            m.bn1.bias[c] = -1.0  # bn1 output -1 everywhere -> relu 0
+        for c in DEAD2:
+            m.conv2.weight[c] = 0
+            m.conv2.bias[c] = 0.0
+            m.bn2.running_mean[c] = -0.5
+            m.bn2.weight[c] = 1.0
+            m.bn2.bias[c] = 0.25  # a positive constant after relu and max-pool: folded, not dropped
+    return m
+
+
+def _expected_params() -> int:
+    c1, c2, hw = 2 * W - W - len(DEAD1), 2 * W - len(DEAD2), 6 * 6
+    conv1 = c1 * 1 * 5 * 5 + c1
+    conv2 = c2 * c1 * 3 * 3 + c2
+    fc1 = 64 * c2 * hw + 64
+    fc2 = 64 * 10 + 10
+    return conv1 + conv2 + fc1 + fc2
+
+
+def test_flatten_rule_is_certified():
+    rs = default_rules()
+    for name in ("channels.reshape.flatten", "channels.reshape.flatten1d", "channels.reshape.unflatten"):
+        assert status(rs.rule(name), rs) == "current", name
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_small_cnn_dead_conv_channels_take_their_flatten_blocks(dtype, tol):
+    m = _planted(dtype)
+    x = torch.randn(3, 1, 28, 28, dtype=dtype)
+    res = minimize(m, (x,), strict=True)
+    p = res.program
+    assert "channels.reshape.flatten" in res.report.rules_used
+    assert not res.report.refused_rules
+    assert tuple(p.params["conv2.weight"].shape) == (2 * W - len(DEAD2), W - len(DEAD1), 3, 3)
+    # fc1 loses exactly the 6*6-column blocks of the dead conv2 channels
+    assert tuple(p.params["fc1.weight"].shape) == (64, (2 * W - len(DEAD2)) * 36)
+    assert p.param_count() == _expected_params()
+    keep = [c for c in range(2 * W) if c not in DEAD2]
+    cols = torch.cat([torch.arange(c * 36, (c + 1) * 36) for c in keep])
+    assert torch.equal(p.weights["fc1.weight"].to(dtype), m.fc1.weight[:, cols])
+    # measured error of the emitted module against the masked model, in the model's dtype
+    with torch.no_grad():
+        for xi in (x, torch.randn(5, 1, 28, 28, dtype=dtype)):
+            y0, y1 = m(xi), res.module(xi)
+            assert float((y0 - y1).abs().max() / y0.abs().max()) <= tol
+    v = res.report.to_dict()["verification"]
+    assert v["float64"]["max_rel"] <= (1e-10 if dtype == torch.float64 else 1e-5)
+    assert v["float32"]["max_rel"] <= 1e-5
+
+
+def _refusing_flatten():
+    base = default_certifier()
+
+    def certify(rule, ruleset):
+        if rule.name == "channels.reshape.flatten":
+            return "missing: certificate withheld by the test"
+        return base(rule, ruleset)
+
+    return certify
+
+
+def test_flatten_is_refused_without_its_certificate():
+    m = _planted()
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
+    rs = default_rules()
+    p = lower(m, (x,), rules=rs)
+    q, report = minimize_program(p, rs, book=RuleBook(rs, certify=_refusing_flatten()))
+    assert "channels.reshape.flatten" in report.refused_rules
+    assert "channels.reshape.flatten" not in report.rules_used
+    # the flatten pins its channels: conv2 and fc1 keep every channel and column
+    assert tuple(q.params["fc1.weight"].shape) == (64, 2 * W * 36)
+    assert q.params["conv2.weight"].shape[0] == 2 * W
+    with pytest.raises(UncertifiedRuleError, match="channels.reshape.flatten"):
+        minimize_program(p, rs, book=RuleBook(rs, certify=_refusing_flatten(), strict=True))
