@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml requirements/dev.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sr-ir squeeze-release --out out/squeeze-release
+	# A second run resumes (and so reprints) the finished run instead of refusing its folder.
+	$(BIN)/sr-ir squeeze-release --out out/squeeze-release $$([ -d out/squeeze-release/checkpoints ] && echo --resume)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
