@@ -207,6 +207,13 @@ def _bind_dims(decl: Any, node: Node, r: Rule, types: dict[str, Any]) -> dict[st
 
     env: dict[str, Any] = {}
     params = [t.name for t in decl.tensor_params]
+    if r.root.result_shape is not None and isinstance(node.type, TensorType):
+        # `match y: [b, n, h, w] = reshape(x: [b, n * h * w], ...)`: the result names the factors
+        try:
+            _match(TensorPattern(node.type.dtype, list(r.root.result_shape)), node.type, env, {}, r.root.result,
+                   fresh=False)
+        except Exception:  # a result the pattern does not fit: its dims stay unbound
+            pass
     for o in r.root.operands:
         if o.name is None or o.param not in params:
             continue

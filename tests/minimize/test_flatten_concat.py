@@ -107,3 +107,36 @@ def test_flatten_is_refused_without_its_certificate():
     assert q.params["conv2.weight"].shape[0] == 2 * W
     with pytest.raises(UncertifiedRuleError, match="channels.reshape.flatten"):
         minimize_program(p, rs, book=RuleBook(rs, certify=_refusing_flatten(), strict=True))
+
+
+class _Unflat(torch.nn.Module):
+    """linear -> unflatten to [N, 4, 3, 3] -> 1x1 conv -> flatten -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(10, 4 * 3 * 3)
+        self.conv = torch.nn.Conv2d(4, 5, 1)
+        self.out = torch.nn.Linear(5 * 9, 2)
+
+    def forward(self, x):
+        z = torch.relu(self.fc(x)).unflatten(1, (4, 3, 3))
+        return self.out(torch.flatten(self.conv(z), 1))
+
+
+def test_unflatten_unused_channel_takes_its_block_of_rows():
+    torch.manual_seed(0)
+    m = _Unflat().double()
+    with torch.no_grad():
+        m.conv.weight[:, 2] = 0  # conv input channel 2 unread: fc rows 18..26 (its 3x3 block) go
+        m.fc.weight[9:18] = 0  # channel 1 dead but not uniform over its block (bias varies): kept
+        m.fc.bias[9:18] = torch.linspace(-1, 1, 9, dtype=torch.float64)
+    x = torch.randn(2, 10, dtype=torch.float64)
+    res = minimize(m, (x,), strict=True)
+    assert "channels.reshape.unflatten" in res.report.rules_used
+    assert tuple(res.program.params["fc.weight"].shape) == (27, 10)
+    assert tuple(res.program.params["conv.weight"].shape) == (5, 3, 1, 1)
+    keep = [r for r in range(36) if not 18 <= r < 27]
+    assert torch.equal(res.program.weights["fc.weight"], m.fc.weight[keep])
+    with torch.no_grad():
+        y0, y1 = m(x), res.module(x)
+    assert float((y0 - y1).abs().max() / y0.abs().max()) <= 1e-10
