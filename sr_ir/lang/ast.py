@@ -34,6 +34,13 @@ class Variadic:
 
 
 @dataclass(frozen=True)
+class Spread:
+    """`us...` as a call argument: the run of operands a match bound to `us` (a variadic operand)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Index:
     base: str
     indices: tuple["Expr", ...]
@@ -91,7 +98,7 @@ class IndexEq:
     value: "Expr"
 
 
-Expr = Union[Num, Name, Slice, Variadic, Index, Bound, Call, BinOp, Neg, ListExpr]
+Expr = Union[Num, Name, Slice, Variadic, Spread, Index, Bound, Call, BinOp, Neg, ListExpr]
 Cond = Union[Cmp, BoolOp]
 
 
@@ -170,6 +177,8 @@ def show(node: Any) -> str:
         return ":"
     if isinstance(node, Variadic):
         return "*" + node.name
+    if isinstance(node, Spread):
+        return node.name + "..."
     if isinstance(node, Index):
         return f"{node.base}[{', '.join(show(i) for i in node.indices)}]"
     if isinstance(node, Bound):

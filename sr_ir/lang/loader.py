@@ -232,6 +232,12 @@ class _DeclBuilder(ExprBuilder):
     def bind_operand(self, a):
         return ("operand", str(a[0]), a[1] if len(a) > 1 else None)
 
+    def bind_run(self, a):
+        return ("run", str(a[0]), a[2] if len(a) > 2 else None)
+
+    def spread(self, a):
+        return A.Spread(str(a[0]))
+
     def bind_attr(self, a):
         return ("attr", str(a[0]), a[1])
 
@@ -327,14 +333,14 @@ class _DeclBuilder(ExprBuilder):
         operands = []
         attrs = []
         for kind, n, v in args:
-            if kind == "operand":
+            if kind in ("operand", "run"):
                 if attrs:
                     raise ParseError(f"rule {rule!r}: operands come before attributes in `{op}(...)`", loc)
-                operands.append((n, v))
+                operands.append((n, v, kind == "run"))
             else:
                 attrs.append((n, v))
         # parameter names are filled in by the loader, which knows the op's declaration
-        return R.Binding(result, op, tuple(R.Operand(str(i), n, v) for i, (n, v) in enumerate(operands)),
+        return R.Binding(result, op, tuple(R.Operand(str(i), n, v, run) for i, (n, v, run) in enumerate(operands)),
                          tuple(attrs), rshape)
 
 
@@ -456,11 +462,21 @@ def _name_operands(r: R.Rule, ops: dict[str, OpDecl]) -> R.Rule:
         decl = ops.get(b.op)
         if decl is None:
             raise TypeCheckError(f"rule {r.name!r}: unknown op {b.op!r}", r.loc)
-        if len(b.operands) > len(decl.tensor_params):
+        variadic = next((i for i, t in enumerate(decl.tensor_params) if t.variadic), None)
+        if len(b.operands) > len(decl.tensor_params) and variadic is None:
             raise TypeCheckError(
                 f"rule {r.name!r}: {b.op} takes {len(decl.tensor_params)} tensor operands, the match gives "
                 f"{len(b.operands)}", r.loc)
-        ops_ = tuple(R.Operand(decl.tensor_params[int(o.param)].name, o.name, o.shape) for o in b.operands)
+        ops_ = []
+        for o in b.operands:
+            i = int(o.param)
+            if variadic is not None and i >= variadic:
+                i = variadic  # every operand from the variadic parameter on is one of its operands
+            elif o.run:
+                raise TypeCheckError(f"rule {r.name!r}: `{o.name}...` matches a variadic operand; "
+                                     f"{b.op}.{decl.tensor_params[i].name} is not one", r.loc)
+            ops_.append(R.Operand(decl.tensor_params[i].name, o.name, o.shape, o.run))
+        ops_ = tuple(ops_)
         bindings.append(replace(b, operands=ops_))
     return replace(r, bindings=tuple(bindings))
 

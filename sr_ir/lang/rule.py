@@ -34,6 +34,7 @@ class Operand:
     param: str
     name: str | None  # None: the rule requires the optional operand to be absent (`none`)
     shape: tuple[Any, ...] | None = None  # `x: [*B, n]` annotation (ast dims), None: the op's pattern
+    run: bool = False  # `us...`: a run of operands of a variadic parameter (any number, possibly none)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class Binding:
     operands: tuple[Operand, ...]
     attrs: tuple[tuple[str, A.Expr], ...] = ()  # attribute -> name it is known by, or a required value
     result_shape: tuple[Any, ...] | None = None
+
+    @property
+    def has_runs(self) -> bool:
+        return any(o.run for o in self.operands)
 
     def operand(self, param: str) -> Operand | None:
         for o in self.operands:
@@ -145,7 +150,7 @@ class Rule:
                     args.append("none")
                 else:
                     ann = f": [{', '.join(A.show(d) for d in o.shape)}]" if o.shape is not None else ""
-                    args.append(f"{o.name}{ann}")
+                    args.append(f"{o.name}{'...' if o.run else ''}{ann}")
             args += [f"{k}={A.show(v)}" for k, v in b.attrs]
             rs = f": [{', '.join(A.show(d) for d in b.result_shape)}]" if b.result_shape is not None else ""
             lines.append(f"  {'match' if i == 0 else '     '} {b.result}{rs} = {b.op}({', '.join(args)})")
@@ -197,6 +202,8 @@ BUILTINS = {
     "max": "max(a, b)",
     "min": "min(a, b)",
     "len": "len(list)",
+    "width": "width(us, axis): the total length along axis of the operands of a run `us...` (0 for none)",
+    "concat_at": "concat_at(xs, dim, I): the entry at position I of the operands xs concatenated along dim",
 }
 
 
@@ -272,7 +279,7 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
         if b.result in tensors and bi == 0:
             raise err(f"{b.result!r} is bound twice")
         tensors.append(b.result)
-        if len(b.operands) > len(decl.tensor_params):
+        if len(b.operands) > len(decl.tensor_params) and not any(t.variadic for t in decl.tensor_params):
             raise err(f"{b.op} takes {len(decl.tensor_params)} tensor operands, the match gives {len(b.operands)}")
         for o in b.operands:
             p = decl.tensor_param(o.param)
@@ -292,8 +299,9 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
             for d in _pattern_dims(shapes.get(o.name)):
                 if d not in dims:
                     dims.append(d)
-        for p in decl.tensor_params[len(b.operands):]:
-            if not p.optional:
+        given = {o.param for o in b.operands}
+        for p in decl.tensor_params:
+            if p.name not in given and not p.optional:
                 raise err(f"{b.op} needs operand {p.name!r}")
         bound_attrs = dict(b.attrs)
         for k in bound_attrs:
@@ -333,7 +341,7 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
             if isinstance(sub, A.Call) and sub.fn in ops and sub.fn not in BUILTINS:
                 d = ops[sub.fn]
                 n_t = sum(1 for a in sub.args if not (isinstance(a, A.Call) and a.fn == "_kw"))
-                if n_t > len(d.param_names):
+                if n_t > len(d.param_names) and not any(tp.variadic for tp in d.tensor_params):
                     raise err(f"{sub.fn} takes {len(d.param_names)} arguments, got {n_t}")
 
     dimset = set(dims)

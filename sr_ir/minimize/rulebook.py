@@ -46,7 +46,8 @@ def classify(rule: Rule) -> str | None:
     kind (zero filter slices, a constant or zero input channel, an unused result channel)."""
     c = rule.conclusion
     tensor_conds = [w for w in rule.where if _is_tensor_cond(w, rule)]
-    first = rule.root.operands[0].name if rule.root.operands else None
+    # the input: the first operand that is one tensor (not a run `us...` of a variadic operand)
+    first = next((o.name for o in rule.root.operands if not o.run), None)
     if len(rule.bindings) > 1:
         ok = isinstance(c, Rewrite) and isinstance(c.value, A.Call) and c.value.fn == rule.bindings[-1].op
         return "fold_chain" if ok and not tensor_conds else None
@@ -187,6 +188,8 @@ class RuleBook:
                 idx = [t.name for t in decl.tensor_params].index(o.param)
                 if idx < len(node.operands) and node.operands[idx] is not None:
                     return False  # the rule is for the form without this operand
+        if r.root.has_runs and not _ranks_fit(decl, node, r, types):
+            return False
         env.update(_bind_dims(decl, node, r, types))
         for w in r.where:
             if _is_tensor_cond(w, r):
@@ -197,6 +200,27 @@ class RuleBook:
             except (EvalError, TypeError, KeyError):
                 return False
         return True
+
+
+def _ranks_fit(decl: Any, node: Node, r: Rule, types: dict[str, Any]) -> bool:
+    """A match over a variadic operand (`concat(us..., x, vs...)`) applies only to operands of the rank
+    its annotations give (a rule proved for [b, n] says nothing about a concat of 4-d maps)."""
+    from ..ir.checker import bind_operands
+    from ..ir.types import TensorType
+
+    for tp, o in bind_operands(decl, node):
+        if not tp.variadic:
+            continue
+        anns = [op.shape for op in r.root.operands if op.param == tp.name and op.shape is not None]
+        for ref in o:
+            t = types.get(("v", ref.name)) if isinstance(ref, ValueRef) else types.get(("p", ref.name)) if isinstance(ref, ParamRef) else None
+            if not isinstance(t, TensorType):
+                return False
+            for ann in anns:
+                fixed = sum(1 for d in ann if not isinstance(d, A.Variadic))
+                if (t.rank != fixed) if fixed == len(ann) else (t.rank < fixed + 1):
+                    return False
+    return True
 
 
 def _bind_dims(decl: Any, node: Node, r: Rule, types: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +239,7 @@ def _bind_dims(decl: Any, node: Node, r: Rule, types: dict[str, Any]) -> dict[st
         except Exception:  # a result the pattern does not fit: its dims stay unbound
             pass
     for o in r.root.operands:
-        if o.name is None or o.param not in params:
+        if o.name is None or o.param not in params or decl.tensor_params[params.index(o.param)].variadic:
             continue
         i = params.index(o.param)
         if i >= len(node.operands):

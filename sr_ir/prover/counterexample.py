@@ -269,6 +269,8 @@ class _Code:
             return repr(e.value)
         if isinstance(e, A.Name):
             return e.id
+        if isinstance(e, A.Spread):
+            return "*" + e.name
         if isinstance(e, A.Neg):
             return f"(-{self.expr(e.operand)})"
         if isinstance(e, A.BinOp):
@@ -296,8 +298,17 @@ class _Code:
                 return f"_build(lambda {vs}: {self.expr(e.args[-1])}, ({sizes},))"
             if e.fn == "dim":
                 return f"{self.expr(e.args[0])}.shape[{self.expr(e.args[1])}]"
+            if e.fn == "width":
+                return f"_width({self.expr(e.args[0])}, {self.expr(e.args[1])})"
             if e.fn in self.ops:
-                return self.op(self.ops[e.fn], [self.expr(a) for a in e.args])
+                decl = self.ops[e.fn]
+                args = [self.expr(a) for a in e.args]
+                var = next((t.name for t in decl.tensor_params if t.variadic), None)
+                if var is not None:  # the variadic parameter's operands, as one list
+                    at = decl.param_names.index(var)
+                    n_after = len(decl.param_names) - at - 1
+                    args = args[:at] + [", ".join(args[at:len(args) - n_after])] + args[len(args) - n_after:]
+                return self.op(decl, args)
             fn = _TORCH_FN.get(e.fn)
             if fn is None:
                 raise SemanticsError(f"no torch function for {e.fn!r}")
@@ -356,11 +367,22 @@ def replay(rule: Rule, ops: Mapping[str, OpDecl], inst: Instance, ob, values: Ma
             out[idx] = _t(fn(*idx))
         return out
 
-    ns.update(_t=_t, _drop=_drop, _build=_build)
+    def _width(v: Any, axis: int) -> int:
+        return sum(int(t.shape[axis]) for t in (v if isinstance(v, list) else [v]))
+
+    ns.update(_t=_t, _drop=_drop, _build=_build, _width=_width)
+    from .obligation import run_names
+
+    runs = set(run_names(rule))
+    for r in runs:
+        ns[r] = []
     for name, t in ob.leaves.items():
         arr = torch.tensor(_floatify(_full(t)), dtype=dt)
         if t.dtype == "bool":
             arr = arr != 0
+        if "#" in name and name.split("#")[0] in runs:  # one operand of a run `us...`
+            ns[name.split("#")[0]].append(arr)
+            continue
         ns[name] = arr
     for k, v in values.items():
         ns[k] = float(v)
@@ -380,7 +402,14 @@ def replay(rule: Rule, ops: Mapping[str, OpDecl], inst: Instance, ob, values: Ma
     for bi in reversed(range(len(rule.bindings))):
         b = rule.bindings[bi]
         decl = ops[b.op]
-        named = {o.param: (o.name or "None") for o in b.operands}
+        named: dict[str, str] = {}
+        for o in b.operands:
+            p = decl.tensor_param(o.param)
+            if p is not None and p.variadic:  # `*us, x, *vs` inside the template's list
+                item = ("*" if o.run else "") + (o.name or "None")
+                named[o.param] = f"{named[o.param]}, {item}" if o.param in named else item
+            else:
+                named[o.param] = o.name or "None"
         for name, bidx, aname, _ in table:
             if bidx == bi:
                 named[aname] = _render_attr(inst.attrs.get(name, ns.get(name)))

@@ -376,8 +376,16 @@ def build(
 
         return Tensor(name, shape, get, "bool" if boolean else "T")
 
+    runs = run_names(rule)
     for name, s in shapes.items():
         shape = _eval_shape(s, env, ev)
+        if name in runs:  # a run of operands `us...`: inst.dims["#us"] of them, each of this shape
+            items = []
+            for k in range(int(inst.dims.get("#" + name, 1))):
+                leaves[f"{name}#{k}"] = make_leaf(name, shape, f"{name}#{k}")
+                items.append(leaves[f"{name}#{k}"])
+            env[name] = items
+            continue
         leaves[name] = make_leaf(name, shape, name)
         env[name] = leaves[name]
     # inner bindings first: each result feeds the binding before it
@@ -531,9 +539,21 @@ def _bool_tensors(rule: Rule, ops: Mapping[str, OpDecl]) -> set[str]:
     return out
 
 
+def run_names(rule: Rule) -> list[str]:
+    """Names the match binds to runs of operands (`us...`)."""
+    return [o.name for b in rule.bindings for o in b.operands if o.run and o.name]
+
+
 def _apply_binding(rule: Rule, b: Any, ops: Mapping[str, OpDecl], ev: Evaluator, env: dict, inst: Instance) -> Tensor:
     decl = ops[b.op]
-    tensors = {o.param: (env[o.name] if o.name else None) for o in b.operands}
+    tensors: dict[str, Any] = {}
+    for o in b.operands:
+        p = decl.tensor_param(o.param)
+        if p is not None and p.variadic:  # the operands in order, runs expanded
+            v = env[o.name]
+            tensors.setdefault(o.param, []).extend(v if isinstance(v, list) else [v])
+        else:
+            tensors[o.param] = env[o.name] if o.name else None
     attrs: dict[str, Any] = {}
     bi = rule.bindings.index(b)
     for name, bidx, aname, req in attr_table(rule, ops):
@@ -695,13 +715,15 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
 
 
 def _distinct(inst: Instance) -> bool:
-    sizes = [v for k, v in inst.dims.items() if isinstance(v, int) and v > 1]
+    sizes = [v for k, v in inst.dims.items() if isinstance(v, int) and v > 1 and not k.startswith("#")]
     return len(sizes) == len(set(sizes))
 
 
 def _cost(inst: Instance) -> int:
     n = 1
     for k, v in inst.dims.items():
+        if k.startswith("#"):
+            continue
         if isinstance(v, int):
             n *= max(v, 1)
         elif isinstance(v, tuple):
@@ -772,6 +794,10 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
     for v in variadics:
         dims["*" + v] = (1,) if degenerate else (2,)
     c = {"start": 0, "middle": csize // 2, "end": csize - 1}[pos] if cdim is not None else None
+    # runs of operands (`us...`): none, one or two operands, varied across instances and runs
+    base = {"start": 0, "middle": 1, "end": 2}[pos] if not degenerate else 1
+    for k, r in enumerate(run_names(rule)):
+        dims["#" + r] = (base + k) % 3
     ev = Evaluator(alg, ops, c)
     attrs: dict[str, Any] = {}
     env: dict[str, Any] = dict(dims)
@@ -811,7 +837,7 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
                 attrs[lhs.id] = val
     if any(v is _UNSET for v in attrs.values()):
         return None
-    if any(isinstance(v, int) and v < 1 for v in dims.values()):
+    if any(isinstance(v, int) and v < 1 for k, v in dims.items() if not k.startswith("#")):
         return None
     inst = Instance(dims, attrs, c, _label(dims, attrs, c))
     try:
@@ -832,7 +858,8 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
 
 
 def _label(dims: Mapping[str, Any], attrs: Mapping[str, Any], c: Any) -> str:
-    parts = [f"{k}={v}" for k, v in dims.items() if not k.startswith("*")]
+    parts = [f"{k}={v}" for k, v in dims.items() if not k.startswith(("*", "#"))]
+    parts += [f"len({k[1:]}...)={v}" for k, v in dims.items() if k.startswith("#")]
     parts += [f"{k[1:]}={list(v)}" for k, v in dims.items() if k.startswith("*")]
     parts += [f"{k}={v}" for k, v in attrs.items() if not hasattr(v, "free_symbols") and not isinstance(v, Fraction)]
     if c is not None:
@@ -846,7 +873,9 @@ def parametric_instance(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg
     cdim = channel_dim(rule, ops)
     dims: dict[str, Any] = {}
     for k, v in base.dims.items():
-        if k.startswith("*"):
+        if k.startswith("#"):  # the length of a run of operands stays as it is
+            dims[k] = v
+        elif k.startswith("*"):
             name = k[1:]
             dims[k] = v if name in concrete else (Extent(name, "gen"),)
         elif k in concrete:

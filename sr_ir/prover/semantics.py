@@ -160,6 +160,11 @@ class Evaluator:
             return [self.ev(x, env) for x in e.items]
         if isinstance(e, A.Call):
             return self.call(e, env)
+        if isinstance(e, A.Spread):
+            run = env.get(e.name)
+            if not isinstance(run, list):
+                raise SemanticsError(f"{e.name}... is not a run of operands")
+            return run
         raise SemanticsError(f"cannot evaluate {A.show(e)}")
 
     def indices(self, e: A.Index, env: Mapping[str, Any], t: Tensor) -> tuple:
@@ -238,6 +243,29 @@ class Evaluator:
             t = env[e.args[0].id]
             idx = [alg.index(v) for v in self.ev(e.args[1], env)]
             return t[tuple(idx)]
+        if fn == "concat_at":  # concat_at(xs, dim, I): the entry of the concatenation at I
+            xs, d, run = env[e.args[0].id], self.ev(e.args[1], env), list(self.ev(e.args[2], env))
+            ax = int(self.alg.as_int(d)) % len(run)
+            i = run[ax]
+            if not isinstance(i, int):
+                raise NeedConcrete(self.alg.dims_of(i) | {t.shape[ax].dim for t in xs if is_symbolic(t.shape[ax])})
+            for t in xs:
+                n = t.shape[ax]
+                if is_symbolic(n):
+                    raise NeedConcrete({n.dim})
+                if i < n:
+                    return t[tuple(run[:ax] + [i] + run[ax + 1:])]
+                i -= n
+            raise SemanticsError("concat_at reads past the end")
+        if fn == "width":  # width(us, axis): total length along axis of a run of operands
+            run = env.get(e.args[0].id)
+            ts = run if isinstance(run, list) else [run]
+            ax = int(self.alg.as_int(self.ev(e.args[1], env)))
+            total: Any = 0
+            for t in ts:
+                n = t.shape[ax % len(t.shape)]
+                total = self.alg.binop("+", total, self.alg.size(n) if is_symbolic(n) else n)
+            return total
         if fn == "reshaped":  # reshaped(x, shape, I): the position of x a row-major reshape reads at I
             t = env[e.args[0].id]
             target, run = self.ev(e.args[1], env), list(self.ev(e.args[2], env))
@@ -427,10 +455,25 @@ class Evaluator:
         tensors: dict[str, Any] = {}
         attrs: dict[str, Any] = {}
         params = decl.param_names
+        var = next((t.name for t in decl.tensor_params if t.variadic), None)
+        if var is not None:  # the variadic parameter takes every argument until the attributes after it
+            at = params.index(var)
+            n_after = len(params) - at - 1
+            group = list(args[at:len(args) - n_after])
+            items: list[Any] = []
+            for a in group:
+                if isinstance(a, A.Spread):
+                    items.extend(self.ev(a, env))
+                else:
+                    items.append(self.tensor_expr(a, env))
+            tensors[var] = items
+            args = list(args[:at]) + [A.Num(None)] + list(args[len(args) - n_after:])
         for i, a in enumerate(args):
             if i >= len(params):
                 raise SemanticsError(f"{decl.name} takes {len(params)} arguments")
             p = params[i]
+            if p == var:
+                continue
             if decl.tensor_param(p) is not None:
                 tensors[p] = None if (isinstance(a, A.Num) and a.value is None) else self.tensor_expr(a, env)
             else:
@@ -449,6 +492,11 @@ class Evaluator:
         inherit = inherit or {}
         for p in decl.tensor_params:
             t = tensors.get(p.name)
+            if p.variadic:  # a list of operands; their shapes differ along the concatenated axis
+                if not t:
+                    raise InstanceError(f"{decl.name}: no operands")
+                local[p.name] = list(t)
+                continue
             if t is None:
                 if not p.optional:
                     raise SemanticsError(f"{decl.name} needs operand {p.name!r}")
@@ -524,6 +572,18 @@ class Evaluator:
                 return shape
             if res == "pool":
                 return self.pool_shape(firsts[0].shape, local)
+            if res == "concat":
+                xs = [t.shape for t in local[decl.tensor_params[0].name]]
+                ax = int(self.alg.as_int(local["dim"]))
+                if not -len(xs[0]) <= ax < len(xs[0]):
+                    raise InstanceError(f"concat along dim {ax} of rank {len(xs[0])}")
+                ax %= len(xs[0])
+                if any(len(t) != len(xs[0]) for t in xs) or any(
+                        t[:ax] + t[ax + 1:] != xs[0][:ax] + xs[0][ax + 1:] for t in xs):
+                    raise InstanceError(f"concat of shapes {xs}")
+                if any(is_symbolic(t[ax]) for t in xs):
+                    raise NeedConcrete({t[ax].dim for t in xs if is_symbolic(t[ax])})
+                return xs[0][:ax] + (sum(int(t[ax]) for t in xs),) + xs[0][ax + 1:]
             x = firsts[0].shape
             if res == "permute":
                 return tuple(x[int(d) % len(x)] for d in local["dims"])

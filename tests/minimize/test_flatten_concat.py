@@ -1,5 +1,6 @@
 """Channels read through a flatten (conv -> flatten -> linear): a dead conv channel takes its block of
-H*W columns of the classifier with it, through the certified `channels.reshape.flatten` rule."""
+H*W columns of the classifier with it, through the certified `channels.reshape.flatten` rule; and
+channels of one concat operand leave at their offset (`channels.concat.drop_channel*`)."""
 from __future__ import annotations
 
 import pytest
@@ -140,3 +141,96 @@ def test_unflatten_unused_channel_takes_its_block_of_rows():
     with torch.no_grad():
         y0, y1 = m(x), res.module(x)
     assert float((y0 - y1).abs().max() / y0.abs().max()) <= 1e-10
+
+
+class _CatCNN(torch.nn.Module):
+    """Two conv branches concatenated on channels, relu, flatten, linear (a SmallCNN-style head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 4, 1)
+        self.b = torch.nn.Conv2d(3, 5, 3, padding=1)
+        self.fc = torch.nn.Linear(9 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.relu(torch.cat([self.a(x), self.b(x)], 1)), 1))
+
+
+class _CatMLP(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = torch.nn.Linear(6, 5), torch.nn.Linear(6, 4), torch.nn.Linear(6, 3)
+        self.out = torch.nn.Linear(12, 2)
+
+    def forward(self, x):
+        return self.out(torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x)), torch.tanh(self.c(x))], 1))
+
+
+def test_concat_rules_are_certified():
+    rs = default_rules()
+    for name in ("channels.concat.drop_channel", "channels.concat.drop_channel_maps",
+                 "channels.concat.drop_channel_last"):
+        assert status(rs.rule(name), rs) == "current", name
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_concat_then_flatten_drops_one_operands_channels_at_their_offset(dtype, tol):
+    torch.manual_seed(0)
+    m = _CatCNN().to(dtype)
+    with torch.no_grad():
+        m.a.weight[1] = 0  # operand 0, channel 1: constant 0.5 -> its 16 columns fold into fc.bias
+        m.a.bias[1] = 0.5
+        m.b.weight[3] = 0  # operand 1, channel 3 (channel 4 + 3 = 7 of the concat): relu(-0.2) = 0
+        m.b.bias[3] = -0.2
+    x = torch.randn(2, 3, 4, 4, dtype=dtype)
+    res = minimize(m, (x,), strict=True)
+    p = res.program
+    assert {"channels.concat.drop_channel_maps", "channels.reshape.flatten"} <= set(res.report.rules_used)
+    assert tuple(p.params["a.weight"].shape) == (3, 3, 1, 1) and tuple(p.params["b.weight"].shape) == (4, 3, 3, 3)
+    keep = [c for c in range(9) if c not in (1, 4 + 3)]
+    cols = torch.cat([torch.arange(c * 16, (c + 1) * 16) for c in keep])
+    assert torch.equal(p.weights["fc.weight"].to(dtype), m.fc.weight[:, cols])
+    assert p.param_count() == (3 * 3 + 3) + (4 * 27 + 4) + (2 * 7 * 16 + 2)
+    with torch.no_grad():
+        xi = torch.randn(4, 3, 4, 4, dtype=dtype)
+        y0, y1 = m(xi), res.module(xi)
+    assert float((y0 - y1).abs().max() / y0.abs().max()) <= tol
+    assert res.report.to_dict()["verification"]["float64"]["max_rel"] <= (1e-10 if dtype == torch.float64 else 1e-5)
+
+
+def test_concat_of_three_operands_constant_zero_and_unused_channels():
+    torch.manual_seed(0)
+    m = _CatMLP().double()
+    with torch.no_grad():
+        m.b.weight[1] = 0  # operand 1 channel 1: constant relu(0.4) -> folded into out.bias
+        m.b.bias[1] = 0.4
+        m.c.weight[2] = 0  # operand 2 channel 2: tanh(0) = 0 -> dropped
+        m.c.bias[2] = 0.0
+        m.out.weight[:, 0] = 0  # operand 0 channel 0: unread
+    x = torch.randn(3, 6, dtype=torch.float64)
+    res = minimize(m, (x,), strict=True)
+    p = res.program
+    assert "channels.concat.drop_channel" in res.report.rules_used
+    assert [tuple(p.params[k].shape) for k in ("a.weight", "b.weight", "c.weight", "out.weight")] == [
+        (4, 6), (3, 6), (2, 6), (2, 9)]
+    assert torch.equal(p.weights["out.weight"], m.out.weight[:, [1, 2, 3, 4, 5, 7, 8, 9, 10]])
+    with torch.no_grad():
+        y0, y1 = m(x), res.module(x)
+    assert float((y0 - y1).abs().max() / y0.abs().max()) <= 1e-10
+
+
+def test_concat_is_refused_without_its_certificate():
+    torch.manual_seed(0)
+    m = _CatMLP().double()
+    with torch.no_grad():
+        m.out.weight[:, 0] = 0
+    x = torch.randn(3, 6, dtype=torch.float64)
+    rs = default_rules()
+    base = default_certifier()
+
+    def certify(rule, ruleset):
+        return "missing: withheld" if rule.name.startswith("channels.concat.") else base(rule, ruleset)
+
+    q, report = minimize_program(lower(m, (x,), rules=rs), rs, book=RuleBook(rs, certify=certify))
+    assert "channels.concat.drop_channel" in report.refused_rules
+    assert tuple(q.params["out.weight"].shape) == (2, 12) and tuple(q.params["a.weight"].shape) == (5, 6)
