@@ -90,8 +90,9 @@ def test_hf_gpt2_with_residual_channels_and_tied_embeddings():
     with torch.no_grad():
         for blk in tr.h:
             w, b = blk.attn.c_attn.weight, blk.attn.c_attn.bias  # [E, 3E]
-            # no MLP units: GPT-2's MLP runs on [B*L, 4E] views (Conv1D), and the channel engine has no
-            # certified reshape drop_channel rule yet, so its hidden units are pinned
+            # no MLP units: GPT-2's MLP runs on [B*L, 4E] views (Conv1D), and the channel rules for
+            # reshape cover flatten/unflatten of the channel axis only (not the [B, L, E] -> [B*L, E]
+            # view), so its hidden units are pinned
             removed_layers += _plant_rows(w[:, :E], b[:E], w[:, 2 * E:], blk.attn.c_proj.weight,
                                           blk.mlp.c_fc.weight, blk.mlp.c_fc.bias, out_dim_first=False, units=False)
             blk.attn.c_proj.weight[:, chans] = 0
