@@ -16,7 +16,7 @@ import random
 from fractions import Fraction
 from typing import Any, Callable
 
-from .semantics import Extent, Merged, NeedConcrete, SemanticsError
+from .semantics import Extent, Joined, Merged, NeedConcrete, SemanticsError
 
 
 def _idx_int(v: Any) -> int | None:
@@ -258,6 +258,11 @@ class Sym:
         return _idx_int(v)
 
     def size(self, ext: Any) -> Any:
+        if isinstance(ext, Joined):
+            out = self.sp.Integer(0)
+            for f in ext.parts:
+                out = out + (self.size(f) if isinstance(f, (Extent, Merged, Joined)) else self.sp.Integer(f))
+            return out
         if isinstance(ext, Merged):
             out = self.sp.Integer(1)
             for f in ext.factors:
@@ -276,6 +281,8 @@ class Sym:
         return self.sp.Integer(ext)
 
     def points(self, ext: Any) -> list[Any]:
+        if isinstance(ext, Joined):  # (part, position) for the representatives of every part
+            return [(k, p) for k, part in enumerate(ext.parts) for p in self.points(part)]
         if isinstance(ext, Merged):  # every combination of the factors' representatives
             import itertools
 

@@ -61,8 +61,25 @@ class Merged:
         return "*".join(repr(f) for f in self.factors)
 
 
+@dataclass(frozen=True)
+class Joined:
+    """A symbolic axis that concatenates the axes of several operands (a concat): its length is the
+    sum of the parts' lengths and a position on it is (part, position in that part). Only the
+    parametric tier builds these; dropping channel c of a part whose axis carries it drops the
+    position (offset of the part) + c."""
+
+    parts: tuple[Any, ...]
+
+    @property
+    def dim(self) -> str:
+        return next((f.dim for f in self.parts if is_symbolic(f)), "?")
+
+    def __repr__(self) -> str:
+        return "+".join(repr(f) for f in self.parts)
+
+
 def is_symbolic(x: Any) -> bool:
-    return isinstance(x, (Extent, Merged))
+    return isinstance(x, (Extent, Merged, Joined))
 
 
 def _factors(ext: Any) -> list[Any]:
@@ -247,6 +264,8 @@ class Evaluator:
             xs, d, run = env[e.args[0].id], self.ev(e.args[1], env), list(self.ev(e.args[2], env))
             ax = int(self.alg.as_int(d)) % len(run)
             i = run[ax]
+            if isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], int):  # (part, position) on a Joined axis
+                return xs[i[0]][tuple(run[:ax] + [i[1]] + run[ax + 1:])]
             if not isinstance(i, int):
                 raise NeedConcrete(self.alg.dims_of(i) | {t.shape[ax].dim for t in xs if is_symbolic(t.shape[ax])})
             for t in xs:
@@ -383,6 +402,8 @@ class Evaluator:
             c = self.ev(e.args[2], env)
             if len(e.args) > 3:
                 return drop_block(t, ax, c, self.ev(e.args[3], env), self.alg)
+            if isinstance(t.shape[ax % len(t.shape)], Joined):
+                return drop_joined(t, ax, c, self.c, self.alg)
             return drop(t, ax, c)
         if isinstance(e, A.Call) and e.fn == "tensor":
             bounds = [a for a in e.args if isinstance(a, A.Bound)]
@@ -581,8 +602,10 @@ class Evaluator:
                 if any(len(t) != len(xs[0]) for t in xs) or any(
                         t[:ax] + t[ax + 1:] != xs[0][:ax] + xs[0][ax + 1:] for t in xs):
                     raise InstanceError(f"concat of shapes {xs}")
-                if any(is_symbolic(t[ax]) for t in xs):
-                    raise NeedConcrete({t[ax].dim for t in xs if is_symbolic(t[ax])})
+                if any(is_symbolic(t[ax]) for t in xs):  # symbolic lengths: a Joined axis, one part per operand
+                    if any(isinstance(t[ax], (Joined, Merged)) for t in xs):
+                        raise NeedConcrete({t[ax].dim for t in xs if is_symbolic(t[ax])})
+                    return xs[0][:ax] + (Joined(tuple(t[ax] for t in xs)),) + xs[0][ax + 1:]
                 return xs[0][:ax] + (sum(int(t[ax]) for t in xs),) + xs[0][ax + 1:]
             x = firsts[0].shape
             if res == "permute":
@@ -826,6 +849,22 @@ def drop(t: Tensor, axis: int, c: Any) -> Tensor:
 
     shape = t.shape[:ax] + (new_ext,) + t.shape[ax + 1:]
     return Tensor(f"drop({t.name})", shape, get, t.dtype)
+
+
+def drop_joined(t: Tensor, axis: int, at: Any, channel: Any, alg: Any) -> Tensor:
+    """`t` without position `at` of a Joined axis: `at` must be (offset of a part) + channel, where
+    that part's axis carries the channel ({c} + R); the part becomes R."""
+    ax = axis % len(t.shape)
+    ext = t.shape[ax]
+    sp = alg.sp
+    offset = sp.Integer(0)
+    for k, part in enumerate(ext.parts):
+        if isinstance(part, Extent) and part.part == "full" and sp.expand(sp.sympify(at) - offset - channel) == 0:
+            parts = ext.parts[:k] + (Extent(part.dim, "rest"),) + ext.parts[k + 1:]
+            shape = t.shape[:ax] + (Joined(parts),) + t.shape[ax + 1:]
+            return Tensor(f"drop({t.name})", shape, lambda idx: t[idx], t.dtype)
+        offset = offset + (alg.size(part) if is_symbolic(part) else part)
+    raise NeedConcrete({p.dim for p in ext.parts if is_symbolic(p)})
 
 
 def drop_block(t: Tensor, axis: int, c: Any, block: Any, alg: Any) -> Tensor:

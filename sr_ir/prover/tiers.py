@@ -182,9 +182,42 @@ def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, v
         return
 
     # ---- tier 3: parametric (symbolic sizes) ----------------------------------------------------------
+    # (a rule over runs of operands `us...`: at every run-length setting the bounded tier used)
     cdim = channel_dim(rule, ops)
+    bases, seen = [], set()
+    for inst in insts:
+        key = tuple(sorted((k, v) for k, v in inst.dims.items() if k.startswith("#")))
+        if key not in seen and (key or not bases):
+            seen.add(key)
+            bases.append(inst)
+    done = None
+    for base in bases:
+        done = _parametric(rule, ops, where, axioms, rng, base, cdim, timeout_ms, seed)
+        if isinstance(done, str):
+            res.status = "proved"
+            res.message = done
+            return
+    inst, concrete = done
+    res.status = "proved"
+    res.tier = "parametric"
+    res.symbolic_dims = sorted(k for k, v in inst.dims.items() if not isinstance(v, (int, tuple))) + sorted(
+        k[1:] for k, v in inst.dims.items() if isinstance(v, tuple) and v and not isinstance(v[0], int))
+    notes = []
+    if concrete:
+        notes.append(f"symbolic in {', '.join(res.symbolic_dims)}; concrete: {', '.join(sorted(concrete))}")
+    runs = sorted({k for b in bases for k in b.dims if k.startswith("#")})
+    if runs:
+        notes.append("runs of operands: " + "; ".join(
+            ", ".join(f"len({k[1:]}...)={b.dims[k]}" for k in runs) for b in bases))
+    res.message = "; ".join(notes)
+
+
+def _parametric(rule, ops, where, axioms, rng, base, cdim, timeout_ms, seed):
+    """The parametric tier from one bounded instance: (instance, concrete dims) when proved, else the
+    reason it was not reached."""
+    from . import z3bridge
+
     concrete: set[str] = set()
-    base = insts[0]
     for _ in range(8):
         alg = Sym(axioms, None)
         try:
@@ -195,31 +228,18 @@ def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, v
         except NeedConcrete as e:
             dims = {d for d in e.dims if d not in ("?",)}
             if "<channel>" in dims or cdim in dims or not dims - concrete:
-                res.status = "proved"
-                res.message = (f"parametric tier not reached: the channel's dim must be concrete "
-                               f"({', '.join(sorted(e.dims))})")
-                return
+                return (f"parametric tier not reached: the channel's dim must be concrete "
+                        f"({', '.join(sorted(e.dims))})")
             concrete |= dims
             continue
         except (InstanceError, ShapeMismatch) as e:
-            res.status = "proved"
-            res.message = f"parametric tier not reached: {e}"
-            return
+            return f"parametric tier not reached: {e}"
         if residuals:
             verdict, model = z3bridge.decide(residuals, ob.assumptions, axioms, alg.bool_atoms, timeout_ms, seed)
             if verdict != "proved":
-                res.status = "proved"
-                res.message = f"parametric tier inconclusive ({verdict}); proved for the bounded sizes only"
-                return
-        res.status = "proved"
-        res.tier = "parametric"
-        res.symbolic_dims = sorted(k for k, v in inst.dims.items() if not isinstance(v, (int, tuple))) + sorted(
-            k[1:] for k, v in inst.dims.items() if isinstance(v, tuple) and v and not isinstance(v[0], int))
-        if concrete:
-            res.message = f"symbolic in {', '.join(res.symbolic_dims)}; concrete: {', '.join(sorted(concrete))}"
-        return
-    res.status = "proved"
-    res.message = "parametric tier not reached (too many dims must be concrete)"
+                return f"parametric tier inconclusive ({verdict}); proved for the bounded sizes only"
+        return inst, concrete
+    return "parametric tier not reached (too many dims must be concrete)"
 
 
 def _residuals(alg: Sym, ob) -> list[Any]:
