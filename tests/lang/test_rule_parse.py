@@ -83,3 +83,37 @@ def test_errors_have_file_line_col(tmp_path, text, err, line, col):
 def test_op_declarations_still_parse():
     rs = load_rules([data_dir("rules") / "ops"])
     assert "linear" in rs.ops and "conv2d" in rs.ops
+
+
+def test_block_drop_names_the_channel_block(tmp_path):
+    rs = _load(tmp_path, """
+rule t.flatten
+  match y = reshape(x: [b, n, h, w], shape=s)
+  where s == [b, n * h * w]
+  then  drop(y, 1, c, h * w) = reshape(drop(x, 1, c), [b, (n - 1) * h * w])
+""")
+    r = rs.rule("t.flatten")
+    blk = A.BinOp("*", A.Name("h"), A.Name("w"))
+    assert ChannelUse("y", 1, blk) in r.info.channel_uses and ChannelUse("x", 1) in r.info.channel_uses
+    assert "drop(y, 1, c, (h * w))" in r.text()
+
+
+def test_runs_of_a_variadic_operand(tmp_path):
+    rs = _load(tmp_path, """
+rule t.concat
+  match y = concat(us...: [b, p], x: [b, n], vs...: [b, q], dim=d)
+  where d == 1
+  then  drop(y, 1, width(us, 1) + c) = concat(us..., drop(x, 1, c), vs..., d)
+""")
+    r = rs.rule("t.concat")
+    assert [(o.param, o.name, o.run) for o in r.root.operands] == [("xs", "us", True), ("xs", "x", False),
+                                                                   ("xs", "vs", True)]
+    assert r.info.channel == "c" and ChannelUse("x", 1) in r.info.channel_uses
+    assert "concat(us...: [b, p], x: [b, n], vs...: [b, q], dim=d)" in r.text()
+    assert "concat(us..., drop(x, 1, c), vs..., d)" in r.text()
+    with pytest.raises(TypeCheckError, match="variadic"):
+        _load(tmp_path, """
+rule t.bad_run
+  match y = relu(xs...: [b, n])
+  then  drop(y, 1, c) = relu(drop(xs, 1, c))
+""")

@@ -68,8 +68,8 @@ class ConvFlat(nn.Module):
 
 
 def test_flatten_blocks_carry_constants_and_unused_columns_across_the_reshape():
-    """Engine-level: the rule set cannot yet state a flatten's block drop (no certificate), so this test
-    admits every rule explicitly to exercise the block relation itself."""
+    """Engine-level: every rule admitted explicitly, to exercise the block relation itself (the certified
+    path through `channels.reshape.flatten` is tests/minimize/test_flatten_concat.py)."""
     torch.manual_seed(0)
     m = ConvFlat().double()
     with torch.no_grad():
