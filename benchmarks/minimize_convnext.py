@@ -74,7 +74,7 @@ def _run(method: str, args: dict[str, Any], q: Any) -> None:
         out["params"] = sum(v.numel() for v in sd.values() if v.is_floating_point())
         out["rel_error"] = 0.0
     elif method == "sr-ir":
-        from sr_ir.minimize import minimize
+        from sr_ir.minimization import minimize
 
         res = minimize(model, (x,), verify=False)
         out["seconds"], out["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
@@ -84,7 +84,7 @@ def _run(method: str, args: dict[str, Any], q: Any) -> None:
             out["rel_error"] = _rel(y0, res.module(x))
         out["removed_units"] = sum(g["removed"] for g in res.report.groups)
     elif method == "sr-ir-verify":
-        from sr_ir.minimize import minimize
+        from sr_ir.minimization import minimize
 
         res = minimize(model, (x,), verify=True, n_random=1)
         out["seconds"], out["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sr_ir.minimize import minimize
+from sr_ir.minimization import minimize
 
 
 def _plant_and_prune(m: nn.Module, sparsity: float, dead: float, unused: float, seed: int) -> nn.Module:

@@ -11,42 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sr_ir.cycle import CycleConfig, PruneSpec, TrainSpec, evaluate, fine_tune, mnist_subset, squeeze_release
+from sr_ir.cycle.cycle import best_state
+from sr_ir.cycle.report import plot_cycles, table_header, table_row
+from sr_ir.models.lenet import lenet300_100
 
-from sr_ir.cycle import CycleConfig, PruneSpec, TrainSpec, mnist_subset, squeeze_release  # noqa: E402
-from dataclasses import replace  # noqa: E402
-
-from sr_ir.cycle import evaluate, fine_tune  # noqa: E402
-from sr_ir.cycle.cycle import best_state  # noqa: E402
-from sr_ir.cycle.report import plot_cycles, table_header, table_row  # noqa: E402
-from sr_ir.models.lenet import LeNet300100, lenet300_100  # noqa: E402
-
-
-class LeNetFlatInput(LeNet300100):
-    """LeNet-300-100 with the same layers and initialisation, fed flat [N, 784] rows directly.
-
-    `LeNet300100.forward` starts with torch.flatten, a no-op on flat rows, which lowers to a reshape
-    that sr_ir.minimize cannot yet drop input channels through; without it, unread pixels are gathered."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.fc1(x))
-        x = torch.relu(self.fc2(x))
-        return self.fc3(x)
-
-
-def make_model(flat: bool) -> LeNet300100:
-    model = lenet300_100()
-    if not flat:
-        return model
-    twin = LeNetFlatInput()
-    twin.load_state_dict(model.state_dict())
-    return twin
 
 VARIANTS = {
     # the paper's method as stated: unstructured global magnitude pruning, plain labels
@@ -78,10 +53,6 @@ def main() -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--no-stop", action="store_true",
                     help="run all --max-cycles even when a cycle removes nothing (equal-budget ablations)")
-    ap.add_argument("--flat-forward", action="store_true",
-                    help="same network without the leading flatten (lets sr_ir.minimize gather unread pixels)")
-    ap.add_argument("--dev-minimizer", action="store_true",
-                    help="development only: the MLP test double from tests/cycle instead of sr_ir.minimize")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     v = dict(VARIANTS[a.variant])
@@ -102,17 +73,14 @@ def main() -> int:
                         distill=v["distill"] if a.distill is None else a.distill,
                         group_lasso=v["group_lasso"] if a.lasso is None else a.lasso),
     )
-    minimizer = None
-    if a.dev_minimizer:
-        from tests.cycle.mlp_minimizer import mlp_minimize as minimizer
     data = mnist_subset()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     print(table_header(), flush=True)
     t0 = time.perf_counter()
     res = squeeze_release(
-        make_model(a.flat_forward), data.train, data.val, test=data.test, example_inputs=(data.val[:8][0],), config=cfg,
-        minimizer=minimizer, checkpoint_dir=out / "checkpoints", resume=a.resume,
+        lenet300_100(), data.train, data.val, test=data.test, example_inputs=(data.val[:8][0],), config=cfg,
+        checkpoint_dir=out / "checkpoints", resume=a.resume,
         on_cycle=lambda r: print(table_row(r), flush=True), progress=False,
     )
     wall = time.perf_counter() - t0
@@ -126,9 +94,7 @@ def main() -> int:
     summary = {"variant": a.variant, "release": not a.no_release, "config": cfg.to_dict(), "dense": res.dense_record,
                "cycles": res.records, "stopped": res.stopped, "best": best,
                "single_pass": res.records[0] if res.records else None, "wall_s": wall,
-               "dense_same_budget": dense_same_budget,
-               "minimizer": "tests.cycle.mlp_minimizer (dev)" if a.dev_minimizer else "sr_ir.minimize",
-               "flat_forward": a.flat_forward}
+               "dense_same_budget": dense_same_budget}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_cycles(out / "cycles.png", res.dense_record, res.records, baseline=res.records[0] if res.records else None,
                 title=f"LeNet-300-100, MNIST subset ({a.variant}{'' if not a.no_release else ', no release'})")

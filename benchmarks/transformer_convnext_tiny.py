@@ -14,7 +14,7 @@ import time
 import torch
 
 from sr_ir.backend import emit
-from sr_ir.minimize import minimize
+from sr_ir.minimization import minimize
 from sr_ir.models.convnext import convnext_tiny
 from sr_ir.testing.planting import plant_convnext, trainable_param_count
 
@@ -58,7 +58,7 @@ def main() -> None:
     y = model(test)
     ours = rel(res.module(test), y)
     naive = rel(emit(naive_norms(res.program))(test), y)
-    print(f"| model | params before | after | known minimal | ours f64 | naive LN slicing f64 | minimize s |")
+    print("| model | params before | after | known minimal | ours f64 | naive LN slicing f64 | minimize s |")
     print("|---|---|---|---|---|---|---|")
     print(f"| ConvNeXt-Tiny (10 classes, {args.size}x{args.size}) | {trainable_param_count(model):,} | "
           f"{trainable_param_count(res.module):,} | {plan.minimal_param_count():,} | {ours:.1e} | {naive:.1e} | {seconds:.1f} |")

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from sr_ir.minimize import minimize
+from sr_ir.minimization import minimize
 from sr_ir.models.transformers import build, example_ids, small_config
 from sr_ir.testing import plant, trainable_param_count
 from sr_ir.testing.reference import reference_minimize
@@ -100,7 +100,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows = [run(f, args.size) for f in ("pre_ln", "post_ln", "gpt", "llama")]
-    print(f"| family | params before | after | known minimal | ours f64 | ours f32 | naive norm slicing f64 | minimize s |")
+    print("| family | params before | after | known minimal | ours f64 | ours f32 | naive norm slicing f64 | minimize s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['family']} | {r['params_before']:,} | {r['params_after']:,} | {r['params_minimal_known']:,} | "

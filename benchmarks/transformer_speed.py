@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from sr_ir.minimize import minimize
+from sr_ir.minimization import minimize
 from sr_ir.models.transformers import build, example_ids, small_config
 from sr_ir.testing import plant, trainable_param_count
 

@@ -15,8 +15,8 @@ _LAZY = {
     "load": (".ir.persist", "load"),
     "lower": (".frontend", "lower"),
     "emit": (".backend", "emit"),
-    "minimize": (".minimize", "minimize"),
-    "Minimized": (".minimize", "Minimized"),
+    "minimize": (".minimization", "minimize"),
+    "Minimized": (".minimization", "Minimized"),
 }
 
 

@@ -63,7 +63,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, tuple[Any, ...]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..minimize import minimize
+    from ..minimization import minimize
 
     for out in args.output:
         if Path(out).suffix not in OUTPUT_KINDS:

@@ -57,11 +57,9 @@ Minimizer = Callable[[nn.Module, tuple], MinimizeResult]
 
 
 def default_minimizer(model: nn.Module, example_inputs: tuple) -> MinimizeResult:
-    """``sr_ir.minimize.minimize(model, example_inputs, verify=True)``."""
-    try:
-        from ..minimize import minimize
-    except ImportError:
-        raise SrIrError("sr_ir.minimize is not available in this build; pass minimizer=...") from None
+    """``sr_ir.minimization.minimize(model, example_inputs, verify=True)``."""
+    from ..minimization import minimize
+
     # A float32 model's folded constants are rounded to float32 once, so its float64 comparison can only
     # agree to float32 rounding (~6e-8 relative per folded value); 1e-6 still catches any real error.
     tol = {torch.float64: 1e-6} if next(model.parameters()).dtype == torch.float32 else None

@@ -2,6 +2,9 @@
 
 - permute(0,2,3,1) -> layer_norm(last dim) -> permute(0,3,1,2)  ==>  layer_norm_channels (LayerNorm over
   axis 1 of an NCHW tensor, ConvNeXt's channels-first LayerNorm).
+- reshape/permute that leave the type unchanged (`x.view(len(x), -1)` on an already flat input, an identity
+  permutation) are removed: they carry no channel structure but would stand between a network input and the
+  first layer, hiding unread input features from the gather rule.
 Attention raising lives in raise_attention.py (when present) and runs after these.
 """
 from __future__ import annotations
@@ -13,6 +16,7 @@ from ..lang.loader import RuleSet
 
 
 def raise_idioms(p: Program, rules: RuleSet) -> Program:
+    p = _identity_views(p)
     p = _channels_first_layer_norm(p, rules)
     try:
         attention = importlib.import_module(f"{__package__}.raise_attention")
@@ -51,8 +55,28 @@ def _channels_first_layer_norm(p: Program, rules: RuleSet) -> Program:
         )
     if not replace:
         return p
-    p = p.copy() if False else p
     p.nodes = [replace.get(n.name, n) for n in p.nodes]
+    return p
+
+
+def _identity_views(p: Program) -> Program:
+    types = p.value_types()
+    alias: dict[str, str] = {}
+    for n in p.nodes:
+        if n.op not in ("reshape", "permute") or n.name in p.outputs:
+            continue
+        src = n.operands[0]
+        if not isinstance(src, ValueRef) or types[src.name] != n.type:
+            continue
+        if n.op == "permute" and list(n.attrs["dims"]) != list(range(n.type.rank)):
+            continue
+        alias[n.name] = alias.get(src.name, src.name)
+    if not alias:
+        return p
+    for n in p.nodes:
+        n.operands = [ValueRef(alias[o.name]) if isinstance(o, ValueRef) and o.name in alias else o
+                      for o in n.operands]
+    p.nodes = [n for n in p.nodes if n.name not in alias]
     return p
 
 

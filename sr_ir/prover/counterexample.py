@@ -17,7 +17,7 @@ from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule
 from ..ops.decl import OpDecl
 from .algebra import Exact
 from .obligation import Instance, Valuation, Where, build
-from .semantics import SemanticsError, Tensor, points
+from .semantics import SemanticsError, Tensor
 
 _AXIOM_HINTS = {"relu": "relu_zero", "gelu": "gelu_zero", "silu": "silu_zero", "tanh": "tanh_zero",
                 "sigmoid": "sigmoid_half", "softmax": "softmax_rows, softmax_shift", "exp": "exp_add, exp_pos"}

@@ -24,7 +24,6 @@ from .semantics import (
     NeedConcrete,
     SemanticsError,
     Tensor,
-    drop,
     points,
 )
 
@@ -332,7 +331,6 @@ def build(
         env[name] = ev.ev(e, env)
     leaves: dict[str, Tensor] = {}
     shapes = shape_asts(rule, ops)
-    results = {b.result for b in rule.bindings}
     subst_by_tensor: dict[str, list[tuple[A.Index, A.Expr]]] = {}
     for ix, val in where.substitutions:
         subst_by_tensor.setdefault(ix.base, []).append((ix, val))
@@ -663,7 +661,6 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
                        fixed_variants: list[dict[str, Any]] | None = None) -> list[Instance]:
     """One valid instance per (channel dim size, channel position) config: `start`, `middle`, `end`."""
     rng = random.Random(seed)
-    info = rule.info
     cdim = channel_dim(rule, ops)
     dims, variadics = rule_dims(rule, ops)
     out: list[Instance] = []

@@ -319,13 +319,14 @@ class Evaluator:
                 else:
                     base.append(next(it))
 
-            def body(level: int, pos: list) -> Any:
+            def nested_sum(level: int, pos: list) -> Any:
                 if level == len(red):
                     return t[tuple(pos)]
                 a = red[level]
-                return alg.sum(t.shape[a], lambda j: body(level + 1, pos[:a] + [j] + pos[a + 1:]), self.depth + level + 1)
+                return alg.sum(t.shape[a], lambda j: nested_sum(level + 1, pos[:a] + [j] + pos[a + 1:]),
+                               self.depth + level + 1)
 
-            total = body(0, base)
+            total = nested_sum(0, base)
             count = 1
             for a in red:
                 ext = t.shape[a]

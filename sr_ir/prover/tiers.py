@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Mapping
 
-from ..lang import ast as A
 from ..lang.rule import Rule
 from ..ops.decl import OpDecl
 from .algebra import Exact, Sym, zero_pins

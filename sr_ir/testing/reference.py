@@ -104,7 +104,7 @@ def reference_minimize(model: nn.Module, plan: Plan) -> ReferenceModel:
     cfg, fam = plan.cfg, plan.family
     R = list(plan.residual)
     K = _keep(cfg.d_model, R)
-    hd, rep = cfg.hd, cfg.n_heads // cfg.kv_heads
+    hd = cfg.hd
     ref = ReferenceModel(plan)
     T = ref.tensors
     seq = plan.seq_len or cfg.max_len

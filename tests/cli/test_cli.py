@@ -42,7 +42,7 @@ def test_show_text_has_sizes_per_op(capsys):
     assert main(["show", LENET]) == 0
     out = capsys.readouterr().out
     assert "# 235,500 params" in out  # fc1: 300*784 + 300
-    assert out.rstrip().endswith("6 ops")
+    assert out.rstrip().endswith("5 ops")  # linear, relu, linear, relu, linear (the no-op flatten is dropped)
 
 
 def test_malformed_ir_reports_location_without_traceback(tmp_path):

@@ -1,7 +1,6 @@
 """Models used by the lowering and emission tests (written here, as a user would write them)."""
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn

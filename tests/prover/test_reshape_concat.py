@@ -1,6 +1,5 @@
 """reshape and concat semantics: flatten blocks and concat offsets prove at the parametric tier, and
 the structures the parametric tier uses (merged and joined extents) do not prove what is false."""
-from pathlib import Path
 
 import pytest
 

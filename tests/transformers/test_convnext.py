@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from sr_ir.minimize import minimize
+from sr_ir.minimization import minimize
 from sr_ir.models.convnext import convnext_small_test, convnext_tiny
 from sr_ir.testing.planting import plant_convnext, trainable_param_count
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sr_ir.backend import emit
-from sr_ir.minimize import minimize
+from sr_ir.minimization import minimize
 from .test_hf_models import hf_model
 
 E, H, HD, FF = 32, 4, 8, 48

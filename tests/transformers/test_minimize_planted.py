@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sr_ir.minimize import minimize
+from sr_ir.minimization import minimize
 from sr_ir.models.transformers import build, example_ids, small_config
 from sr_ir.testing import plant, trainable_param_count
 
@@ -14,13 +14,6 @@ FAMILIES = ["pre_ln", "post_ln", "gpt", "llama"]
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max().detach() / b.abs().max().detach())
-
-
-def _blocked_by_certificates(report) -> str | None:
-    """The channel engine refuses rules without a current certificate (e.g. GELU's drop_channel while the
-    prover has no semantics for it); name them so that a count shortfall says why."""
-    refused = getattr(report, "refused_rules", {}) or {}
-    return ", ".join(f"{k}: {v}" for k, v in refused.items()) or None
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -36,14 +29,10 @@ def test_planted_family_minimizes_to_known_count(family):
     assert tr["heads"] == sum(len(h) for h in plan.dead_heads.values())
     assert tr["qk_dims"] == sum(len(d) for g in plan.qk_dims.values() for d in g.values())
     assert tr["v_dims"] == sum(len(d) for g in plan.v_dims.values() for d in g.values())
-    got = trainable_param_count(res.module)
-    if got != plan.minimal_param_count():
-        why = _blocked_by_certificates(res.report)
-        if why and family != "llama":
-            pytest.xfail(f"MLP units need the channel engine's certified GELU rule: {why}")
-    assert got == plan.minimal_param_count()
+    assert not res.report.refused_rules, res.report.refused_rules
+    assert trainable_param_count(res.module) == plan.minimal_param_count()
     # float32 copy of the same model: rounding level
-    m32, e32 = build(family, seed=4, dtype=torch.float32), None
+    m32 = build(family, seed=4, dtype=torch.float32)
     plant(m32, seed=11)
     r32 = minimize(m32, (ids,))
     assert _rel(r32.module(other), m32(other)) <= 2e-5
@@ -51,7 +40,7 @@ def test_planted_family_minimizes_to_known_count(family):
 
 def test_compensated_norms_in_emitted_code():
     model = build("post_ln", seed=1)
-    plan = plant(model, seed=2, residual=5)
+    plant(model, seed=2, residual=5)
     res = minimize(model, (example_ids(model.cfg),))
     src = res.module.sr_ir_source
     assert "def compensated_layer_norm" in src and "def head_attention" in src
@@ -79,7 +68,7 @@ def test_fully_maskable_rows_keep_constant_value_dims():
     """A constant value dim is folded only when every query attends to a key: with a padding mask given as
     a model input, a row could be fully masked, so the dim stays (minimization.md section 4)."""
     model = build("pre_ln", small_config("pre_ln", n_layers=1), seed=3)
-    plan = plant(model, seed=4, residual=0, mlp_units=0, qk_dims=0)
+    plant(model, seed=4, residual=0, mlp_units=0, qk_dims=0)
     ids = example_ids(model.cfg)
     pad = torch.ones_like(ids, dtype=torch.bool)
     res = minimize(model, (ids, pad))
@@ -93,8 +82,8 @@ def test_reductions_need_certified_rules():
     layer_norm.compensate no stream channel goes through a LayerNorm, and the refusal is reported."""
     from sr_ir.frontend import lower
     from sr_ir.lang.loader import default_rules
-    from sr_ir.minimize import minimize_program
-    from sr_ir.minimize.rulebook import RuleBook
+    from sr_ir.minimization import minimize_program
+    from sr_ir.minimization.rulebook import RuleBook
 
     model = build("pre_ln", seed=4)
     plant(model, seed=11)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from sr_ir.minimize import minimize
+from sr_ir.minimization import minimize
 from sr_ir.models.cnn import VGG
 from sr_ir.models.convnext import convnext_small_test
 from sr_ir.models.lenet import lenet300_100
@@ -140,3 +140,23 @@ def test_parametrization_masks_are_honoured():
     res = minimize(m, (torch.randn(4, 20, dtype=torch.float64),))
     _check(res)
     assert res.report.removed_by_param["layers.0.weight"][0] == 6
+
+
+def test_unread_pixels_are_gathered_through_a_noop_flatten():
+    # LeNet300100.forward flattens rows that are already flat; the identity reshape must not pin the input.
+    m = lenet300_100().double()
+    with torch.no_grad():
+        weight_of(m.fc1)[:, :300] = 0
+    res = minimize(m, (torch.randn(8, 784, dtype=torch.float64),))
+    _check(res)
+    assert res.program.weights["fc1.weight"].shape == (300, 484)
+    assert "reshape" not in {n.op for n in res.program.nodes}
+
+
+def test_package_function_survives_importing_the_subpackage():
+    import sr_ir
+    import sr_ir.minimization  # noqa: F401  (once shadowed the function of the same name)
+
+    assert callable(sr_ir.minimize)
+    res = sr_ir.minimize(nn.Linear(4, 3).double(), (torch.randn(2, 4, dtype=torch.float64),))
+    assert isinstance(res, sr_ir.Minimized)

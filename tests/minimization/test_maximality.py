@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sr_ir.minimize import minimize
+from sr_ir.minimization import minimize
 
 from .nets import Residual, count
 

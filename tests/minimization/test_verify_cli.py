@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 
 from sr_ir.cli.main import main
 from sr_ir.errors import VerificationError
-from sr_ir.minimize import minimize
-from sr_ir.minimize import rewrite
+from sr_ir.minimization import minimize
+from sr_ir.minimization import rewrite
 
 from .nets import GeluMLP
 

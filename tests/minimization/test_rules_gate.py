@@ -11,7 +11,7 @@ from torch import nn
 
 from sr_ir.errors import SrIrError
 from sr_ir.lang.loader import load_rules
-from sr_ir.minimize import UncertifiedRuleError, minimize
+from sr_ir.minimization import UncertifiedRuleError, minimize
 
 USER_RULES = """
 op leaky(x: T[*B], slope: float = 0.01) -> T[*B]
@@ -46,10 +46,10 @@ def _model() -> LeakyMLP:
     return m
 
 
-def _user_dir(tmp_path: Path, prove: bool) -> Path:
+def _user_dir(tmp_path: Path, prove: bool, text: str = USER_RULES) -> Path:
     d = tmp_path / "myrules"
     d.mkdir()
-    (d / "leaky.rules").write_text(USER_RULES)
+    (d / "leaky.rules").write_text(text)
     if prove:  # what `sr-ir prove myrules` does: prove, then write DIR/proofs/<rule>.<hash>.json
         from sr_ir.prover.certificates import write
         from sr_ir.prover.tiers import prove_rule
@@ -84,6 +84,30 @@ def test_a_rule_without_certificate_is_not_applied(tmp_path):
         minimize(_model(), (x,), rules=d, strict=True)
 
 
+def test_a_rule_proved_for_one_rank_is_not_applied_at_another(tmp_path):
+    # proved for 3-d [b, n, t] inputs with the channel on axis 1; the model's leaky sees 2-d rows
+    d = _user_dir(tmp_path, prove=True, text=USER_RULES.replace(
+        "match y = leaky(x: [*B, n])\n  then  drop(y, -1, c) = leaky(drop(x, -1, c))",
+        "match y = leaky(x: [b, n, t])\n  then  drop(y, 1, c) = leaky(drop(x, 1, c))"))
+    res = minimize(_model(), (torch.randn(5, 9, dtype=torch.float64),), rules=d)
+    assert dict(res.module.named_parameters())["fc2.weight"].shape == (4, 12)  # the leaky units stay
+    assert "user.leaky.drop_channel" not in res.report.rules_used
+
+
+def test_batch_norm_channels_drop_at_any_rank():
+    # BatchNorm1d on the network input cannot fold into a producer: its channel rule must hold for 2-d
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.BatchNorm1d(6), nn.Linear(6, 3)).double().eval()
+    with torch.no_grad():
+        m[0].running_mean.uniform_(-1, 1)
+        m[0].running_var.uniform_(0.5, 2)
+        m[1].weight[:, [1, 4]] = 0
+    res = minimize(m, (torch.randn(5, 6, dtype=torch.float64),))
+    assert dict(res.module.named_parameters())["1.weight"].shape == (3, 4)
+    assert "channels.batch_norm.drop_channel" in res.report.rules_used
+    assert res.report.verification["float64"]["max_rel"] <= 1e-12
+
+
 def test_a_stale_certificate_is_refused(tmp_path):
     x = torch.randn(5, 9, dtype=torch.float64)
     d = _user_dir(tmp_path, prove=True)
@@ -95,7 +119,7 @@ def test_a_stale_certificate_is_refused(tmp_path):
 
 
 def test_rule_kinds_are_read_from_structure_and_only_when_the_engine_checks_every_condition():
-    from sr_ir.minimize.rulebook import classify
+    from sr_ir.minimization.rulebook import classify
 
     rs = load_rules()
     kinds = {r.name: classify(r) for r in rs.rules}

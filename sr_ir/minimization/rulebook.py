@@ -188,7 +188,7 @@ class RuleBook:
                 idx = [t.name for t in decl.tensor_params].index(o.param)
                 if idx < len(node.operands) and node.operands[idx] is not None:
                     return False  # the rule is for the form without this operand
-        if r.root.has_runs and not _ranks_fit(decl, node, r, types):
+        if not _ranks_fit(decl, node, r, types):
             return False
         env.update(_bind_dims(decl, node, r, types))
         for w in r.where:
@@ -203,23 +203,31 @@ class RuleBook:
 
 
 def _ranks_fit(decl: Any, node: Node, r: Rule, types: dict[str, Any]) -> bool:
-    """A match over a variadic operand (`concat(us..., x, vs...)`) applies only to operands of the rank
-    its annotations give (a rule proved for [b, n] says nothing about a concat of 4-d maps)."""
+    """A rule applies only to operands of the ranks its shape annotations give: a rule proved for
+    `batch_norm(x: [b, n, h, w])` says nothing about a 2-d batch norm, nor one proved for a concat of
+    [b, n] rows about a concat of 4-d maps. `[*B, n]` fits any rank >= 1."""
     from ..ir.checker import bind_operands
     from ..ir.types import TensorType
 
+    def fits(ann: list[Any], ref: Any) -> bool:
+        t = types.get(("v", ref.name)) if isinstance(ref, ValueRef) else types.get(("p", ref.name)) if isinstance(ref, ParamRef) else None
+        if not isinstance(t, TensorType):
+            return False
+        fixed = sum(1 for d in ann if not isinstance(d, A.Variadic))
+        return t.rank == fixed if fixed == len(ann) else t.rank >= fixed
+
     for tp, o in bind_operands(decl, node):
-        if not tp.variadic:
-            continue
         anns = [op.shape for op in r.root.operands if op.param == tp.name and op.shape is not None]
-        for ref in o:
-            t = types.get(("v", ref.name)) if isinstance(ref, ValueRef) else types.get(("p", ref.name)) if isinstance(ref, ParamRef) else None
-            if not isinstance(t, TensorType):
-                return False
-            for ann in anns:
-                fixed = sum(1 for d in ann if not isinstance(d, A.Variadic))
-                if (t.rank != fixed) if fixed == len(ann) else (t.rank < fixed + 1):
-                    return False
+        if not anns or o is None:
+            continue
+        refs = o if tp.variadic else [o]
+        if not all(fits(ann, ref) for ann in anns for ref in refs):
+            return False
+    if r.root.result_shape is not None and isinstance(node.type, TensorType):
+        ann = list(r.root.result_shape)
+        fixed = sum(1 for d in ann if not isinstance(d, A.Variadic))
+        if (node.type.rank != fixed) if fixed == len(ann) else (node.type.rank < fixed):
+            return False
     return True
 
 

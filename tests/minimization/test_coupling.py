@@ -7,7 +7,7 @@ from torch import nn
 from sr_ir.frontend import lower
 from sr_ir.ir.types import TensorType, symbol
 from sr_ir.lang.loader import default_rules
-from sr_ir.minimize import RuleBook, minimize_program
+from sr_ir.minimization import RuleBook, minimize_program
 from sr_ir.ops.coupling import OUT, Tie, node_ties
 
 N = symbol("N")
@@ -69,7 +69,7 @@ class ConvFlat(nn.Module):
 
 def test_flatten_blocks_carry_constants_and_unused_columns_across_the_reshape():
     """Engine-level: every rule admitted explicitly, to exercise the block relation itself (the certified
-    path through `channels.reshape.flatten` is tests/minimize/test_flatten_concat.py)."""
+    path through `channels.reshape.flatten` is tests/minimization/test_flatten_concat.py)."""
     torch.manual_seed(0)
     m = ConvFlat().double()
     with torch.no_grad():

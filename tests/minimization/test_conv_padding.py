@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_ir.minimize import minimize
+from sr_ir.minimization import minimize
 
 
 class TwoConv(nn.Module):
