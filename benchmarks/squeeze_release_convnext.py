@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sr_ir.cycle import CycleConfig, PruneSpec, TrainSpec, mnist_subset, squeeze_release  # noqa: E402
-from sr_ir.cycle.cycle import best_state  # noqa: E402
-from sr_ir.cycle.data import ImageView  # noqa: E402
-from sr_ir.cycle.report import plot_cycles, table_header, table_row  # noqa: E402
-from sr_ir.models.convnext import ConvNeXt  # noqa: E402
+from sr_ir.cycle import CycleConfig, PruneSpec, TrainSpec, mnist_subset, squeeze_release
+from sr_ir.cycle.cycle import best_state
+from sr_ir.cycle.data import ImageView
+from sr_ir.cycle.report import plot_cycles, table_header, table_row
+from sr_ir.models.convnext import ConvNeXt
 
 
 def main() -> int:
@@ -31,7 +28,8 @@ def main() -> int:
     ap.add_argument("--dims", type=int, nargs=4, default=(96, 192, 384, 768))
     ap.add_argument("--depths", type=int, nargs=4, default=(3, 3, 9, 3))
     ap.add_argument("--out", default="benchmarks/out/convnext")
-    ap.add_argument("--criterion", choices=("magnitude", "unit"), default="unit")
+    ap.add_argument("--criterion", choices=("magnitude", "unit", "coupled"), default="unit",
+                    help="coupled: whole channels of the IR's coupled groups, residual-stream channels included")
     ap.add_argument("--amount", type=float, default=0.2)
     ap.add_argument("--dense-epochs", type=float, default=8)
     ap.add_argument("--prune-epochs", type=float, default=1)
@@ -42,14 +40,17 @@ def main() -> int:
     ap.add_argument("--lasso", type=float, default=1e-3)
     ap.add_argument("--distill", type=float, default=0.7)
     ap.add_argument("--no-release", action="store_true")
-    ap.add_argument("--prune-only", default="pwconv",
-                    help="regex of the tensors to prune (default: the block MLPs, whose hidden units the minimizer removes)")
+    ap.add_argument("--prune-only", default=None,
+                    help="regex of the tensors to prune (default for --criterion unit: pwconv, the block MLPs, whose "
+                         "hidden units the minimizer removes; otherwise every tensor)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--time-only", action="store_true", help="measure one training epoch and exit")
     ap.add_argument("--minimize-only", type=int, metavar="STEPS", default=0,
                     help="no training: STEPS unit-pruning steps of 30%% on the pruned tensors, then time one minimize")
     a = ap.parse_args()
+    if a.prune_only is None and a.criterion == "unit":
+        a.prune_only = "pwconv"
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     model = ConvNeXt(1, 10, tuple(a.depths), tuple(a.dims), stem_stride=2)
@@ -85,7 +86,7 @@ def main() -> int:
         return 0
     cfg = CycleConfig(
         max_cycles=a.max_cycles, max_drop=a.max_drop, dense_epochs=a.dense_epochs,
-        prune=PruneSpec(a.amount, a.criterion, "layer" if a.criterion == "unit" else "global"),
+        prune=PruneSpec(a.amount, a.criterion, "global" if a.criterion == "magnitude" else "layer"),
         prune_epochs=a.prune_epochs, max_prune_steps=a.max_steps, backoff=2, release=not a.no_release,
         release_epochs=a.release_epochs, prune_only=a.prune_only or None, train=TrainSpec(lr=1e-3, batch_size=64, distill=a.distill, group_lasso=a.lasso),
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..cycle.pruning import CRITERIA, SCOPES
 from ..errors import SrIrError
 
 MODELS = ("lenet300-100", "convnext-tiny", "convnext-test")
@@ -52,8 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dense-epochs", type=float, default=20, help="dense training epochs (default %(default)s)")
     g.add_argument("--prune-amount", type=float,
                    help="fraction of the alive weights (or units) removed per step (preset)")
-    g.add_argument("--criterion", choices=("magnitude", "unit"), help="pruning criterion (preset)")
-    g.add_argument("--scope", choices=("global", "layer"), help="rank weights globally or per tensor (preset)")
+    g.add_argument("--criterion", choices=CRITERIA,
+                   help="pruning criterion (preset); coupled: whole channels of the network's coupled groups "
+                   "(residual-stream channels included), read from its IR")
+    g.add_argument("--scope", choices=SCOPES, help="rank globally, or per tensor (per group for coupled) (preset)")
     g.add_argument("--prune-epochs", type=float, help="fine-tuning after each step (preset)")
     g.add_argument("--max-prune-steps", type=int, help="pruning steps per cycle (preset)")
     g.add_argument("--backoff", type=int, default=2,
@@ -67,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=128, help="global batch size (default %(default)s)")
     t.add_argument("--distill", type=float, help="weight of distillation from the dense model (preset)")
-    t.add_argument("--group-lasso", type=float, help="group-lasso coefficient on rows and columns (preset)")
+    t.add_argument("--group-lasso", type=float,
+                   help="group-lasso coefficient on rows and columns (on coupled channels with --criterion coupled) (preset)")
     t.add_argument("--seed", type=int, default=0, help="seed of every random choice (default %(default)s)")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     o = p.add_argument_group("output")

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from ..errors import SrIrError, VerificationError
 from . import checkpoint as ckpt
 from . import ddp
+from .channel_groups import ChannelGroup, channel_groups
 from .metrics import size_summary
 from .pruning import (
     PruneSpec,
@@ -184,11 +185,11 @@ def removed_units(report: Any) -> dict[str, int]:
     return {}
 
 
-def _excluded(model: nn.Module, pattern: str | None) -> list[str]:
+def _excluded(model: nn.Module, pattern: str | None, vectors: bool = False) -> list[str]:
     if pattern is None:
         return []
     rx = re.compile(pattern)
-    return [n for n in prunable_parameters(model) if not rx.search(n)]
+    return [n for n in prunable_parameters(model, vectors=vectors) if not rx.search(n)]
 
 
 class _Bar:
@@ -297,8 +298,15 @@ def squeeze_release(
             on_cycle(dense_record)
     teacher = teacher if teacher is not None else dense_model
     floor = dense_record["floor"]
+    # The coupled criterion prunes whole channels, biases and norm entries included: its masks cover
+    # every trainable tensor, and its channel groups are read from the current model's IR each cycle.
+    vectors = cfg.prune.criterion == "coupled"
+
+    def groups_of(m: nn.Module) -> list[ChannelGroup] | None:
+        return channel_groups(m, example_inputs) if vectors else None
+
     if masks is None:
-        masks = full_masks(model, _excluded(model, cfg.prune_only))
+        masks = full_masks(model, _excluded(model, cfg.prune_only, vectors), vectors)
     if not masks:
         raise SrIrError(f"no prunable parameter matches prune_only={cfg.prune_only!r}")
     # Calibrate on held-out data: after fine-tuning the training loss is near zero, and a relative
@@ -315,10 +323,11 @@ def squeeze_release(
         tspec = cfg.train
 
         # --- prune: iterative, fine-tuned under the mask, floored on validation accuracy
+        groups = groups_of(model)
         amount, retries, steps, tried = cfg.prune.amount, cfg.backoff, 0, 0
         while steps < cfg.max_prune_steps:
             spec = replace(cfg.prune, amount=amount)
-            new_masks = prune_step(model, masks, spec, protect_rows=[protect] if protect else [])
+            new_masks = prune_step(model, masks, spec, protect_rows=[protect] if protect else [], groups=groups)
             if all(torch.equal(new_masks[n], masks[n]) for n in masks):
                 break
             saved = copy.deepcopy(model.state_dict())
@@ -326,7 +335,8 @@ def squeeze_release(
             tick = bar.start(f"cycle {cycle} prune {steps + 1} ({spec.criterion} {amount:.3g})")
             fine_tune(model, train_ds, replace(tspec, epochs=cfg.prune_epochs), seed=cfg.seed,
                       tag=f"c{cycle}/prune{tried}", masks=new_masks, teacher=teacher,
-                      lasso_names=list(new_masks), protect_rows=[protect] if protect else [], like=train_like,
+                      lasso_names=list(new_masks), protect_rows=[protect] if protect else [], lasso_groups=groups,
+                      like=train_like,
                       progress=tick)
             tried += 1
             v = acc(model, "val")
@@ -375,7 +385,7 @@ def squeeze_release(
                           time_s=time.perf_counter() - t0)
             model = small
             records.append(record)
-            save(cycle, model, pruned_state, nonzero_masks(model, _excluded(model, cfg.prune_only)), record,
+            save(cycle, model, pruned_state, nonzero_masks(model, _excluded(model, cfg.prune_only, vectors), vectors), record,
                  {"stopped": stopped})
             if on_cycle is not None:
                 on_cycle(record)
@@ -387,14 +397,14 @@ def squeeze_release(
             rel = release(small, calib, seed=phase_seed(cfg.seed, f"c{cycle}/release") & 0x7FFFFFFF,
                           ladder=cfg.release_ladder, tolerance=cfg.release_tolerance,
                           exclude=_excluded(small, cfg.prune_only))
-            masks = full_masks(small, _excluded(small, cfg.prune_only))
+            masks = full_masks(small, _excluded(small, cfg.prune_only, vectors), vectors)
         else:
-            masks = nonzero_masks(small, _excluded(small, cfg.prune_only))
+            masks = nonzero_masks(small, _excluded(small, cfg.prune_only, vectors), vectors)
         protect = output_parameter(small, example_inputs)
         tick = bar.start(f"cycle {cycle} {'release' if cfg.release else 'masked'} fine-tune")
         fine_tune(small, train_ds, replace(tspec, epochs=cfg.release_epochs), seed=cfg.seed, tag=f"c{cycle}/release",
                   masks=masks, teacher=teacher, lasso_names=list(masks), protect_rows=[protect] if protect else [],
-                  like=train_like, progress=tick)
+                  lasso_groups=groups_of(small), like=train_like, progress=tick)
         bar.close()
         record["train_epochs"] += cfg.release_epochs
         record.update(

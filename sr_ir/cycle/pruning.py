@@ -2,9 +2,9 @@
 
 A *mask set* maps a parameter name (as in ``named_parameters()``) to a boolean tensor of the same
 shape; ``True`` keeps the weight. Prunable parameters are the weight tensors with two or more
-dimensions (linear and convolution kernels); biases, norm scales and layer scales are never pruned.
-This works on the generated modules the minimizer emits as well as on hand-written ones, because it
-never asks what class a layer is.
+dimensions (linear and convolution kernels); biases, norm scales and layer scales are pruned only by
+the ``coupled`` criterion, as parts of a channel. This works on the generated modules the minimizer
+emits as well as on hand-written ones, because it never asks what class a layer is.
 
 Criteria
 --------
@@ -16,29 +16,38 @@ alive are removed, ranked across all prunable tensors (``scope="global"``) or wi
 the input-channel slices (columns) of every prunable tensor; a group's score is the RMS of its
 weights *including those already pruned*, so half-dead units rank low and finish dying. The weakest
 alive groups are removed whole. Rows of the output layer are protected: logits are never removed.
+
+``coupled`` (favours whole-channel death across layers, reported separately): the groups are the
+coupled channels of the network read from its IR (channel_groups.py): every slice of every parameter
+that touches one channel -- for a residual stream, its writers' rows, norm and layer-scale entries and
+its readers' columns in every block. A channel's score is the RMS over all those slices; the weakest
+alive channels of each group (``scope="layer"``) or of all groups (``scope="global"``) are removed whole,
+biases and norm entries included, so the channel holds an exact 0 that minimization removes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import SrIrError
+from .channel_groups import ChannelGroup, channel_scores
 
 Masks = dict[str, torch.Tensor]
-CRITERIA = ("magnitude", "unit")
+CRITERIA = ("magnitude", "unit", "coupled")
 SCOPES = ("global", "layer")
 
 
-def prunable_parameters(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, nn.Parameter]:
-    """The weight tensors pruning may touch: parameters with >= 2 dimensions, minus ``exclude``."""
+def prunable_parameters(model: nn.Module, exclude: Iterable[str] = (), vectors: bool = False) -> dict[str, nn.Parameter]:
+    """The tensors pruning may touch: parameters with >= 2 dimensions (every trainable parameter with
+    ``vectors``, for the coupled criterion), minus ``exclude``."""
     excluded = set(exclude)
     return {
         n: p
         for n, p in model.named_parameters()
-        if p.dim() >= 2 and p.requires_grad and n not in excluded
+        if (vectors or p.dim() >= 2) and p.requires_grad and n not in excluded
     }
 
 
@@ -52,14 +61,14 @@ def output_parameter(model: nn.Module, example_inputs: tuple, exclude: Iterable[
     return names[-1] if names else None
 
 
-def full_masks(model: nn.Module, exclude: Iterable[str] = ()) -> Masks:
+def full_masks(model: nn.Module, exclude: Iterable[str] = (), vectors: bool = False) -> Masks:
     """All-true masks over the prunable parameters."""
-    return {n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable_parameters(model, exclude).items()}
+    return {n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable_parameters(model, exclude, vectors).items()}
 
 
-def nonzero_masks(model: nn.Module, exclude: Iterable[str] = ()) -> Masks:
+def nonzero_masks(model: nn.Module, exclude: Iterable[str] = (), vectors: bool = False) -> Masks:
     """Masks that keep exactly the non-zero weights (how a minimized module's zeros stay pruned)."""
-    return {n: p.detach() != 0 for n, p in prunable_parameters(model, exclude).items()}
+    return {n: p.detach() != 0 for n, p in prunable_parameters(model, exclude, vectors).items()}
 
 
 @torch.no_grad()
@@ -97,12 +106,18 @@ class PruneSpec:
 
 @torch.no_grad()
 def prune_step(
-    model: nn.Module, masks: Mapping[str, torch.Tensor], spec: PruneSpec, protect_rows: Iterable[str] = ()
+    model: nn.Module, masks: Mapping[str, torch.Tensor], spec: PruneSpec, protect_rows: Iterable[str] = (),
+    groups: Sequence[ChannelGroup] | None = None,
 ) -> Masks:
-    """New masks with ``spec.amount`` of the alive weights (or groups) removed. Does not touch weights."""
+    """New masks with ``spec.amount`` of the alive weights (or groups) removed. Does not touch weights.
+    The coupled criterion needs ``groups`` (channel_groups(model, example_inputs))."""
     params = dict(model.named_parameters())
     if spec.criterion == "magnitude":
         return _magnitude(params, masks, spec)
+    if spec.criterion == "coupled":
+        if groups is None:
+            raise SrIrError("the coupled criterion needs the model's channel groups (channel_groups)")
+        return _coupled(params, masks, spec, groups)
     return _unit(params, masks, spec, set(protect_rows))
 
 
@@ -202,6 +217,49 @@ def _unit(params, masks, spec: PruneSpec, protect_rows: set[str]) -> Masks:
             picked[strongest] = False
         if picked.any():
             remove(n, kind, idx[picked])
+    return new
+
+
+def _coupled(params, masks, spec: PruneSpec, groups: Sequence[ChannelGroup]) -> Masks:
+    new = {n: m.clone() for n, m in masks.items()}
+    entries = []  # (group, scores of alive channels, indices of alive channels)
+    for g in groups:
+        if any(n not in masks for n, _ in g.slices):
+            continue  # a slice pruning may not touch (prune_only): the channel cannot die whole
+        alive = torch.zeros(g.size, dtype=torch.bool)
+        for n, a in g.slices:
+            alive |= masks[n].movedim(a, 0).reshape(g.size, -1).any(dim=1).cpu()
+        idx = torch.nonzero(alive, as_tuple=True)[0]
+        if idx.numel():
+            masked = {n: params[n].detach() * masks[n] for n, _ in g.slices}
+            entries.append((g, channel_scores(masked, g)[idx], idx))
+
+    def remove(g: ChannelGroup, idx: torch.Tensor) -> None:
+        for n, a in g.slices:
+            new[n].movedim(a, 0)[idx.to(new[n].device)] = False
+
+    if spec.scope == "layer":
+        for g, s, idx in entries:
+            k = min(int(spec.amount * s.numel()), s.numel() - spec.min_keep)
+            if k > 0:
+                remove(g, idx[torch.argsort(s, stable=True)[:k]])
+        return new
+    if not entries:
+        return new
+    scores = torch.cat([e[1] for e in entries])
+    k = int(spec.amount * scores.numel())
+    if k <= 0:
+        return new
+    chosen = torch.zeros(scores.numel(), dtype=torch.bool)
+    chosen[torch.argsort(scores, stable=True)[:k]] = True
+    start = 0
+    for g, s, idx in entries:
+        picked = chosen[start : start + s.numel()].clone()
+        start += s.numel()
+        if int(picked.sum()) > s.numel() - spec.min_keep:
+            picked[torch.argsort(s, descending=True, stable=True)[: spec.min_keep]] = False
+        if picked.any():
+            remove(g, idx[picked])
     return new
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import SrIrError
 from . import ddp
+from .channel_groups import ChannelGroup, group_penalty
 from .pruning import group_norm_penalty
 
 
@@ -32,7 +33,7 @@ class TrainSpec:
     weight_decay: float = 0.0
     distill: float = 0.0  # weight of the KL term towards the teacher's soft labels (0: plain labels)
     temperature: float = 4.0
-    group_lasso: float = 0.0  # coefficient of pruning.group_norm_penalty (unit-death variant)
+    group_lasso: float = 0.0  # coefficient of the group-lasso term (rows/columns, or coupled channels)
 
 
 def phase_seed(seed: int, tag: str) -> int:
@@ -70,12 +71,15 @@ def fine_tune(
     teacher: nn.Module | None = None,
     lasso_names: Iterable[str] = (),
     protect_rows: Iterable[str] = (),
+    lasso_groups: Sequence[ChannelGroup] | None = None,
     like: DataLoader | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> float:
     """Train ``model`` in place for ``spec.epochs`` (fractions allowed); masked weights stay exactly 0.
 
-    Returns the mean training loss of the last epoch. ``progress(n)`` is called after every batch."""
+    Group lasso acts on the rows and columns of ``lasso_names``, or on whole coupled channels when
+    ``lasso_groups`` is given. Returns the mean training loss of the last epoch. ``progress(n)`` is
+    called after every batch."""
     if spec.epochs <= 0:
         return float("nan")
     torch.manual_seed(phase_seed(seed, tag))
@@ -111,7 +115,9 @@ def fine_tune(
                     soft = F.softmax(teacher(x) / spec.temperature, dim=-1)
                 kd = F.kl_div(F.log_softmax(out / spec.temperature, dim=-1), soft, reduction="batchmean")
                 loss = (1 - spec.distill) * loss + spec.distill * spec.temperature**2 * kd
-            if spec.group_lasso > 0 and lasso_names:
+            if spec.group_lasso > 0 and lasso_groups is not None:
+                loss = loss + spec.group_lasso * group_penalty(model, lasso_groups)
+            elif spec.group_lasso > 0 and lasso_names:
                 loss = loss + spec.group_lasso * group_norm_penalty(model, lasso_names, protect_rows)
             opt.zero_grad(set_to_none=True)
             loss.backward()
