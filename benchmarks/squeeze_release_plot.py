@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sr_ir.cycle.report import plot_cycles  # noqa: E402
+from sr_ir.cycle.report import plot_cycles
 
 
 def main() -> int:

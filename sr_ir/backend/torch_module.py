@@ -201,7 +201,9 @@ def load_source(source: str, class_name: str, module_name: str | None = None) ->
 
 
 def emit(program: Program, rules: RuleSet | None = None, class_name: str | None = None) -> nn.Module:
-    """An nn.Module computing `program`, with its weights loaded. `module.sr_ir_source` holds the code."""
+    """An nn.Module computing `program`, with its weights loaded. `module.sr_ir_source` holds the code;
+    `module.sr_ir_program` the program without weights, from which `sr_ir.lower` reads the module back
+    (its ops, such as compensated norms, are not ATen ops torch.export could give back)."""
     cls_name = class_name or _class_name(program.name)
     source = emit_source(program, rules, cls_name)
     cls = load_source(source, cls_name)
@@ -212,4 +214,5 @@ def emit(program: Program, rules: RuleSet | None = None, class_name: str | None 
     with torch.no_grad():
         module.load_state_dict({n: program.weights[n] for n in program.params}, strict=True)
     module.sr_ir_source = source
+    module.sr_ir_program = program.copy(weights=False)
     return module.eval()

@@ -51,8 +51,16 @@ def lower(
     name: str | None = None,
     check: bool = True,
 ) -> Program:
-    """Lower `model` (or an ExportedProgram) to a type-checked Program holding its weights."""
+    """Lower `model` (or an ExportedProgram) to a type-checked Program holding its weights.
+
+    A module emitted by sr-ir is read back from the program it was generated from, with its current
+    weights (after fine-tuning, say), when its parameters and the example inputs still fit that program."""
     rules = rules or default_rules()
+    emitted = _emitted_program(model, example_inputs)
+    if emitted is not None:
+        if check:
+            check_program(emitted, rules)
+        return emitted
     if isinstance(model, ExportedProgram):
         ep = model
         graph_name = name or "model"
@@ -71,6 +79,29 @@ def lower(
     prog = raise_idioms(prog, rules)
     if check:
         check_program(prog, rules)
+    return prog
+
+
+def _emitted_program(model: Any, example_inputs: Sequence[Any]) -> Program | None:
+    skeleton = getattr(model, "sr_ir_program", None)
+    if not isinstance(skeleton, Program) or not isinstance(model, nn.Module):
+        return None
+    state = model.state_dict()
+    if set(state) != set(skeleton.params):
+        return None
+    for name, t in skeleton.params.items():
+        w = state[name]
+        if tuple(w.shape) != tuple(t.shape) or w.dtype != t.torch_dtype:
+            return None  # converted (.double(), ...) since emission: lower it through torch.export
+    if len(example_inputs) != len(skeleton.inputs):
+        return None
+    for x, (_, t) in zip(example_inputs, skeleton.inputs):
+        if not isinstance(x, torch.Tensor) or x.dim() != t.rank or x.dtype != t.torch_dtype:
+            return None
+        if any(isinstance(d, int) and d != s for d, s in zip(t.shape, x.shape)):
+            return None
+    prog = skeleton.copy(weights=False)
+    prog.weights = {name: state[name].detach().cpu().clone() for name in skeleton.params}
     return prog
 
 

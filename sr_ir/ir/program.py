@@ -118,8 +118,9 @@ class Program:
                 total += n * t.torch_dtype.itemsize
         return total
 
-    def copy(self) -> "Program":
-        """A deep copy of the graph that shares no mutable state with self (weights are cloned)."""
+    def copy(self, weights: bool = True) -> "Program":
+        """A deep copy of the graph that shares no mutable state with self (weights are cloned, or
+        left out with ``weights=False``)."""
         p = copy.copy(self)
         p.inputs = list(self.inputs)
         p.params = dict(self.params)
@@ -130,7 +131,7 @@ class Program:
             n.attrs = copy.deepcopy(n.attrs)
         p.outputs = list(self.outputs)
         p.output_types = list(self.output_types)
-        p.weights = {k: v.clone() for k, v in self.weights.items()}
+        p.weights = {k: v.clone() for k, v in self.weights.items()} if weights else {}
         return p
 
     # ---- text and files ------------------------------------------------------------------

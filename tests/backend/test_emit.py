@@ -81,3 +81,17 @@ def test_standalone_source_loads_elsewhere(tmp_path):
     ref = lenet300_100().eval()
     x = torch.randn(4, 784)
     assert compare(ref, m, (x,)).max_abs == 0.0
+
+
+def test_an_emitted_module_lowers_back_to_its_program_with_current_weights():
+    prog = lower(lenet300_100(), (torch.randn(4, 784),))
+    module = emit(prog)
+    with torch.no_grad():  # fine-tuning changes weights, never structure
+        module.fc2.weight.mul_(0.5)
+    back = lower(module, (torch.randn(3, 784),))
+    assert back.to_text() == prog.to_text()
+    assert torch.equal(back.weights["fc2.weight"], module.fc2.weight.detach())
+    assert not torch.equal(back.weights["fc2.weight"], prog.weights["fc2.weight"])
+    # converted since emission: the program no longer describes it, so it goes through torch.export
+    again = lower(module.double(), (torch.randn(3, 784, dtype=torch.float64),))
+    assert again.inputs[0][1].dtype == "f64"

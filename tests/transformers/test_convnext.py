@@ -71,3 +71,22 @@ def test_convnext_tiny_planted():
     y = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     assert _rel(res.module(y), model(y)) <= 1e-10
     assert trainable_param_count(res.module) == plan.minimal_param_count()
+
+
+def test_a_minimized_convnext_minimizes_again_through_its_compensated_norms():
+    # the cycle minimizes the emitted module of the previous cycle: compensated norms compose
+    model = _model()
+    plant_convnext(model, seed=1, residual=2, mlp_units=4)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    first = minimize(model, (x,)).module
+    w = dict(first.named_parameters())
+    with torch.no_grad():  # one more stream channel of stage 3 dies: its writers and the norms reading it
+        for name in ["downsample_layers.3.1.weight", "downsample_layers.3.1.bias", "norm.weight"]:
+            w[name][0] = 0
+        for b in range(len(model.stages[3])):
+            for name in ["pwconv2.weight", "gamma", "norm.weight"]:
+                w[f"stages.3.{b}.{name}"][0] = 0
+    second = minimize(first, (x,))
+    assert second.report.transformer["residual_channels"] == 1
+    y = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    assert _rel(second.module(y), first(y)) <= 1e-10
