@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test clean-venv
 
 $(STAMP): pyproject.toml requirements/dev.txt
 	$(PY) -m venv $(VENV)

@@ -83,6 +83,26 @@ def _run(method: str, args: dict[str, Any], q: Any) -> None:
         with torch.no_grad():
             out["rel_error"] = _rel(y0, res.module(x))
         out["removed_units"] = sum(g["removed"] for g in res.report.groups)
+    elif method == "torch.export":  # the floor of any torch.export front end: what sr-ir's lowering starts with
+        from sr_ir.frontend.lower import export_model
+
+        export_model(model, (x,))
+        out["seconds"], out["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
+        out["params"] = sum(p.numel() for p in model.parameters())
+        out["rel_error"] = 0.0
+    elif method == "sr-ir engine":  # `sr-ir minimize model.sr`: from the IR, rules loaded, no emission
+        from sr_ir import lower
+        from sr_ir.minimization import minimize_program
+
+        prog = lower(model, (x,))
+        from sr_ir.lang.loader import default_rules
+
+        default_rules()
+        c0, t0 = time.process_time(), time.perf_counter()
+        small, _ = minimize_program(prog)
+        out["seconds"], out["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
+        out["params"] = small.param_count()
+        out["rel_error"] = float("nan")
     elif method == "sr-ir-verify":
         from sr_ir.minimization import minimize
 
@@ -135,7 +155,7 @@ def main() -> None:
     a = ap.parse_args()
     args = vars(a)
     rows = []
-    for method in ("clone", "sr-ir", "torch-pruning", "sr-ir-verify"):
+    for method in ("clone", "sr-ir", "torch-pruning", "torch.export", "sr-ir engine", "sr-ir-verify"):
         runs = [measure(method, args) for _ in range(a.repeat if method != "sr-ir-verify" else 1)]
         best = min(runs, key=lambda r: r["cpu_seconds"])
         best["peak_mb"] = max(r["peak_mb"] for r in runs)

@@ -177,6 +177,11 @@ def removed_units(report: Any) -> dict[str, int]:
         out: dict[str, int] = {}
         for g in groups:
             out[str(g["group"])] = out.get(str(g["group"]), 0) + int(g["removed"])
+        # units the transformer reductions removed (residual-stream channels, heads, qk/v dims)
+        tr = report.get("transformer") if isinstance(report, dict) else getattr(report, "transformer", None)
+        for k, v in (tr or {}).items():
+            if k in ("residual_channels", "heads", "qk_dims", "v_dims", "gated_units") and v:
+                out[k] = int(v)
         return out
     for key in ("removed_channels", "removed_units", "removed"):
         val = report.get(key) if isinstance(report, dict) else getattr(report, key, None)

@@ -6,6 +6,7 @@ import torch
 
 from sr_ir.cycle import CycleConfig, PruneSpec, TrainSpec, digits, squeeze_release
 from sr_ir.cycle.channel_groups import channel_groups, channel_scores, group_penalty
+from sr_ir.cycle.cycle import removed_units
 from sr_ir.cycle.pruning import apply_masks, full_masks, prune_step
 from sr_ir.errors import SrIrError
 from sr_ir.minimization import minimize
@@ -57,6 +58,7 @@ def test_coupled_pruning_kills_stream_channels_that_minimize_removes_exactly():
     assert dead == sum(int(0.25 * g.size) for g in streams) > 0
     res = minimize(model, (x,))
     assert res.report.transformer["residual_channels"] == dead
+    assert removed_units(res.report)["residual_channels"] == dead  # what the cycle's table counts
     y = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     assert float((res.module(y) - model(y)).abs().max() / model(y).abs().max()) <= 1e-12
 
