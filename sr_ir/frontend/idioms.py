@@ -25,7 +25,7 @@ def raise_idioms(p: Program, rules: RuleSet) -> Program:
             raise
     else:
         p = attention.raise_attention(p, rules)
-    return _dead_code(p)
+    return p.drop_dead()
 
 
 def _channels_first_layer_norm(p: Program, rules: RuleSet) -> Program:
@@ -71,27 +71,7 @@ def _identity_views(p: Program) -> Program:
         if n.op == "permute" and list(n.attrs["dims"]) != list(range(n.type.rank)):
             continue
         alias[n.name] = alias.get(src.name, src.name)
-    if not alias:
-        return p
-    for n in p.nodes:
-        n.operands = [ValueRef(alias[o.name]) if isinstance(o, ValueRef) and o.name in alias else o
-                      for o in n.operands]
-    p.nodes = [n for n in p.nodes if n.name not in alias]
-    return p
-
-
-def _dead_code(p: Program) -> Program:
-    live = set(p.outputs)
-    keep: list[Node] = []
-    for n in reversed(p.nodes):
-        if n.name in live:
-            keep.append(n)
-            live.update(r.name for r in n.value_operands())
-    p.nodes = list(reversed(keep))
-    used = {r.name for n in p.nodes for r in n.param_operands()}
-    for name in list(p.params):
-        if name not in used:
-            del p.params[name]
-            p.weights.pop(name, None)
-            p.buffers.discard(name)
+    if alias:
+        p.replace_uses(alias)
+        p.nodes = [n for n in p.nodes if n.name not in alias]
     return p

@@ -118,6 +118,35 @@ class Program:
                 total += n * t.torch_dtype.itemsize
         return total
 
+    # ---- small graph edits shared by the passes --------------------------------------------
+    def replace_uses(self, alias: dict[str, str]) -> None:
+        """Every read of value `a` (results included) reads `alias[a]` instead."""
+        for n in self.nodes:
+            n.operands = [ValueRef(alias[o.name]) if isinstance(o, ValueRef) and o.name in alias else o
+                          for o in n.operands]
+        self.outputs = [alias.get(o, o) for o in self.outputs]
+
+    def drop_unused_params(self) -> None:
+        """Remove parameters (and their weights) that no node reads."""
+        used = {r.name for n in self.nodes for r in n.param_operands()}
+        for name in list(self.params):
+            if name not in used:
+                del self.params[name]
+                self.weights.pop(name, None)
+                self.buffers.discard(name)
+
+    def drop_dead(self) -> "Program":
+        """Remove nodes no result depends on, then the parameters left unused. Returns self."""
+        live = set(self.outputs)
+        keep: list[Node] = []
+        for n in reversed(self.nodes):
+            if n.name in live:
+                keep.append(n)
+                live.update(r.name for r in n.value_operands())
+        self.nodes = list(reversed(keep))
+        self.drop_unused_params()
+        return self
+
     def copy(self, weights: bool = True) -> "Program":
         """A deep copy of the graph that shares no mutable state with self (weights are cloned, or
         left out with ``weights=False``)."""

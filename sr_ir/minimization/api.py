@@ -84,7 +84,7 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
         raise SrIrError(f"minimization did not reach a fixpoint in {max_iterations} passes")
     if bar is not None:
         bar.close()
-    p = _drop_dead(p)
+    p = p.drop_dead()
     report.transformer = transformer.to_dict()
     report.finish(p, time.perf_counter() - t0, sorted(book.used))
     report.refused_rules = dict(sorted(book.refused.items()))
@@ -148,24 +148,6 @@ def _sample(p: Program) -> list[torch.Tensor]:
 
 def _buffer_bytes(p: Program) -> int:
     return sum(p.weights[b].numel() * p.weights[b].element_size() for b in p.buffers if b in p.weights)
-
-
-def _drop_dead(p: Program) -> Program:
-    """Remove nodes nothing reads and parameters nothing uses."""
-    live = set(p.outputs)
-    keep = []
-    for n in reversed(p.nodes):
-        if n.name in live:
-            keep.append(n)
-            live.update(r.name for r in n.value_operands())
-    p.nodes = list(reversed(keep))
-    used = {r.name for n in p.nodes for r in n.param_operands()}
-    for name in list(p.params):
-        if name not in used:
-            del p.params[name]
-            p.weights.pop(name, None)
-            p.buffers.discard(name)
-    return p
 
 
 __all__ = ["Minimized", "minimize", "minimize_program", "removal_rows", "resolve_rules"]

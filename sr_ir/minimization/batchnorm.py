@@ -75,15 +75,8 @@ def fold_batch_norms(p: Program, rules: RuleSet, book: RuleBook) -> tuple[Progra
     if not folded:
         return p, folded
     p.nodes = [n for n in p.nodes if n.name not in drop]
-    for n in p.nodes:
-        n.operands = [ValueRef(replace[o.name]) if isinstance(o, ValueRef) and o.name in replace else o for o in n.operands]
-    p.outputs = [replace.get(o, o) for o in p.outputs]
-    used = {r.name for n in p.nodes for r in n.param_operands()}
-    for name in list(p.params):
-        if name not in used:
-            del p.params[name]
-            p.weights.pop(name, None)
-            p.buffers.discard(name)
+    p.replace_uses(replace)
+    p.drop_unused_params()
     return p, folded
 
 
