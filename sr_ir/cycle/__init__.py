@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from .channel_groups import ChannelGroup, channel_groups
 from .cycle import CycleConfig, CycleResult, best_state, check_same_function, default_minimizer, squeeze_release
 from .data import Splits, digits, load_dataset, mnist_subset
 from .pruning import PruneSpec, prunable_parameters, prune_step
@@ -13,6 +14,7 @@ from .release import ReleaseRecord, release
 from .train import TrainSpec, evaluate, fine_tune
 
 __all__ = [
+    "ChannelGroup",
     "CycleConfig",
     "CycleResult",
     "PruneSpec",
@@ -20,6 +22,7 @@ __all__ = [
     "Splits",
     "TrainSpec",
     "best_state",
+    "channel_groups",
     "check_same_function",
     "default_minimizer",
     "digits",

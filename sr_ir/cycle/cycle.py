@@ -341,8 +341,7 @@ def squeeze_release(
             fine_tune(model, train_ds, replace(tspec, epochs=cfg.prune_epochs), seed=cfg.seed,
                       tag=f"c{cycle}/prune{tried}", masks=new_masks, teacher=teacher,
                       lasso_names=list(new_masks), protect_rows=[protect] if protect else [], lasso_groups=groups,
-                      like=train_like,
-                      progress=tick)
+                      like=train_like, progress=tick)
             tried += 1
             v = acc(model, "val")
             bar.note(val=f"{v:.4f}", sparsity=f"{sparsity(new_masks):.3f}")
