@@ -90,11 +90,10 @@ def test_hf_gpt2_with_residual_channels_and_tied_embeddings():
     with torch.no_grad():
         for blk in tr.h:
             w, b = blk.attn.c_attn.weight, blk.attn.c_attn.bias  # [E, 3E]
-            # no MLP units: GPT-2's MLP runs on [B*L, 4E] views (Conv1D), and the channel rules for
-            # reshape cover flatten/unflatten of the channel axis only (not the [B, L, E] -> [B*L, E]
-            # view), so its hidden units are pinned
+            # MLP units 7 and 9: GPT-2's MLP runs on [B*L, 4E] views (Conv1D); channels.reshape.merge_leading
+            # and split_leading carry the hidden axis through them
             removed_layers += _plant_rows(w[:, :E], b[:E], w[:, 2 * E:], blk.attn.c_proj.weight,
-                                          blk.mlp.c_fc.weight, blk.mlp.c_fc.bias, out_dim_first=False, units=False)
+                                          blk.mlp.c_fc.weight, blk.mlp.c_fc.bias, out_dim_first=False)
             blk.attn.c_proj.weight[:, chans] = 0
             blk.mlp.c_proj.weight[:, chans] = 0
             blk.ln_1.weight[chans] = 0
@@ -111,7 +110,7 @@ def test_hf_gpt2_with_residual_channels_and_tied_embeddings():
     per_layer_min = (
         (3 * E - 3 * HD - 2 - 2) * (e_left + 1)  # q/k/v rows left (dead head, a qk dim twice, 2 v dims)
         + e_left * (E - HD - 2) + e_left  # out projection columns left, its bias
-        + 4 * E * (e_left + 1) + e_left * 4 * E + e_left  # MLP
+        + (4 * E - 2) * (e_left + 1) + e_left * (4 * E - 2) + e_left  # MLP, units 7 and 9 gone
         + 4 * e_left  # two LayerNorms
     )
     want = 64 * e_left + 8 * e_left + 2 * per_layer_min + 2 * e_left
