@@ -83,3 +83,16 @@ def test_a_cycle_with_the_coupled_criterion_removes_units_and_verifies():
     r = res.records[0]
     assert r["units_removed_total"] > 0 and r["params"] < res.dense_record["params"]
     assert r["max_rel_err"] < 1e-5
+
+
+def test_cli_coupled_on_a_convnext_removes_residual_channels(tmp_path, capsys):
+    import json
+
+    from sr_ir.cli.main import main
+
+    args = ["squeeze-release", "--model", "convnext-test", "--criterion", "coupled", "--max-cycles", "1",
+            "--dense-epochs", "1", "--prune-epochs", "0.2", "--release-epochs", "0.2", "--max-prune-steps", "2",
+            "--threads", "1", "--no-progress", "--json", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out)["cycles"][0]
+    assert r["units_removed"]["residual_channels"] > 0 and r["max_rel_err"] < 1e-5
