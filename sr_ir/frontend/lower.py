@@ -10,6 +10,7 @@ naming the ATen op and the user's source line.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -33,12 +34,16 @@ def export_model(model: nn.Module, example_inputs: Sequence[Any], dynamic_batch:
     if dynamic_batch:
         dynamic = tuple({0: Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch.nn.utils.prune's hook assigns `weight = weight_orig * weight_mask` during the
+            # forward; export warns about the attribute, and the lowering folds that product on purpose
+            warnings.filterwarnings("ignore", message="The tensor attributes? .* (was|were) assigned during export")
             return torch.export.export(model, args, dynamic_shapes=dynamic, strict=False)
     except Exception as e:  # torch.export raises many types; report the first line, the user's model is at fault
         if dynamic is None:
             raise SrIrError(f"torch.export failed: {str(e).splitlines()[0]}") from e
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The tensor attributes? .* (was|were) assigned during export")
             return torch.export.export(model, args, strict=False)
 
 
