@@ -192,6 +192,7 @@ BUILTINS = {
     "reshaped": "reshaped(x, shape, I): the position of x that output position I of a row-major reshape to shape reads",
     "permuted": "permuted(dims, I): the input position that permute(dims) sends to output position I",
     "replaced": "replaced(I, axis, v): the position I with its entry on axis replaced by v",
+    "inserted": "inserted(I, axis, v): the position I with v inserted at axis (the input position a select reads)",
     "nth": "nth(I, k): entry k of a position (negative from the end)",
     "reduce_mean": "reduce_mean(x, dims, keepdim, I): the mean of x over the axes dims, at output position I",
     "step": "step(i): 1 when the index expression i >= 0, else 0",
@@ -456,3 +457,31 @@ def _int_of(e: Any) -> int | None:
     if isinstance(e, A.Neg) and isinstance(e.operand, A.Num) and isinstance(e.operand.value, int):
         return -e.operand.value
     return None
+
+
+def run_private_dims(rule: Rule) -> dict[str, set[str]]:
+    """For each run `us...: [b, p]`, the dim names no other annotation uses (here p): every operand of
+    the run may have its own length there (the prover instantiates them with different lengths)."""
+    names: dict[str, set[str]] = {}
+    for b in rule.bindings:
+        for o in b.operands:
+            if o.name is not None and o.shape is not None:
+                names.setdefault(o.name, set()).update(_dim_names(o.shape))
+        if b.result_shape is not None:
+            names.setdefault(b.result, set()).update(_dim_names(b.result_shape))
+    runs = {o.name for b in rule.bindings for o in b.operands if o.run and o.name}
+    out = {}
+    for r in runs:
+        others = set().union(*[v for k, v in names.items() if k != r]) if len(names) > 1 else set()
+        out[r] = names.get(r, set()) - others
+    return out
+
+
+def _dim_names(shape: tuple[Any, ...]) -> set[str]:
+    out: set[str] = set()
+    for d in shape:
+        if isinstance(d, A.Variadic):
+            out.add("*" + d.name)
+        else:
+            out |= {s.id for s in A.walk(d) if isinstance(s, A.Name)}
+    return out

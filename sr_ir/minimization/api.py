@@ -13,13 +13,16 @@ from torch.export import ExportedProgram
 
 from ..errors import SrIrError
 from ..ir.checker import check_program
-from ..ir.program import Program
+from ..ir.program import Node, ParamRef, Program, ValueRef
+from ..ir.types import TensorType
 from ..lang.loader import RuleSet, default_rules, load_rules
-from .analysis import analyze
-from .batchnorm import fold_batch_norms
+from .applying import apply_plan
+from .facts import propagate
+from .matching import Graph
+from .planning import build_sites, plan
 from .report import MinimizeReport, removal_rows
-from .rewrite import apply, plan
 from .rulebook import RuleBook
+from .substitution import substitute
 from .transformer import TransformerReport, reduce_transformer
 from .verify import compare
 
@@ -46,16 +49,30 @@ def resolve_rules(rules: RulesArg) -> RuleSet:
     return load_rules(extra=[Path(p) for p in paths])
 
 
+def function_table(rs: RuleSet) -> dict[str, Any]:
+    """Scalar functions as torch callables, for evaluating rule expressions such as `relu(k)`."""
+    import torch.nn.functional as F
+
+    return {
+        "relu": torch.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+        "exp": torch.exp, "rsqrt": torch.rsqrt, "sqrt": torch.sqrt, "abs": torch.abs, "erf": torch.erf,
+        "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid, "mish": F.mish, "softplus": F.softplus,
+        "relu6": F.relu6, "elu": F.elu,
+    }
+
+
 def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations: int = 100,
                      progress: bool = False, strict: bool = False, book: RuleBook | None = None) -> tuple[Program, MinimizeReport]:
-    """Minimize a Program (no emission, no verification). Iterates analysis and rewrite to a fixpoint,
-    so removals cascade: a folded constant can make the next layer's row dead, and so on."""
+    """Minimize a Program (no emission, no verification). Iterates facts, planning and rewriting to a
+    fixpoint, so removals cascade: a folded constant can make the next layer's row dead, and so on."""
     rs = resolve_rules(rules)
     book = book or RuleBook(rs, strict=strict)
+    functions = function_table(rs)
     report = MinimizeReport.start(program)
     t0 = time.perf_counter()
-    p, bn = fold_batch_norms(program, rs, book)
-    report.batch_norms_folded = bn
+    p = _with_input_gathers(_shallow(program), rs)
+    p, replaced = substitute(p, book, functions)
+    report.batch_norms_folded = replaced
     bar = None
     if progress:
         from tqdm import tqdm
@@ -63,18 +80,19 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
         bar = tqdm(desc="minimize", unit="pass", leave=False)
     transformer = TransformerReport()
     for it in range(max_iterations):
-        # heads, qk/v dims, gated units, residual stream through compensated norms (transformer.py)
+        # attention heads and their per-head dims (transformer.py), until they are rules too
         p, tr = reduce_transformer(p, book)
         transformer.add(tr)
-        a = analyze(p, rs, book)
-        removals = plan(a)
-        if not removals:
+        g = Graph.of(p, rs.ops)
+        propagate(g, book, functions)
+        pl = plan(g, build_sites(g, book, functions))
+        if not pl.any():
             if tr.any():
                 check_program(p, rs)
                 report.passes = it + 1
                 continue
             break
-        p, rem = apply(a, rs, removals)
+        p, rem = apply_plan(pl, book, functions)
         check_program(p, rs)
         report.record(it + 1, rem)
         if bar is not None:
@@ -84,11 +102,81 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
         raise SrIrError(f"minimization did not reach a fixpoint in {max_iterations} passes")
     if bar is not None:
         bar.close()
-    p = p.drop_dead()
+    p = _without_identity_gathers(p).drop_dead()
     report.transformer = transformer.to_dict()
     report.finish(p, time.perf_counter() - t0, sorted(book.used))
     report.refused_rules = dict(sorted(book.refused.items()))
     return p, report
+
+
+def _shallow(p: Program) -> Program:
+    """A copy of the graph sharing the weight tensors (rewrites replace tensors, never write into them)."""
+    q = p.copy(weights=False)
+    q.weights = dict(p.weights)
+    return q
+
+
+def _with_input_gathers(p: Program, rs: RuleSet) -> Program:
+    """Every static feature axis of a float network input read through an identity `gather`, so that
+    features nobody reads can be dropped like any channel while the model keeps its interface."""
+    if "gather" not in rs.ops:
+        return p
+    pre: list[Node] = []
+    alias: dict[str, str] = {}
+    taken = {n.name for n in p.nodes} | {n for n, _ in p.inputs}
+    for name, ty in p.inputs:
+        if not ty.dtype.startswith(("f", "b")) or ty.rank < 2:
+            continue
+        cur, shape = name, list(ty.shape)
+        axes = [a for a in range(1, ty.rank) if isinstance(ty.shape[a], int)]
+        for a in axes:
+            base = f"{name}_kept" if len(axes) == 1 else f"{name}_kept_{a}"
+            pname = base
+            while pname in p.params:
+                pname += "_"
+            vname = base
+            while vname in taken:
+                vname += "_"
+            taken.add(vname)
+            p.weights[pname] = torch.arange(int(ty.shape[a]), dtype=torch.int64)
+            p.params[pname] = TensorType.of(p.weights[pname])
+            p.buffers.add(pname)
+            pre.append(Node(vname, "gather", [ValueRef(cur), ParamRef(pname)], {"dim": a}, TensorType(ty.dtype, tuple(shape))))
+            cur = vname
+        if cur != name:
+            alias[name] = cur
+    if not pre:
+        return p
+    for n in p.nodes:
+        n.operands = [ValueRef(alias[o.name]) if isinstance(o, ValueRef) and o.name in alias else o for o in n.operands]
+    p.outputs = [alias.get(o, o) for o in p.outputs]
+    p.nodes = pre + p.nodes
+    return p
+
+
+def _without_identity_gathers(p: Program) -> Program:
+    """Input gathers that kept every feature are no-ops: read the input directly again."""
+    inputs = {n for n, _ in p.inputs}
+    alias: dict[str, str] = {}
+    drop: set[str] = set()
+    for n in p.nodes:
+        if n.op != "gather" or not isinstance(n.operands[0], ValueRef) or not isinstance(n.operands[1], ParamRef):
+            continue
+        src = alias.get(n.operands[0].name, n.operands[0].name)
+        if src not in inputs and n.operands[0].name not in alias:
+            continue
+        idx = p.weights[n.operands[1].name]
+        src_type = dict(p.inputs).get(n.operands[0].name) or p.value_types()[n.operands[0].name]
+        full = int(src_type.shape[n.attrs["dim"]]) if isinstance(src_type.shape[n.attrs["dim"]], int) else -1
+        if idx.numel() == full and torch.equal(idx, torch.arange(full)):
+            alias[n.name] = src
+            drop.add(n.name)
+    if not drop:
+        return p
+    p.nodes = [n for n in p.nodes if n.name not in drop]
+    p.replace_uses(alias)
+    p.drop_unused_params()
+    return p
 
 
 def minimize(

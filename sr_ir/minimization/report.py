@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir.program import Program
-from .rewrite import Removal
+from .applying import Removal
 
 
 @dataclass

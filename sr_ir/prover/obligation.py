@@ -15,7 +15,7 @@ from fractions import Fraction
 from typing import Any, Callable, Mapping
 
 from ..lang import ast as A
-from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule
+from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule, run_private_dims
 from ..ops.decl import OpDecl
 from .semantics import (
     Evaluator,
@@ -51,7 +51,8 @@ def classify_where(rule: Rule, conds: tuple[A.Cond, ...] | None = None) -> Where
             w.unused.append(c.target)
         elif (
             isinstance(c, A.Cmp) and c.op == "==" and isinstance(c.left, A.Index) and c.left.base in tensors
-            and info.channel is not None and A.Name(info.channel) in c.left.indices
+            and info.channel is not None
+            and any(isinstance(x, A.Name) and x.id == info.channel for i in c.left.indices for x in A.walk(i))
         ):
             w.substitutions.append((c.left, c.right))
         elif isinstance(c, A.Cmp) and c.op == "==" and isinstance(c.left, A.Name) and c.left.id in values:
@@ -225,6 +226,9 @@ def attr_table(rule: Rule, ops: Mapping[str, OpDecl]) -> list[tuple[str, int, st
 def channel_dim(rule: Rule, ops: Mapping[str, OpDecl]) -> str | None:
     """The dim whose axis the channel variable indexes."""
     shapes = shape_asts(rule, ops)
+    for b in rule.bindings:  # an annotated result (`match y: [b, m] = reshape(...)`) names its dims too
+        if b.result_shape is not None:
+            shapes.setdefault(b.result, tuple(b.result_shape))
     for u in rule.info.channel_uses:
         s = shapes.get(u.tensor)
         if s is None:
@@ -375,12 +379,20 @@ def build(
         return Tensor(name, shape, get, "bool" if boolean else "T")
 
     runs = run_names(rule)
+    private = run_private_dims(rule)
     for name, s in shapes.items():
         shape = _eval_shape(s, env, ev)
         if name in runs:  # a run of operands `us...`: inst.dims["#us"] of them, each of this shape
+            # dims only the run names differ from operand to operand (the engine matches a run of
+            # operands of different widths), so each one gets its own length there
             items = []
+            mine = private.get(name, set())
             for k in range(int(inst.dims.get("#" + name, 1))):
-                leaves[f"{name}#{k}"] = make_leaf(name, shape, f"{name}#{k}")
+                shape_k = shape
+                if k and mine:
+                    env_k = {**env, **{d: env[d] + k for d in mine if isinstance(env.get(d), int)}}
+                    shape_k = _eval_shape(s, env_k, ev)
+                leaves[f"{name}#{k}"] = make_leaf(name, shape_k, f"{name}#{k}")
                 items.append(leaves[f"{name}#{k}"])
             env[name] = items
             continue

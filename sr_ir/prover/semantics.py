@@ -167,11 +167,18 @@ class Evaluator:
                 return alg.num(t[int(i)]) if isinstance(t[int(i)], (int, float)) else t[int(i)]
             raise SemanticsError(f"{e.base} is not a tensor")
         if isinstance(e, A.Neg):
-            return -self.ev(e.operand, env)
+            v = self.ev(e.operand, env)
+            return [-x for x in v] if isinstance(v, list) else -v
         if isinstance(e, A.BinOp):
             a, b = self.ev(e.left, env), self.ev(e.right, env)
             if isinstance(a, Tensor) or isinstance(b, Tensor):
                 return self.tensor_binop(e.op, a, b)
+            if isinstance(a, list) or isinstance(b, list):  # attribute lists: elementwise (`s - [0, h * w]`)
+                if isinstance(a, list) and isinstance(b, list) and len(a) != len(b):
+                    raise SemanticsError(f"lists of lengths {len(a)} and {len(b)} in {A.show(e)}")
+                xs = a if isinstance(a, list) else [a] * len(b)
+                ys = b if isinstance(b, list) else [b] * len(a)
+                return [alg.binop(e.op, x, y) for x, y in zip(xs, ys)]
             return alg.binop(e.op, a, b)
         if isinstance(e, A.ListExpr):
             return [self.ev(x, env) for x in e.items]
@@ -296,6 +303,10 @@ class Evaluator:
             for k, d in enumerate(dims):
                 src[int(d) % r] = run[k]
             return src
+        if fn == "inserted":  # inserted(I, axis, v): I with v inserted at `axis` of the longer position
+            run, ax, v = list(self.ev(e.args[0], env)), int(self.ev(e.args[1], env)), self.ev(e.args[2], env)
+            ax %= len(run) + 1
+            return run[:ax] + [v] + run[ax:]
         if fn == "replaced":  # replaced(I, axis, v): I with the entry at axis replaced by v
             run, ax, v = self.ev(e.args[0], env), int(self.ev(e.args[1], env)), self.ev(e.args[2], env)
             run = list(run)
@@ -613,6 +624,9 @@ class Evaluator:
                 return tuple(x[int(d) % len(x)] for d in local["dims"])
             if res == "reshape":
                 return self.reshape_shape(x, local["shape"])[0]
+            if res == "select":
+                ax = int(self.alg.as_int(local["dim"])) % len(x)
+                return x[:ax] + x[ax + 1:]
             if res == "index_select":
                 ax = int(local["dim"]) % len(x)
                 return x[:ax] + (firsts[1].shape[0],) + x[ax + 1:]
