@@ -4,9 +4,9 @@ Minimization removes a channel only when every tensor slice that touches it lets
 of an MLP is a row of the first weight, an entry of its bias and a column of the second weight; a
 residual-stream channel of ConvNeXt is a row of the stem (or downsampling) conv, the entries of every
 norm, depthwise filter, layer scale and pointwise-2 row that write it, and the pointwise-1 and
-downsampling columns that read it. The op declarations in rules/ already say which axes are the same
-channel (`couple`); lowering the model and joining those ties over the whole graph gives these groups
-without knowing any layer class. The ``coupled`` pruning criterion (pruning.py) removes weak channels
+downsampling columns that read it. The channel rewrites of rules/minimize/ already say which axes are
+the same channel (each names the positions it removes together); lowering the model and joining those
+ties over the whole graph gives these groups without knowing any layer class. The ``coupled`` pruning criterion (pruning.py) removes weak channels
 of a group whole, which is what lets residual channels die and not only MLP units.
 """
 from __future__ import annotations
@@ -32,58 +32,40 @@ class ChannelGroup:
 def channel_groups(model: nn.Module, example_inputs: tuple) -> list[ChannelGroup]:
     """The coupled channel groups over ``model``'s trainable parameters.
 
-    Groups tied to a program output (the logits) are left out: those channels are the function's
-    result, never removable. Groups tied to a network input are kept: minimization gathers unread
-    inputs. Axes tied only through block or offset relations (flatten, concat) form separate groups.
+    The ties come from the minimization rules themselves: every certified channel rewrite that matches
+    a node says which axes lose a channel together (the engine's groups, computed with the side
+    conditions on weights ignored, since they are what pruning is about to change). Groups tied to a
+    program output (the logits) are left out: those channels are the function's result, never
+    removable. Groups reached from a network input are kept: minimization gathers unread inputs.
+    Axes related only by offsets or blocks (flatten, concat) form separate groups.
     """
     from ..frontend import lower
     from ..lang.loader import load_rules
-    from ..minimization.analysis import node_infos
+    from ..minimization.api import function_table, with_input_gathers
+    from ..minimization.matching import Graph
+    from ..minimization.planning import build_sites, groups_of
+    from ..minimization.rulebook import RuleBook
 
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     cpu = copy.deepcopy(model).cpu().eval()
-    program = lower(cpu, tuple(x.cpu() if isinstance(x, torch.Tensor) else x for x in example_inputs))
-    parent: dict[tuple, tuple] = {}
-
-    def find(k: tuple) -> tuple:
-        parent.setdefault(k, k)
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    def key(info, slot: str, axis: int) -> tuple | None:
-        k = info.key(slot, axis)
-        if k is None:
-            return None
-        t = program.value_types()[k[1]] if k[0] == "v" else program.params[k[1]]
-        return (k[0], k[1], axis % t.rank)
-
-    for info in node_infos(program, load_rules()):
-        for tie in info.ties:
-            if tie.kind != "same":
-                continue
-            a, b = key(info, *tie.a), key(info, *tie.b)
-            if a is not None and b is not None:
-                ra, rb = find(a), find(b)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
+    rules = load_rules()
+    program = with_input_gathers(lower(cpu, tuple(x.cpu() if isinstance(x, torch.Tensor) else x for x in example_inputs)), rules)
+    g = Graph.of(program, rules.ops)
+    book = RuleBook(rules)
+    groups, _ = groups_of(g, build_sites(g, book, function_table(rules), structural=True))
     outputs = set(program.outputs)
-    members: dict[tuple, list[tuple]] = {}
-    for k in list(parent):
-        members.setdefault(find(k), []).append(k)
-    groups = []
-    for ks in members.values():
-        if any(k[0] == "v" and k[1] in outputs for k in ks):
+    out = []
+    for gr in groups:
+        if any(k[0] == "v" and k[1] in outputs for k, _ in gr.members):
             continue
-        slices = tuple(sorted((k[1], k[2]) for k in ks if k[0] == "p" and k[1] in trainable))
+        slices = tuple(sorted({(k[1], ax) for k, ax in gr.members if k[0] == "p" and k[1] in trainable}))
         if not slices:
             continue
         sizes = {int(program.params[n].shape[a]) for n, a in slices}
-        if len(sizes) != 1:  # not one channel space (cannot happen with `same` ties; never guess)
+        if len(sizes) != 1:  # not one channel space (cannot happen with same-channel ties; never guess)
             continue
-        groups.append(ChannelGroup(sizes.pop(), slices))
-    return sorted(groups, key=lambda g: g.slices)
+        out.append(ChannelGroup(sizes.pop(), slices))
+    return sorted(out, key=lambda c: c.slices)
 
 
 def channel_scores(params: dict[str, torch.Tensor], group: ChannelGroup) -> torch.Tensor:

@@ -161,18 +161,6 @@ class _DeclBuilder(ExprBuilder):
     def where_clause(self, a):
         return ("where", list(a))
 
-    def axis_ref(self, a):
-        return (str(a[0]), int(a[1]))
-
-    def chain(self, a):
-        return ("axes", list(a))
-
-    def couple_fn(self, a):
-        return ("fn", str(a[0]), [str(x) for x in a[1:] if x is not None])
-
-    def couple_clause(self, a):
-        return ("couple", list(a))
-
     def aten_skip(self, _):
         return None
 
@@ -208,8 +196,6 @@ class _DeclBuilder(ExprBuilder):
             kind, body = clause
             if kind == "where":
                 decl.where.extend(body)
-            elif kind == "couple":
-                decl.couple.extend(body)
             elif kind == "aten":
                 decl.aten.append(body)
             elif kind == "torch":

@@ -468,10 +468,13 @@ class LaneEval:
         f = self.functions.get(fn)
         if f is None:
             raise self.err(f"no torch definition of the function {fn!r}")
-        args = [lift(self.expr(a)) for a in e.args]
-        ts, names = align(*args)
-        ts = [x.to(torch.float64) for x in ts]
-        return Arr(f(*ts), names)
+        vals = [self.expr(a) for a in e.args]
+        # numbers and tensors are the function's arguments; strings and flags select it (gelu(k, "tanh"))
+        num = [i for i, v in enumerate(vals) if not (isinstance(v, (str, bool)) or v is None)]
+        ts, names = align(*[vals[i] for i in num])
+        it = iter(x.to(torch.float64) for x in ts)
+        args = [next(it) if i in num else v for i, v in enumerate(vals)]
+        return Arr(f(*args), names)
 
     # ---- conditions ----------------------------------------------------------------------------
     def holds(self, w: Any) -> torch.Tensor:

@@ -54,7 +54,7 @@ def function_table(rs: RuleSet) -> dict[str, Any]:
     import torch.nn.functional as F
 
     return {
-        "relu": torch.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+        "relu": torch.relu, "gelu": lambda x, approximate="none": F.gelu(x, approximate=approximate), "silu": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
         "exp": torch.exp, "rsqrt": torch.rsqrt, "sqrt": torch.sqrt, "abs": torch.abs, "erf": torch.erf,
         "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid, "mish": F.mish, "softplus": F.softplus,
         "relu6": F.relu6, "elu": F.elu,
@@ -70,7 +70,7 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
     functions = function_table(rs)
     report = MinimizeReport.start(program)
     t0 = time.perf_counter()
-    p = _with_input_gathers(_shallow(program), rs)
+    p = with_input_gathers(_shallow(program), rs)
     p, replaced = substitute(p, book, functions)
     report.batch_norms_folded = replaced
     bar = None
@@ -116,7 +116,7 @@ def _shallow(p: Program) -> Program:
     return q
 
 
-def _with_input_gathers(p: Program, rs: RuleSet) -> Program:
+def with_input_gathers(p: Program, rs: RuleSet) -> Program:
     """Every static feature axis of a float network input read through an identity `gather`, so that
     features nobody reads can be dropped like any channel while the model keeps its interface."""
     if "gather" not in rs.ops:

@@ -124,18 +124,21 @@ def _rank(g: Graph, key: Key) -> int:
     return t.rank
 
 
-def build_sites(g: Graph, book: RuleBook, functions: Mapping[str, Any]) -> list[Site]:
+def build_sites(g: Graph, book: RuleBook, functions: Mapping[str, Any], structural: bool = False) -> list[Site]:
+    """Every channel rewrite that matches a node. `structural`: ignore the side conditions on tensor
+    entries (which channels a site ties together does not depend on the weights)."""
     sites: list[Site] = []
     for node in g.program.nodes:
         for cr in book.candidates(node.op, "rewrite"):
             for m in matches(cr.rule, node, g, functions):
-                s = _site(cr, m, node, g, book, functions)
+                s = _site(cr, m, node, g, book, functions, structural)
                 if s is not None:
                     sites.append(s)
     return sites
 
 
-def _site(cr: CompiledRule, m: Match, node: Node, g: Graph, book: RuleBook, functions) -> Site | None:
+def _site(cr: CompiledRule, m: Match, node: Node, g: Graph, book: RuleBook, functions,
+          structural: bool = False) -> Site | None:
     if len(m.nodes) != 1:
         return None  # channel rewrites match one node
     n = channel_range(cr, m)
@@ -144,7 +147,7 @@ def _site(cr: CompiledRule, m: Match, node: Node, g: Graph, book: RuleBook, func
     ev = evaluator(cr, m, functions, torch.arange(n))
     ties: list[Tie] = []
     try:
-        ok = conditions(ev, cr)
+        ok = torch.ones(n, dtype=torch.bool) if structural else conditions(ev, cr)
         if not ok.any():
             return None
         uses: list[ChannelUse] = list(cr.ties)
@@ -179,20 +182,13 @@ def _site(cr: CompiledRule, m: Match, node: Node, g: Graph, book: RuleBook, func
     return Site(node, cr, m, n, ties, ok)
 
 
-def _is_identity(t: Tie, n: int, g: Graph) -> bool:
-    return t.pos.dim() == 1 and _size(g, t.key, t.axis) == n and torch.equal(t.pos, torch.arange(n))
-
-
-def plan(g: Graph, sites: list[Site], keep_one: bool = True) -> Plan:
+def groups_of(g: Graph, sites: list[Site]) -> tuple[list[Group], dict[tuple[Key, int], int]]:
+    """The groups the sites' same-channel ties make (every axis of every tensor is in one)."""
     uf = _UF()
-    node_members: dict[str, list[tuple[Key, int]]] = {}
     for node in g.program.nodes:
-        ms = []
         for key, _ in slot_keys(node):
             for ax in range(_rank(g, key)):
                 uf.find((key, ax))
-                ms.append((key, ax))
-        node_members[node.name] = ms
     for s in sites:
         ident = [t for t in s.ties if _is_identity(t, s.n, g)]
         for t in ident[1:]:
@@ -212,6 +208,18 @@ def plan(g: Graph, sites: list[Site], keep_one: bool = True) -> Plan:
     for s in sites:
         for t in s.ties:
             t.group = group_of[(t.key, t.axis)]
+    return groups, group_of
+
+
+def _is_identity(t: Tie, n: int, g: Graph) -> bool:
+    return t.pos.dim() == 1 and _size(g, t.key, t.axis) == n and torch.equal(t.pos, torch.arange(n))
+
+
+def plan(g: Graph, sites: list[Site], keep_one: bool = True) -> Plan:
+    node_members: dict[str, list[tuple[Key, int]]] = {
+        node.name: [(key, ax) for key, _ in slot_keys(node) for ax in range(_rank(g, key))]
+        for node in g.program.nodes}
+    groups, group_of = groups_of(g, sites)
     removed = [torch.ones(max(gr.size, 0), dtype=torch.bool) for gr in groups]
     blocked: dict[int, list[str]] = {}
 

@@ -1,4 +1,4 @@
-"""Op declarations read from rule files: signature, shape rule, channel coupling, ATen and torch mappings.
+"""Op declarations read from rule files: signature, shape rule, semantics, ATen and torch mappings.
 
 The declarations are data (rules/ops/*.rules); this module turns their syntax tree into OpDecl
 objects and evaluates shape patterns. Nothing here knows any particular op.
@@ -48,7 +48,6 @@ class OpDecl:
     attr_params: list[AttrParam]
     result: TensorPattern | str  # a pattern, or the name of a shape function
     where: list[Any] = field(default_factory=list)  # condition trees (see rules/ast)
-    couple: list[Any] = field(default_factory=list)
     aten: list[AtenMapping] = field(default_factory=list)
     torch: str | None = None
     means: list[Any] = field(default_factory=list)

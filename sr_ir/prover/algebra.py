@@ -129,6 +129,7 @@ class Exact:
     def call(self, fn: str, args: list[Any]) -> Any:
         if fn in ("max", "min"):
             return max(args) if fn == "max" else min(args)
+        fn, args = selected(fn, args)
         if self.mode == "real":
             return real_function(fn, args)
         key = (fn, len(args))
@@ -168,6 +169,18 @@ class Exact:
         return w[j] * (1 + Fraction(len(scores), 7) * sum(scores))
 
 
+def selected(fn: str, args: list[Any]) -> tuple[str, list[Any]]:
+    """`gelu(x, approximate)`: arguments that are not numbers (an attribute's string or flag) select one
+    function of a family; each selection is its own function (`gelu[tanh]`)."""
+    sel = [a for a in args if isinstance(a, (str, bool)) or a is None]
+    if not sel:
+        return fn, args
+    nums = [a for a in args if not (isinstance(a, (str, bool)) or a is None)]
+    if all(a == "none" for a in sel):
+        return fn, nums
+    return f"{fn}[{','.join(str(a) for a in sel)}]", nums
+
+
 def real_function(fn: str, args: list[Any]) -> Any:
     """The exact or float64 definition of a named scalar function."""
     x = args[0] if args else None
@@ -191,6 +204,7 @@ def real_function(fn: str, args: list[Any]) -> Any:
         "mish": lambda: xf * math.tanh(math.log1p(math.exp(xf))),
         "softplus": lambda: math.log1p(math.exp(xf)),
         "gelu_tanh": lambda: 0.5 * xf * (1 + math.tanh(math.sqrt(2 / math.pi) * (xf + 0.044715 * xf**3))),
+        "gelu[tanh]": lambda: 0.5 * xf * (1 + math.tanh(math.sqrt(2 / math.pi) * (xf + 0.044715 * xf**3))),
     }
     f = table.get(fn)
     if f is None:
@@ -406,6 +420,7 @@ class Sym:
 
     def call(self, fn: str, args: list[Any]) -> Any:
         sp = self.sp
+        fn, args = selected(fn, args)
         args = [self.canon(a) for a in args]
         if fn in ("max", "min"):
             return sp.Max(*args) if fn == "max" else sp.Min(*args)

@@ -263,6 +263,8 @@ def _block_channel_dim(s: tuple[Any, ...], axis: int, block: Any) -> str | None:
 
 
 def _axis_dim(s: tuple[Any, ...], axis: int) -> str | None:
+    if not -len(s) <= axis < len(s):
+        return None
     fixed = [d for d in s if not isinstance(d, A.Variadic)]
     has_var = len(fixed) != len(s)
     if axis < 0:

@@ -15,7 +15,6 @@ from sr_ir.minimization import UncertifiedRuleError, minimize
 
 USER_RULES = """
 op leaky(x: T[*B], slope: float = 0.01) -> T[*B]
-  couple elementwise(x)
   aten aten.leaky_relu.default(x, slope)
   means out[*I] = leaky(x[*I], slope)
   torch "F.leaky_relu({x}, {slope})"

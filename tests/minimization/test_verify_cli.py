@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from sr_ir.cli.main import main
 from sr_ir.errors import VerificationError
 from sr_ir.minimization import minimize
-from sr_ir.minimization import rewrite
+from sr_ir.testing.forging import replaced, trusting
 
 from .nets import GeluMLP
 
@@ -32,9 +32,28 @@ def factory():
     return _model()
 
 
+DROPS_CONSTANTS = """
+rule channels.linear.fold_const
+  match y = linear(x: [*B, n], weight, bias)
+  where x[*B, c] == k
+  then  y = linear(drop(x, -1, c), drop(weight, 1, c), bias)
+"""
+
+
+def _forge_drop_constants(monkeypatch):
+    """The bundled fold rule replaced by one that drops constants instead of folding them (what most
+    peers do), with a forged certificate: only the numeric check stands between it and the user."""
+    import sr_ir.lang.loader as loader
+    import sr_ir.minimization.rulebook as rulebook
+
+    rs = replaced(loader.default_rules(), "channels.linear.fold_const", DROPS_CONSTANTS)
+    monkeypatch.setattr(loader, "_DEFAULT", rs)  # what every caller of default_rules() gets
+    certify = trusting({"channels.linear.fold_const"})
+    monkeypatch.setattr(rulebook, "default_certifier", lambda: certify)
+
+
 def test_a_wrong_fold_is_caught_with_its_location(monkeypatch):
-    # a rewrite that drops constants instead of folding them (what most peers do)
-    monkeypatch.setattr(rewrite, "fold_contribution", lambda *a, **k: torch.zeros(1, 24).double()[..., :18] * 0)
+    _forge_drop_constants(monkeypatch)
     with pytest.raises(VerificationError, match=r"differs from the original on example inputs .* output 0 at \[\d+, \d+\]"):
         minimize(_model(), example_inputs())
 
@@ -68,7 +87,7 @@ def test_cli_table_and_one_line_errors(tmp_path, capsys):
 
 
 def test_cli_writes_nothing_on_a_mismatch(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(rewrite, "fold_contribution", lambda *a, **k: torch.zeros(1, 24).double()[..., :18] * 0)
+    _forge_drop_constants(monkeypatch)
     out = tmp_path / "m.sr"
     rc = main(["minimize", f"{__name__}:factory", "-o", str(out), "--quiet"])
     assert rc != 0 and "nothing was written" in capsys.readouterr().err

@@ -34,10 +34,12 @@ def test_planted_convnext_minimizes_to_known_count():
     res = minimize(model, (x,))
     y = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     assert _rel(res.module(y), model(y)) <= 1e-10
-    assert res.report.transformer["residual_channels"] == 8
+    gone = res.report.removed_by_param
+    assert sum(gone[f"stages.{s}.0.gamma"][0] for s in range(4)) == 8  # stream channels, per stage
     assert trainable_param_count(res.module) == plan.minimal_param_count()
     ops = [n.op for n in res.program.nodes]
-    assert "layer_norm_channels" not in ops and ops.count("compensated_layer_norm") == 10
+    assert "layer_norm_channels" not in ops and "layer_norm" not in ops
+    assert ops.count("compensated_layer_norm_channels") == 4 and ops.count("compensated_layer_norm") == 6
 
 
 def test_nonzero_constant_under_padded_depthwise_conv_stays():
@@ -87,6 +89,6 @@ def test_a_minimized_convnext_minimizes_again_through_its_compensated_norms():
             for name in ["pwconv2.weight", "gamma", "norm.weight"]:
                 w[f"stages.3.{b}.{name}"][0] = 0
     second = minimize(first, (x,))
-    assert second.report.transformer["residual_channels"] == 1
+    assert second.report.removed_by_param["stages.3.0.gamma"] == {0: 1}
     y = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     assert _rel(second.module(y), first(y)) <= 1e-10

@@ -104,7 +104,7 @@ def test_hf_gpt2_with_residual_channels_and_tied_embeddings():
     ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
     res = minimize(model, (ids,))
     assert _rel(res.module(ids), model(ids)) <= 1e-10
-    assert res.report.transformer["residual_channels"] == 2
+    assert res.report.removed_by_param["m.lm_head.weight"] == {1: 2}  # the tied wte: the stream loses 2 channels
     # the residual channels after the layer removals: every stream-width tensor loses 2 of 32
     e_left = E - 2
     per_layer_min = (
@@ -132,7 +132,8 @@ def test_hf_llama_float32():
     res = minimize(model, (ids,))
     assert _rel(res.module(ids), model(ids)) <= 1e-5
     tr = res.report.transformer
-    assert tr["heads"] == 4 and tr["kv_heads"] == 2 and tr["qk_dims"] == 4 and tr["gated_units"] == 4
+    assert tr["heads"] == 4 and tr["kv_heads"] == 2 and tr["qk_dims"] == 4
+    assert all(res.report.removed_by_param[f"m.model.layers.{i}.mlp.gate_proj.weight"][0] == 2 for i in range(2))
     per_layer = 2 * HD * E + HD * E * 2 + E * 2 * HD + 2 * (HD // 2 * 0 + 2) * E + 2 * 3 * E
     # q rows: 2 heads x 8 + 2 dims of 2 heads of group 0; k: 8 + 2; v: 8; o cols: 16; gate/up/down: 2 units
     per_layer = (2 * HD * E + 2 * 2 * E) + (HD * E + 2 * E) + HD * E + E * 2 * HD + 3 * 2 * E

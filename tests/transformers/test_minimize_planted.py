@@ -25,7 +25,7 @@ def test_planted_family_minimizes_to_known_count(family):
     other = example_ids(model.cfg, batch=5, seed=23)
     assert _rel(res.module(other), model(other)) <= 1e-10
     tr = res.report.transformer
-    assert tr["residual_channels"] == len(plan.residual)
+    assert res.report.removed_by_param["tok.weight"] == {1: len(plan.residual)}
     assert tr["heads"] == sum(len(h) for h in plan.dead_heads.values())
     assert tr["qk_dims"] == sum(len(d) for g in plan.qk_dims.values() for d in g.values())
     assert tr["v_dims"] == sum(len(d) for g in plan.v_dims.values() for d in g.values())
@@ -92,7 +92,7 @@ def test_reductions_need_certified_rules():
     refuse = {"layer_norm.compensate", "attention.unused_head"}
     book = RuleBook(rs, certify=lambda r, _rs: "refuted (test)" if r.name in refuse else None)
     out, report = minimize_program(prog, rs, book=book)
-    assert report.transformer["residual_channels"] == 0 and report.transformer["heads"] == 0
+    assert "tok.weight" not in report.removed_by_param and report.transformer["heads"] == 0
     assert report.transformer["v_dims"] > 0  # the other reductions still apply
     assert refuse <= set(book.refused)
 
