@@ -18,7 +18,7 @@ Everything here is plain data: frozen dataclasses of sr_ir.lang.ast trees plus n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -121,6 +121,11 @@ class Rule:
     loc: Loc | None = field(default=None, compare=False)
     where_locs: tuple[Loc | None, ...] = field(default=(), compare=False)
     origin: Path | None = field(default=None, compare=False)  # the rule directory it was read from
+    axiom_locs: tuple[Loc | None, ...] = field(default=(), compare=False)  # where each axiom is named
+    # set by the loader: the declared functions the rule's meaning depends on (through the ops it
+    # uses and their `means`, transitively) and the vocabulary they and its axioms come from
+    functions: tuple[str, ...] = field(default=(), compare=False)
+    vocabulary: Any = field(default=None, compare=False, repr=False)
 
     @property
     def root(self) -> Binding:
@@ -178,8 +183,8 @@ def _conclusion_trees(c: Conclusion) -> list[Any]:
     return [c.target, c.value]
 
 
-# Functions with a fixed meaning in rule expressions (everything else called is an op or a scalar
-# function, uninterpreted unless an axiom says more).
+# Functions with a fixed meaning in rule expressions (everything else called is an op or a function
+# declared with `function`, uninterpreted by the prover unless the rule names an axiom about it).
 BUILTINS = {
     "sum": "sum(j < n, e): sum of e over j = 0..n-1",
     "tensor": "tensor(i < n, j < m, e): the tensor whose entry [i, j] is e",
@@ -395,8 +400,7 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
         if not (isinstance(c.value, A.Call) and c.value.fn in ops):
             raise err("a rewrite's right side must be an op call")
     info = RuleInfo(channel, tuple(uses), tuple(values), tuple(tensors), tuple(attrs), tuple(dims))
-    return Rule(rule.name, rule.bindings, rule.where, rule.conclusion, rule.axioms, rule.doc, info, rule.loc,
-                rule.where_locs, rule.origin)
+    return replace(rule, info=info)
 
 
 def _indexes_with_binders(node: Any, bound: frozenset = frozenset()):
