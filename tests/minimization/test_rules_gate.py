@@ -14,6 +14,10 @@ from sr_ir.lang.loader import load_rules
 from sr_ir.minimization import UncertifiedRuleError, minimize
 
 USER_RULES = """
+function leaky(x, slope)
+  means max(x, 0) + slope * min(x, 0)
+  torch "torch.where({x} > 0, {x}, {slope} * {x})"
+
 op leaky(x: T[*B], slope: float = 0.01) -> T[*B]
   couple elementwise(x)
   aten aten.leaky_relu.default(x, slope)
