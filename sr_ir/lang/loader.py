@@ -639,7 +639,7 @@ def _check_rule_vocabulary(r: R.Rule, rs: RuleSet, sites) -> None:
             at = r.axiom_locs[i] if i < len(r.axiom_locs) else r.loc
             known = ", ".join(sorted(rs.axioms)) or "none"
             raise TypeCheckError(f"rule {r.name!r}: unknown axiom {name!r} (declared: {known})", at)
-    trees = list(r.where) + R._conclusion_trees(r.conclusion)
+    trees = list(r.where) + R.conclusion_trees(r.conclusion)
     _check_calls(trees, rs, sites, r.loc, f"rule {r.name!r}", scalar=False)
 
 
@@ -647,7 +647,7 @@ def _functions_of(r: R.Rule, rs: RuleSet) -> list[str]:
     """The declared functions a rule's meaning depends on: called by the rule or by the `means` of an op
     it uses, and the functions those are defined with."""
     names: list[str] = []
-    for t in list(r.where) + R._conclusion_trees(r.conclusion):
+    for t in list(r.where) + R.conclusion_trees(r.conclusion):
         names += Fn.calls(t)
     for op in r.ops_used:
         d = rs.ops.get(op)

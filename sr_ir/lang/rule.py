@@ -139,7 +139,7 @@ class Rule:
     def ops_used(self) -> tuple[str, ...]:
         """Every op whose semantics the rule's meaning depends on (matched and produced)."""
         names = [b.op for b in self.bindings]
-        for node in _conclusion_trees(self.conclusion):
+        for node in conclusion_trees(self.conclusion):
             for sub in A.walk(node):
                 if isinstance(sub, A.Call) and sub.fn not in names and sub.fn not in BUILTINS:
                     names.append(sub.fn)
@@ -175,7 +175,8 @@ def show_conclusion(c: Conclusion) -> str:
     return f"{A.show(c.target)} = {A.show(c.value)}"
 
 
-def _conclusion_trees(c: Conclusion) -> list[Any]:
+def conclusion_trees(c: Conclusion) -> list[Any]:
+    """The expression trees of a conclusion."""
     if isinstance(c, ForwardFact):
         return [c.target, c.value]
     if isinstance(c, BackwardFact):
@@ -325,7 +326,7 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
     known = set(tensors) | {n for n, _, _ in attrs} | set(dims)
 
     # free names of the conditions and conclusion: one channel index variable, the rest values
-    trees: list[Any] = list(rule.where) + _conclusion_trees(rule.conclusion)
+    trees: list[Any] = list(rule.where) + conclusion_trees(rule.conclusion)
     channel: str | None = None
     values: list[str] = []
     for t in trees:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import itertools
 import random
 from fractions import Fraction
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from ..lang import ast as A
-from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule
+from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule, conclusion_trees
 from ..ops.decl import OpDecl
 from .algebra import Exact
 from .axioms import Theory
@@ -180,7 +180,9 @@ def _walk_means(d: OpDecl):
 
 
 def _functions_used(rule: Rule, ops: Mapping[str, OpDecl]) -> set[str]:
-    names = set(rule.functions)
+    """The functions the proof sees: called by the rule or by the semantics of its ops (not those
+    they are defined with: the proof never looks into a definition)."""
+    names = {s.fn for t in [*rule.where, *conclusion_trees(rule.conclusion)] for s in A.walk(t) if isinstance(s, A.Call)}
     for op in rule.ops_used:
         d = ops.get(op)
         if d:
@@ -260,10 +262,29 @@ def _intermediates(rule: Rule, ob) -> dict[str, Any]:
 
 # ---- float64 replay through the torch templates ------------------------------------------------
 class _Code:
-    def __init__(self, ops: Mapping[str, OpDecl], attrs: Mapping[str, Any], functions: Mapping[str, Any] = {}):
+    def __init__(self, ops: Mapping[str, OpDecl], attrs: Mapping[str, Any], functions: Mapping[str, Any] = {},
+                 tensors: Iterable[str] = ()):
         self.ops = ops
         self.attrs = attrs
         self.functions = functions  # declared functions, called in the replay as _fn.NAME(...)
+        self.tensors = set(tensors)  # the rule's tensor names (anything else is a number)
+
+    def tensor_valued(self, e: Any) -> bool:
+        """Does `e` stand for a tensor (an op's operand) rather than a number? (`relu(drop(x, 1, c))`
+        is a node, `relu(k)` the function, as in the prover's semantics.)"""
+        if isinstance(e, A.Name):
+            return e.id in self.tensors
+        if isinstance(e, A.Spread):
+            return True
+        if isinstance(e, A.Index):
+            return any(isinstance(i, (A.Slice, A.Variadic)) for i in e.indices)
+        if isinstance(e, A.Call):
+            return e.fn in ("drop", "tensor") or (e.fn in self.ops and any(self.tensor_valued(a) for a in e.args))
+        if isinstance(e, A.BinOp):
+            return self.tensor_valued(e.left) or self.tensor_valued(e.right)
+        if isinstance(e, A.Neg):
+            return self.tensor_valued(e.operand)
+        return False
 
     def expr(self, e: Any) -> str:
         if isinstance(e, A.Num):
@@ -301,7 +322,7 @@ class _Code:
                 return f"{self.expr(e.args[0])}.shape[{self.expr(e.args[1])}]"
             if e.fn == "width":
                 return f"_width({self.expr(e.args[0])}, {self.expr(e.args[1])})"
-            if e.fn in self.ops:
+            if e.fn in self.ops and (e.fn not in self.functions or any(self.tensor_valued(a) for a in e.args)):
                 decl = self.ops[e.fn]
                 args = [self.expr(a) for a in e.args]
                 var = next((t.name for t in decl.tensor_params if t.variadic), None)
@@ -401,7 +422,7 @@ def replay(rule: Rule, ops: Mapping[str, OpDecl], inst: Instance, ob, values: Ma
         ns[k] = float(v) if isinstance(v, Fraction) else v
     if rule.info.channel:
         ns[rule.info.channel] = int(inst.channel)
-    code = _Code(ops, inst.attrs, functions)
+    code = _Code(ops, inst.attrs, functions, rule.info.tensors)
     # the matched nodes, innermost first, through their templates
     lines = []
     from .obligation import attr_table
