@@ -62,7 +62,7 @@ class Exact:
     def __init__(self, mode: str, seed: int = 0, theory: Theory | None = None):
         self.mode = mode  # "standin", "standin_exact" or "real"
         self.rng = random.Random(seed)
-        self.theory = theory if theory is not None else Theory()
+        self.theory = _theory(theory)
         self._coef: dict[tuple[str, int], list[Fraction]] = {}
         self._real: dict[str, Any] = {}
 
@@ -224,6 +224,15 @@ class Exact:
         return w[j] * (1 + Fraction(len(scores), 7) * sum(scores))
 
 
+def _theory(t: Any) -> Theory:
+    """A Theory, or none (no axioms); axiom names alone say nothing of what the axioms state."""
+    if t is None:
+        return Theory()
+    if not isinstance(t, Theory):
+        raise TypeError(f"the algebra takes a Theory (sr_ir.prover.axioms.Theory.of_rule(rule)), not {type(t).__name__}")
+    return t
+
+
 def _frac(v: Any) -> Fraction | None:
     """A number's exact value (None for anything else: a float stand-in value, a symbol)."""
     if isinstance(v, bool):
@@ -259,7 +268,7 @@ class Sym:
         import sympy
 
         self.sp = sympy
-        self.axioms = axioms if axioms is not None else Theory()
+        self.axioms = _theory(axioms)
         self.c = channel
         self.sym_dims: dict[Any, str] = {}  # symbol -> the dim it ranges over / sizes
         self.bool_atoms: set[Any] = set()
