@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
                    help="hard deadline per rule in seconds (default 60); a timeout is never a proof")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--axioms", action="store_true",
-                   help="validate the declared axioms (bundled and --rules DIRs) against the functions' "
+                   help="validate the declared axioms (bundled, --rules DIRs and FILES|DIRS) against the functions' "
                         "definitions, each function's means against its torch spelling, and all axioms "
                         "together for consistency")
     p.add_argument("--no-condition-check", action="store_true",
@@ -75,11 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import SrIrError
 
     try:
-        if args.axioms:
-            from ..lang.loader import load_rules
-
-            return _axioms(args, load_rules(extra=list(args.rules)))
         rs, rules = _selected(args)
+        if args.axioms:
+            return _axioms(args, rs)
     except SrIrError as e:
         e.exit_code = 3
         raise

@@ -563,7 +563,7 @@ def _check_calls(trees: Iterable[Any], rs: RuleSet, sites, loc: Loc | None, what
     ok = set(allowed)
     for t in trees:
         for sub in A.walk(t):
-            if not isinstance(sub, A.Call) or sub.fn in R.BUILTINS or sub.fn in ok or sub.fn.startswith("_"):
+            if not isinstance(sub, A.Call) or sub.fn in R.BUILTINS or sub.fn in ok:
                 continue
             if sub.fn in rs.functions:
                 decl = rs.functions[sub.fn]
@@ -574,8 +574,17 @@ def _check_calls(trees: Iterable[Any], rs: RuleSet, sites, loc: Loc | None, what
                 continue
             if not scalar and sub.fn in rs.ops:
                 continue
+            known = list(rs.functions) + ([] if scalar else list(rs.ops))
             raise TypeCheckError(f"{what}: unknown function {sub.fn!r} (not a built-in, not declared with "
-                                 f"`function`{'' if scalar else ', not an op'})", _site(sites, sub.fn, loc))
+                                 f"`function`{'' if scalar else ', not an op'}){_did_you_mean(sub.fn, known)}",
+                                 _site(sites, sub.fn, loc))
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(set(known)), n=3)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def _check_functions(rs: RuleSet, sites) -> None:
@@ -637,8 +646,8 @@ def _check_rule_vocabulary(r: R.Rule, rs: RuleSet, sites) -> None:
     for i, name in enumerate(r.axioms):
         if name not in rs.axioms:
             at = r.axiom_locs[i] if i < len(r.axiom_locs) else r.loc
-            known = ", ".join(sorted(rs.axioms)) or "none"
-            raise TypeCheckError(f"rule {r.name!r}: unknown axiom {name!r} (declared: {known})", at)
+            hint = _did_you_mean(name, rs.axioms) or " (`sr-ir prove --axioms` lists the declared ones)"
+            raise TypeCheckError(f"rule {r.name!r}: unknown axiom {name!r}, not declared with `axiom`{hint}", at)
     trees = list(r.where) + R.conclusion_trees(r.conclusion)
     _check_calls(trees, rs, sites, r.loc, f"rule {r.name!r}", scalar=False)
 
@@ -657,15 +666,11 @@ def _functions_of(r: R.Rule, rs: RuleSet) -> list[str]:
 
 
 def _with_origin(r: R.Rule, origin: Path) -> R.Rule:
-    from dataclasses import replace
-
     return replace(r, origin=origin.resolve())
 
 
 def _name_operands(r: R.Rule, ops: dict[str, OpDecl]) -> R.Rule:
     """Positional match operands -> the op's parameter names."""
-    from dataclasses import replace
-
     from ..errors import TypeCheckError
 
     bindings = []

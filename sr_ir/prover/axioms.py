@@ -49,6 +49,11 @@ class Theory:
         vocab = getattr(rule, "vocabulary", None)
         if vocab is None:
             return cls()
+        missing = [a for a in rule.axioms if a not in vocab.axioms]
+        if missing:  # (the loader rejects these; a rule built by hand may still carry one)
+            from .semantics import SemanticsError
+
+            raise SemanticsError(f"rule {rule.name!r} names undeclared axioms: {', '.join(missing)}")
         return cls([vocab.axioms[a] for a in rule.axioms], vocab)
 
     def __contains__(self, name: object) -> bool:  # a built-in axiom, by its declared name
