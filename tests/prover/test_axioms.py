@@ -189,3 +189,14 @@ def test_a_softmax_statement_other_than_the_definition_is_rejected_by_the_valida
     assert not ok and "mask [0]" in detail  # a row with every key masked sums to 0, not 1
     ok, _ = _check_builtin(lib.axioms["softmax_rows"], lib.functions)
     assert ok
+
+
+@pytest.mark.parametrize("statement, consistent", [
+    ("exp(1) == -1", False),  # against exp_pos at the declared point
+    ("sigmoid(0) == 1/3", False),  # against sigmoid_half
+    ("exp(a) >= 0", True),
+])
+def test_the_consistency_check_covers_the_whole_declared_library(rule_dir, statement, consistent):
+    rs = load_rules(extra=[rule_dir("extra.rules", f"axiom extra: {statement}\n")])
+    rows = _rows(rs.vocabulary)
+    assert rows["<consistency>"].ok == consistent, rows["<consistency>"].detail
