@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
+from functools import lru_cache
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Mapping, Union
 
@@ -250,11 +251,12 @@ def torch_namespace() -> dict[str, Any]:
     return {"torch": torch, "F": F}
 
 
+@lru_cache(maxsize=None)
 def torch_function(decl: FunctionDecl) -> Callable[..., Any]:
     """The function as a callable on tensors, through its torch template: `torch_function(relu)(k)`.
 
     Arguments are bound to the template's parameters in order (give float64 tensors; a number is made
-    a 0-d float64 tensor). The template is compiled once per call of `torch_function`."""
+    a 0-d float64 tensor). The template is compiled once per declaration (the callable is cached)."""
     if decl.torch is None:
         raise TypeCheckError(f"function {decl.name!r} has no torch spelling", decl.loc)
     slots = {p: f"_arg{i}" for i, p in enumerate(decl.params)}
