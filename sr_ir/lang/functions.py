@@ -178,9 +178,11 @@ def const_value(e: Any) -> Fraction | None:
         return None if v is None else -v
     if isinstance(e, A.BinOp) and e.op in "+-*/":
         a, b = const_value(e.left), const_value(e.right)
-        if a is None or b is None or (e.op == "/" and b == 0):
+        if a is None or b is None:
             return None
-        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else None}[e.op]
+        if e.op == "/":
+            return a / b if b else None
+        return a + b if e.op == "+" else a - b if e.op == "-" else a * b
     return None
 
 
