@@ -36,7 +36,9 @@ def register(sub: Any) -> None:
                    help="hard deadline per rule in seconds (default 60); a timeout is never a proof")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--axioms", action="store_true",
-                   help="validate the axiom library against the exact definitions and for consistency")
+                   help="validate the declared axioms (bundled, --rules DIRs and FILES|DIRS) against the functions' "
+                        "definitions, each function's means against its torch spelling, and all axioms "
+                        "together for consistency")
     p.add_argument("--no-condition-check", action="store_true",
                    help="skip the search for unnecessary side conditions (faster)")
     p.set_defaults(func=run)
@@ -72,10 +74,10 @@ def _selected(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..errors import SrIrError
 
-    if args.axioms:
-        return _axioms(args)
     try:
         rs, rules = _selected(args)
+        if args.axioms:
+            return _axioms(args, rs)
     except SrIrError as e:
         e.exit_code = 3
         raise
@@ -84,18 +86,21 @@ def run(args: argparse.Namespace) -> int:
     return _prove(args, rs, rules)
 
 
-def _axioms(args: argparse.Namespace) -> int:
-    from ..prover.axioms import LIBRARY, validate
+def _axioms(args: argparse.Namespace, rs) -> int:
+    """Validate exactly the declarations the prover reads (the loaded rule set's vocabulary)."""
+    from ..prover.axioms import validate
 
-    rows = validate()
+    rows = validate(rs.vocabulary)
     if args.json:
-        print(json.dumps([{"axiom": a, "ok": ok, "detail": d,
-                           "statement": LIBRARY[a].statement if a in LIBRARY else ""} for a, ok, d in rows], indent=1))
+        print(json.dumps([r._asdict() for r in rows], indent=1))
     else:
-        for a, ok, d in rows:
-            st = LIBRARY[a].statement if a in LIBRARY else ""
-            print(f"{'ok ' if ok else 'BAD'}  {a:16} {st:60} {d}")
-    return 0 if all(ok for _, ok, _ in rows) else 1
+        for r in rows:
+            print(f"{r.loc + ': ' if r.loc and not r.ok else ''}{'ok ' if r.ok else 'BAD'}  {r.name:22} "
+                  f"{r.statement if not r.name.startswith('function ') else '':48} {r.detail}")
+        bad = sum(1 for r in rows if not r.ok)
+        print(f"{len(rs.axioms)} axioms, {len(rs.functions)} functions: "
+              + ("all checks pass" if not bad else f"{bad} check(s) FAILED"))
+    return 0 if all(r.ok for r in rows) else 1
 
 
 def _check(args: argparse.Namespace, rs, rules) -> int:

@@ -194,8 +194,9 @@ def show(node: Any) -> str:
     if isinstance(node, Cmp):
         return f"{show(node.left)} {node.op} {show(node.right)}"
     if isinstance(node, BoolOp):
-        if node.op == "not":
-            return f"not {show(node.operands[0])}"
+        if node.op == "not":  # (a quantifier's body would otherwise swallow what follows)
+            inner = show(node.operands[0])
+            return f"not ({inner})" if isinstance(node.operands[0], Quant) else f"not {inner}"
         return "(" + f" {node.op} ".join(show(a) for a in node.operands) + ")"
     if isinstance(node, Unused):
         return f"unused {show(node.target)}"

@@ -1,23 +1,26 @@
-"""Read rule files (grammar/rules.lark) into op declarations and rules (sr_ir.lang.rule).
+"""Read rule files (grammar/rules.lark) into op declarations, scalar functions and axioms
+(sr_ir.lang.functions) and rules (sr_ir.lang.rule).
 
 Errors carry file:line:col. Files are read in sorted order, directories recursively; a later
-directory may not redeclare an op or a rule an earlier one declared. Rules are resolved against
-the op declarations once everything is read (so a rule may use an op declared in another file).
+directory may not redeclare an op, a function, an axiom or a rule an earlier one declared. Names are
+resolved once everything is read (so a rule may use an op, a function or an axiom declared in another
+file or directory): every function called must be declared, every axiom a rule names must be.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
 import lark
 
-from ..errors import Loc, ParseError
+from ..errors import Loc, ParseError, TypeCheckError
 from ..ops.decl import AtenMapping, AttrParam, OpDecl, TensorParam, TensorPattern
 from ..resources import data_dir, grammar_path
 from . import ast as A
+from . import functions as Fn
 from . import rule as R
 
 
@@ -37,6 +40,7 @@ class ExprBuilder(lark.Transformer):
     def __init__(self, filename: str):
         super().__init__()
         self.filename = filename
+        self.call_sites: list[tuple[str, Loc]] = []  # every call, in file order (for error positions)
 
     def loc(self, meta: Any) -> Loc:
         return Loc(self.filename, getattr(meta, "line", 0) or 0, getattr(meta, "column", 0) or 0)
@@ -93,7 +97,9 @@ class ExprBuilder(lark.Transformer):
     def bound(self, a):
         return A.Bound(str(a[0]), a[1])
 
-    def call(self, a):
+    @lark.v_args(meta=True)
+    def call(self, meta, a):
+        self.call_sites.append((str(a[0]), self.loc(meta)))
         return A.Call(str(a[0]), tuple(x for x in a[1:] if x is not None))
 
     def list_expr(self, a):
@@ -211,6 +217,41 @@ class _DeclBuilder(ExprBuilder):
     def semantics_decl(self, meta, a):
         return SemanticsDecl(str(a[0]), list(a[1:]), self.loc(meta))
 
+    # ---- functions and axioms ------------------------------------------------------------------
+    def function_means(self, a):
+        return ("means", a[0])
+
+    def function_torch(self, a):
+        return ("torch", json.loads(str(a[0])))
+
+    @lark.v_args(meta=True)
+    def function_decl(self, meta, a):
+        loc = self.loc(meta)
+        name = str(a[0])
+        params = [str(x) for x in a[1:] if isinstance(x, lark.Token)]
+        means = torch = None
+        for x in a[1:]:
+            if not isinstance(x, tuple):
+                continue
+            kind, body = x
+            if kind == "means":
+                if means is not None:
+                    raise ParseError(f"function {name!r} has two `means` clauses", loc)
+                means = body
+            else:
+                if torch is not None:
+                    raise ParseError(f"function {name!r} has two torch spellings", loc)
+                torch = body
+        if len(set(params)) != len(params):
+            raise ParseError(f"function {name!r}: a parameter is named twice", loc)
+        return Fn.FunctionDecl(name, tuple(params), means, torch, loc)
+
+    @lark.v_args(meta=True)
+    def axiom_decl(self, meta, a):
+        builtin = isinstance(a[0], lark.Token) and a[0].type == "BUILTIN"
+        rest = a[1:] if builtin else a
+        return _AxiomItem(str(rest[0]), rest[1], builtin, self.loc(meta))
+
     # ---- rules ------------------------------------------------------------------------------
     def shape_ann(self, a):
         return tuple(x for x in a if x is not None)
@@ -275,7 +316,7 @@ class _DeclBuilder(ExprBuilder):
         return a[0]
 
     def axioms_clause(self, a):
-        return ("axioms", [str(x) for x in a])
+        return ("axioms", [(str(x), Loc(self.filename, x.line, x.column)) for x in a])
 
     def doc_clause(self, a):
         return ("doc", json.loads(str(a[0])))
@@ -289,6 +330,7 @@ class _DeclBuilder(ExprBuilder):
         where_locs: list[Any] = []
         conclusion = None
         axioms: list[str] = []
+        axiom_locs: list[Loc] = []
         doc = ""
         for kind, body in a[1:]:
             if kind == "match":
@@ -305,7 +347,8 @@ class _DeclBuilder(ExprBuilder):
                     raise ParseError(f"rule {name!r} has two `then` clauses", loc)
                 conclusion = body
             elif kind == "axioms":
-                axioms += body
+                axioms += [n for n, _ in body]
+                axiom_locs += [al for _, al in body]
             elif kind == "doc":
                 doc = body
         if not bindings:
@@ -313,7 +356,7 @@ class _DeclBuilder(ExprBuilder):
         if conclusion is None:
             raise ParseError(f"rule {name!r} has no `then` clause", loc)
         return R.Rule(name, tuple(bindings), tuple(where), conclusion, tuple(axioms), doc, None, loc,
-                      tuple(where_locs))
+                      tuple(where_locs), axiom_locs=tuple(axiom_locs))
 
     def _binding(self, rule, result, rshape, op, args, loc) -> R.Binding:
         operands = []
@@ -340,6 +383,16 @@ class SemanticsDecl:
 
 
 @dataclass
+class _AxiomItem:
+    """An `axiom` item as read; classified into an AxiomDecl once every function is known."""
+
+    id: str
+    statement: Any
+    builtin: bool
+    loc: Loc
+
+
+@dataclass
 class RuleSet:
     """Everything read from a set of rule directories."""
 
@@ -347,6 +400,16 @@ class RuleSet:
     items: list[Any] = field(default_factory=list)  # every top-level item in file order
     files: list[Path] = field(default_factory=list)
     rules: list[R.Rule] = field(default_factory=list)  # resolved rules, in file order
+    functions: dict[str, Fn.FunctionDecl] = field(default_factory=dict)
+    axioms: dict[str, Fn.AxiomDecl] = field(default_factory=dict)
+
+    @property
+    def vocabulary(self) -> Fn.Vocabulary:
+        """The functions and axioms (the object every rule of the set refers to)."""
+        return self._vocabulary
+
+    def __post_init__(self) -> None:
+        self._vocabulary = Fn.Vocabulary(self.functions, self.axioms)
 
     def rule(self, name: str) -> R.Rule:
         for r in self.rules:
@@ -363,9 +426,15 @@ class RuleSet:
 
 
 def parse_rule_text(text: str, filename: str, builder: type[ExprBuilder] = _DeclBuilder) -> list[Any]:
+    return _parse(text, filename, builder)[0]
+
+
+def _parse(text: str, filename: str, builder: type[ExprBuilder] = _DeclBuilder) -> tuple[list[Any], list]:
+    """The items of a file and its call sites (name, loc) in file order."""
     try:
         tree = rules_parser().parse(text)
-        return list(builder(filename).transform(tree).children)
+        b = builder(filename)
+        return list(b.transform(tree).children), b.call_sites
     except lark.exceptions.UnexpectedInput as e:
         from ..ir.parser import _describe
 
@@ -395,17 +464,20 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) -> RuleSet:
-    """Load the bundled rules/ (or `paths`) plus `extra` user directories."""
+    """Load the bundled rules/ (or `paths`) plus `extra` user directories (or files)."""
     base = [data_dir("rules")] if paths is None else list(paths)
     rs = RuleSet()
     pending: list[R.Rule] = []
     semantics: list[SemanticsDecl] = []
+    axiom_items: list[_AxiomItem] = []
+    sites: dict[str, list[tuple[str, Loc]]] = {}
     for root in [*base, *extra]:
         root = Path(root)
         for f in rule_files([root]):
             rel = _display(f)
             rs.files.append(f)
-            for item in parse_rule_text(f.read_text(), rel):
+            items, sites[rel] = _parse(f.read_text(), rel)
+            for item in items:
                 rs.items.append(item)
                 if isinstance(item, OpDecl):
                     if item.name in rs.ops:
@@ -414,6 +486,13 @@ def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) 
                     rs.ops[item.name] = item
                 elif isinstance(item, SemanticsDecl):
                     semantics.append(item)
+                elif isinstance(item, Fn.FunctionDecl):
+                    _declare_function(rs, item)
+                elif isinstance(item, _AxiomItem):
+                    if any(a.id == item.id for a in axiom_items):
+                        prev = next(a.loc for a in axiom_items if a.id == item.id)
+                        raise ParseError(f"axiom {item.id!r} declared again (first at {prev})", item.loc)
+                    axiom_items.append(item)
                 elif isinstance(item, R.Rule):
                     if any(r.name == item.name for r in pending):
                         prev = next(r.loc for r in pending if r.name == item.name)
@@ -426,21 +505,162 @@ def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) 
         if decl.means:
             raise ParseError(f"op {sem.op!r} already has semantics (at {decl.loc})", sem.loc)
         decl.means = list(sem.means)
+    _check_functions(rs, sites)
+    for item in axiom_items:
+        rs.axioms[item.id] = _axiom(item, rs, sites)
+    for decl in rs.ops.values():
+        sem = next((x for x in semantics if x.op == decl.name), None)
+        what, at = (f"semantics of {decl.name!r}", sem.loc) if sem else (f"op {decl.name!r}", decl.loc)
+        _check_calls(decl.means, rs, sites, at, what, scalar=True)
     for r in pending:
-        rs.rules.append(R.resolve(_name_operands(r, rs.ops), rs.ops))
+        rs.rules.append(resolved_rule(r, rs, sites))
     return rs
 
 
-def _with_origin(r: R.Rule, origin: Path) -> R.Rule:
-    from dataclasses import replace
+def resolved_rule(r: R.Rule, rs: RuleSet, sites: Any = None) -> R.Rule:
+    """A parsed rule checked against the rule set's ops and vocabulary, its names resolved."""
+    r = R.resolve(_name_operands(r, rs.ops), rs.ops)
+    _check_rule_vocabulary(r, rs, sites or {})
+    return replace(r, functions=tuple(_functions_of(r, rs)), vocabulary=rs.vocabulary)
 
+
+def _declare_function(rs: RuleSet, f: Fn.FunctionDecl) -> None:
+    if f.name in rs.functions:
+        raise ParseError(f"function {f.name!r} declared again (first at {rs.functions[f.name].loc})", f.loc)
+    if f.name in R.BUILTINS:
+        raise ParseError(f"{f.name!r} is a built-in of the rule language and cannot be declared as a function", f.loc)
+    if f.torch is not None:
+        for fld in Fn.template_fields(f.torch):
+            if fld not in f.params:
+                raise ParseError(f"function {f.name!r}: its torch spelling uses {{{fld}}}, which is not a parameter "
+                                 f"({', '.join(f.params) or 'none'})", f.loc)
+    rs.functions[f.name] = f
+
+
+def _site(sites: dict[str, list[tuple[str, Loc]]], name: str, after: Loc | None) -> Loc | None:
+    """Where `name` is first called at or after `after` (the item that calls it) in that file."""
+    if after is None:
+        return None
+    for n, loc in sites.get(after.file, []):
+        if n == name and (loc.line, loc.col) >= (after.line, after.col):
+            return loc
+    return after
+
+
+def _check_calls(trees: Iterable[Any], rs: RuleSet, sites, loc: Loc | None, what: str, scalar: bool,
+                 allowed: Iterable[str] = ()) -> None:
+    """Every name called in `trees` is a built-in, a declared function (or, outside `means`, an op)."""
+    ok = set(allowed)
+    for t in trees:
+        for sub in A.walk(t):
+            if not isinstance(sub, A.Call) or sub.fn in R.BUILTINS or sub.fn in ok:
+                continue
+            if sub.fn in rs.functions:
+                decl = rs.functions[sub.fn]
+                n = len(sub.args)
+                if n != len(decl.params) and not (not scalar and sub.fn in rs.ops):
+                    raise TypeCheckError(f"{what}: {sub.fn} takes {len(decl.params)} argument(s), the call "
+                                         f"`{A.show(sub)}` gives {n}", _site(sites, sub.fn, loc))
+                continue
+            if not scalar and sub.fn in rs.ops:
+                continue
+            known = list(rs.functions) + ([] if scalar else list(rs.ops))
+            raise TypeCheckError(f"{what}: unknown function {sub.fn!r} (not a built-in, not declared with "
+                                 f"`function`{'' if scalar else ', not an op'}){_did_you_mean(sub.fn, known)}",
+                                 _site(sites, sub.fn, loc))
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(set(known)), n=3)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def _check_functions(rs: RuleSet, sites) -> None:
+    """Each `means` calls only built-ins and declared functions, over its parameters, without a cycle."""
+    for f in rs.functions.values():
+        if f.means is None:
+            continue
+        _check_calls([f.means], rs, sites, f.loc, f"function {f.name!r}", scalar=True, allowed=Fn.SCALAR_BUILTINS)
+        for sub in A.walk(f.means):
+            if isinstance(sub, A.Call) and sub.fn in R.BUILTINS and sub.fn not in Fn.SCALAR_BUILTINS:
+                raise TypeCheckError(f"function {f.name!r}: `means` is a scalar expression; {sub.fn}(...) "
+                                     f"is not one", _site(sites, sub.fn, f.loc))
+            if isinstance(sub, (A.Index, A.Bound, A.Slice, A.Variadic, A.Spread, A.ListExpr)):
+                raise TypeCheckError(f"function {f.name!r}: `means` is a scalar expression over "
+                                     f"{', '.join(f.params) or 'no parameters'}; `{A.show(sub)}` is not", f.loc)
+            if isinstance(sub, A.Name) and sub.id not in f.params:
+                raise TypeCheckError(f"function {f.name!r}: `means` uses {sub.id!r}, which is not a parameter", f.loc)
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            cyc = path[path.index(n):] + [n]
+            raise TypeCheckError(f"function {n!r} is defined in terms of itself ({' -> '.join(cyc)})",
+                                 rs.functions[n].loc)
+        state[n] = 1
+        m = rs.functions[n].means
+        for c in (Fn.calls(m) if m is not None else []):
+            if c in rs.functions:
+                visit(c, path + [n])
+        state[n] = 2
+
+    for n in rs.functions:
+        visit(n, [])
+
+
+def _axiom(item: _AxiomItem, rs: RuleSet, sites) -> Fn.AxiomDecl:
+    """Check an axiom's statement and classify it (its form is what the prover uses)."""
+    about = [c for c in Fn.calls(item.statement) if c not in ("sum", "max", "min")]
+    if item.builtin:
+        canon = Fn.BUILTIN_AXIOMS.get(item.id)
+        if canon is None:
+            raise TypeCheckError(f"axiom {item.id!r}: no built-in axiom of that name (the prover implements "
+                                 f"{', '.join(sorted(Fn.BUILTIN_AXIOMS))}); declare it without `builtin`", item.loc)
+        want = parse_rule_text(f"builtin axiom {item.id}: {canon}", "<builtin>")[0].statement
+        if A.show(want) != A.show(item.statement):
+            raise TypeCheckError(f"axiom {item.id!r}: the prover implements this built-in axiom as `{A.show(want)}`; "
+                                 f"the declaration reads `{A.show(item.statement)}`", item.loc)
+        return Fn.AxiomDecl(item.id, item.statement, Fn.BuiltinForm(item.id), tuple(about), True, item.loc)
+    _check_calls([item.statement], rs, sites, item.loc, f"axiom {item.id!r}", scalar=True,
+                 allowed=Fn.SCALAR_BUILTINS)
+    form = Fn.classify(item.id, item.statement, rs.functions, item.loc)
+    return Fn.AxiomDecl(item.id, item.statement, form, tuple(about), False, item.loc)
+
+
+def _check_rule_vocabulary(r: R.Rule, rs: RuleSet, sites) -> None:
+    """The rule's axioms are declared; the functions its conditions and conclusion call are."""
+    for i, name in enumerate(r.axioms):
+        if name not in rs.axioms:
+            at = r.axiom_locs[i] if i < len(r.axiom_locs) else r.loc
+            hint = _did_you_mean(name, rs.axioms) or " (`sr-ir prove --axioms` lists the declared ones)"
+            raise TypeCheckError(f"rule {r.name!r}: unknown axiom {name!r}, not declared with `axiom`{hint}", at)
+    trees = list(r.where) + R.conclusion_trees(r.conclusion)
+    _check_calls(trees, rs, sites, r.loc, f"rule {r.name!r}", scalar=False)
+
+
+def _functions_of(r: R.Rule, rs: RuleSet) -> list[str]:
+    """The declared functions a rule's meaning depends on: called by the rule or by the `means` of an op
+    it uses, and the functions those are defined with."""
+    names: list[str] = []
+    for t in list(r.where) + R.conclusion_trees(r.conclusion):
+        names += Fn.calls(t)
+    for op in r.ops_used:
+        d = rs.ops.get(op)
+        for m in d.means if d else []:
+            names += Fn.calls(m)
+    return rs.vocabulary.closure(names)
+
+
+def _with_origin(r: R.Rule, origin: Path) -> R.Rule:
     return replace(r, origin=origin.resolve())
 
 
 def _name_operands(r: R.Rule, ops: dict[str, OpDecl]) -> R.Rule:
     """Positional match operands -> the op's parameter names."""
-    from dataclasses import replace
-
     from ..errors import TypeCheckError
 
     bindings = []

@@ -18,7 +18,7 @@ Everything here is plain data: frozen dataclasses of sr_ir.lang.ast trees plus n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -121,6 +121,11 @@ class Rule:
     loc: Loc | None = field(default=None, compare=False)
     where_locs: tuple[Loc | None, ...] = field(default=(), compare=False)
     origin: Path | None = field(default=None, compare=False)  # the rule directory it was read from
+    axiom_locs: tuple[Loc | None, ...] = field(default=(), compare=False)  # where each axiom is named
+    # set by the loader: the declared functions the rule's meaning depends on (through the ops it
+    # uses and their `means`, transitively) and the vocabulary they and its axioms come from
+    functions: tuple[str, ...] = field(default=(), compare=False)
+    vocabulary: Any = field(default=None, compare=False, repr=False)
 
     @property
     def root(self) -> Binding:
@@ -134,7 +139,7 @@ class Rule:
     def ops_used(self) -> tuple[str, ...]:
         """Every op whose semantics the rule's meaning depends on (matched and produced)."""
         names = [b.op for b in self.bindings]
-        for node in _conclusion_trees(self.conclusion):
+        for node in conclusion_trees(self.conclusion):
             for sub in A.walk(node):
                 if isinstance(sub, A.Call) and sub.fn not in names and sub.fn not in BUILTINS:
                     names.append(sub.fn)
@@ -170,7 +175,8 @@ def show_conclusion(c: Conclusion) -> str:
     return f"{A.show(c.target)} = {A.show(c.value)}"
 
 
-def _conclusion_trees(c: Conclusion) -> list[Any]:
+def conclusion_trees(c: Conclusion) -> list[Any]:
+    """The expression trees of a conclusion."""
     if isinstance(c, ForwardFact):
         return [c.target, c.value]
     if isinstance(c, BackwardFact):
@@ -178,8 +184,8 @@ def _conclusion_trees(c: Conclusion) -> list[Any]:
     return [c.target, c.value]
 
 
-# Functions with a fixed meaning in rule expressions (everything else called is an op or a scalar
-# function, uninterpreted unless an axiom says more).
+# Functions with a fixed meaning in rule expressions (everything else called is an op or a function
+# declared with `function`, uninterpreted by the prover unless the rule names an axiom about it).
 BUILTINS = {
     "sum": "sum(j < n, e): sum of e over j = 0..n-1",
     "tensor": "tensor(i < n, j < m, e): the tensor whose entry [i, j] is e",
@@ -193,6 +199,7 @@ BUILTINS = {
     "permuted": "permuted(dims, I): the input position that permute(dims) sends to output position I",
     "replaced": "replaced(I, axis, v): the position I with its entry on axis replaced by v",
     "inserted": "inserted(I, axis, v): the position I with v inserted at axis (the input position a select reads)",
+    "choose": "choose(a, v, e1, e2): e1 where the attribute a equals v, else e2 (an op whose attribute selects its function)",
     "nth": "nth(I, k): entry k of a position (negative from the end)",
     "reduce_mean": "reduce_mean(x, dims, keepdim, I): the mean of x over the axes dims, at output position I",
     "step": "step(i): 1 when the index expression i >= 0, else 0",
@@ -321,7 +328,7 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
     known = set(tensors) | {n for n, _, _ in attrs} | set(dims)
 
     # free names of the conditions and conclusion: one channel index variable, the rest values
-    trees: list[Any] = list(rule.where) + _conclusion_trees(rule.conclusion)
+    trees: list[Any] = list(rule.where) + conclusion_trees(rule.conclusion)
     channel: str | None = None
     values: list[str] = []
     for t in trees:
@@ -396,8 +403,7 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
         if not (isinstance(c.value, A.Call) and c.value.fn in ops):
             raise err("a rewrite's right side must be an op call")
     info = RuleInfo(channel, tuple(uses), tuple(values), tuple(tensors), tuple(attrs), tuple(dims))
-    return Rule(rule.name, rule.bindings, rule.where, rule.conclusion, rule.axioms, rule.doc, info, rule.loc,
-                rule.where_locs, rule.origin)
+    return replace(rule, info=info)
 
 
 def _indexes_with_binders(node: Any, bound: frozenset = frozenset()):

@@ -459,6 +459,9 @@ class LaneEval:
             if _is_plain(v):
                 return 1 if v >= 0 else 0
             return Arr((v.t >= 0).to(torch.int64), v.names)
+        if fn == "choose":
+            a, v = self.expr(e.args[0]), self.expr(e.args[1])
+            return self.expr(e.args[2] if a == v else e.args[3])
         if fn == "either":
             a = self.expr(e.args[0])
             a = a if (a is not None and not (isinstance(a, list) and not a)) else self.expr(e.args[1])
@@ -468,13 +471,10 @@ class LaneEval:
         f = self.functions.get(fn)
         if f is None:
             raise self.err(f"no torch definition of the function {fn!r}")
-        vals = [self.expr(a) for a in e.args]
-        # numbers and tensors are the function's arguments; strings and flags select it (gelu(k, "tanh"))
-        num = [i for i, v in enumerate(vals) if not (isinstance(v, (str, bool)) or v is None)]
-        ts, names = align(*[vals[i] for i in num])
-        it = iter(x.to(torch.float64) for x in ts)
-        args = [next(it) if i in num else v for i, v in enumerate(vals)]
-        return Arr(f(*args), names)
+        args = [lift(self.expr(a)) for a in e.args]
+        ts, names = align(*args)
+        ts = [x.to(torch.float64) for x in ts]
+        return Arr(f(*ts), names)
 
     # ---- conditions ----------------------------------------------------------------------------
     def holds(self, w: Any) -> torch.Tensor:

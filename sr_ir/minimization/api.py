@@ -50,15 +50,11 @@ def resolve_rules(rules: RulesArg) -> RuleSet:
 
 
 def function_table(rs: RuleSet) -> dict[str, Any]:
-    """Scalar functions as torch callables, for evaluating rule expressions such as `relu(k)`."""
-    import torch.nn.functional as F
+    """The rule set's scalar functions as torch callables (their declared torch spellings), for
+    evaluating rule expressions such as `relu(k)` on tensors."""
+    from ..lang.functions import torch_function
 
-    return {
-        "relu": torch.relu, "gelu": lambda x, approximate="none": F.gelu(x, approximate=approximate), "silu": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-        "exp": torch.exp, "rsqrt": torch.rsqrt, "sqrt": torch.sqrt, "abs": torch.abs, "erf": torch.erf,
-        "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid, "mish": F.mish, "softplus": F.softplus,
-        "relu6": F.relu6, "elu": F.elu,
-    }
+    return {name: torch_function(d) for name, d in rs.functions.items() if d.torch is not None}
 
 
 def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations: int = 100,

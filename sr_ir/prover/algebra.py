@@ -1,13 +1,20 @@
 """Scalar algebras the evaluator computes in.
 
-- `Exact`: Python Fractions. Functions are either random rational stand-ins (a deterministic
-  random polynomial per function, fixed where a named axiom pins a value) or their real definitions
-  (ReLU and hardswish exactly, the others in float64) for finding counterexamples that are real.
+- `Exact`: Python Fractions. Functions are either random stand-ins that satisfy the axioms the rule
+  names (a deterministic random polynomial per function; the declared value at a declared point;
+  squared and shifted under a bound; a power `base ** x` under the homomorphism) or their real
+  definitions, for finding counterexamples that are real: a function defined in rationals
+  (`means max(x, 0)`) exactly, any other through its torch spelling in float64. The stand-in mode
+  `standin_exact` runs the functions defined in rationals exactly and stands in for the rest.
 - `Sym`: sympy. Tensor entries are applied undefined functions `x(0, 1)`, functions are
   uninterpreted (arguments brought to a canonical rational form first, so equal polynomials give the
-  same application). With symbolic sizes, sums over the channel's axis split into the channel c and
-  an aggregate `SUM(R, Lambda(j, body))` whose body is canonical (expanded, factors that do not depend
-  on j pulled out, bound variable named by nesting depth).
+  same application), except where a named axiom gives a value (`gelu(0) == 0`) or splits a sum
+  (`exp(a + b) == exp(a) * exp(b)`). With symbolic sizes, sums over the channel's axis split into
+  the channel c and an aggregate `SUM(R, Lambda(j, body))` whose body is canonical (expanded, factors
+  that do not depend on j pulled out, bound variable named by nesting depth).
+
+What the axioms say comes from their declarations (a `Theory`, sr_ir.prover.axioms), never from
+their names, except for the two built-in softmax axioms.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import random
 from fractions import Fraction
 from typing import Any, Callable
 
+from .axioms import Theory
 from .semantics import Extent, Joined, Merged, NeedConcrete, SemanticsError
 
 
@@ -51,12 +59,12 @@ class Exact:
 
     symbolic = False
 
-    def __init__(self, mode: str, seed: int = 0, pinned: dict[str, Fraction] | None = None, softmax_axioms=()):
-        self.mode = mode  # "standin" or "real"
+    def __init__(self, mode: str, seed: int = 0, theory: Theory | None = None):
+        self.mode = mode  # "standin", "standin_exact" or "real"
         self.rng = random.Random(seed)
-        self.pinned = pinned or {}  # function -> value at 0 (from named axioms)
-        self.softmax_axioms = set(softmax_axioms)
+        self.theory = _theory(theory)
         self._coef: dict[tuple[str, int], list[Fraction]] = {}
+        self._real: dict[str, Any] = {}
 
     def num(self, v: Any) -> Any:
         if isinstance(v, bool) or v is None:
@@ -129,22 +137,69 @@ class Exact:
     def call(self, fn: str, args: list[Any]) -> Any:
         if fn in ("max", "min"):
             return max(args) if fn == "max" else min(args)
-        fn, args = selected(fn, args)
+        th = self.theory
         if self.mode == "real":
-            return real_function(fn, args)
-        key = (fn, len(args))
+            return self.real(fn, args)
+        # a named axiom's value at its point holds for every stand-in (also over an exact definition:
+        # the proof may use exactly what is declared)
+        v = th.pin(fn, [_frac(a) for a in args])
+        if v is not None:
+            return v
+        if self.mode == "standin_exact" and th.rational(fn):
+            return self.real(fn, args)
+        if th.homomorphic(fn):  # f(a + b) == f(a) * f(b): a power, positive
+            return self._power(fn) ** float(args[0]) if len(args) == 1 else self._poly(fn, args)
+        out = self._poly(fn, args)
+        bounds = th.bounds(fn)
+        if bounds:
+            out = _bounded(out, bounds, self._coef_for(fn, len(args))[0])
+        return out
+
+    def _coef_for(self, fn: str, n: int) -> list[Fraction]:
+        key = (fn, n)
         coef = self._coef.get(key)
         if coef is None:
-            coef = [Fraction(self.rng.randint(-9, 9), self.rng.randint(1, 5)) for _ in range(1 + 2 * len(args))]
-            if fn in self.pinned:
-                coef[0] = self.pinned[fn]
+            coef = [Fraction(self.rng.randint(-9, 9), self.rng.randint(1, 5)) for _ in range(1 + 2 * n)]
             self._coef[key] = coef
-        if fn == "relu" and self.mode == "standin_relu":
-            return max(Fraction(0), args[0])
+        return coef
+
+    def _poly(self, fn: str, args: list[Any]) -> Any:
+        coef = self._coef_for(fn, len(args))
         out = coef[0]
         for i, a in enumerate(args):
             out += coef[1 + 2 * i] * a + coef[2 + 2 * i] * a * a
         return out
+
+    def _power(self, fn: str) -> float:
+        """The base of a homomorphic stand-in, so that a declared value at a point other than 0 holds."""
+        for p in self.theory.pins(fn):
+            c = p.args[0]
+            if not isinstance(c, str) and c != 0 and p.value > 0:
+                return float(p.value) ** (1 / float(c))
+        return 1 + float(abs(self._coef_for(fn, 1)[1])) / 10  # in (1, 2): no overflow at any argument met
+
+    def real(self, fn: str, args: list[Any]) -> Any:
+        """The function's real value: exact where it is defined in rationals, else through its torch
+        spelling in float64 (what the network computes); a value outside its domain is a ValueError."""
+        th = self.theory
+        d = th.functions.get(fn)
+        if d is None:
+            raise SemanticsError(f"no definition of function {fn!r} (declare it with `function`)")
+        if th.rational(fn) or (d.torch is None and d.means is not None):
+            from .semantics import Evaluator
+
+            return Evaluator(self, {}).ev(d.means, dict(zip(d.params, args)))
+        if d.torch is None:
+            raise SemanticsError(f"function {fn!r} has neither a definition nor a torch spelling")
+        f = self._real.get(fn)
+        if f is None:
+            from ..lang.functions import torch_function
+
+            f = self._real[fn] = torch_function(d)
+        v = float(f(*[float(a) for a in args]))
+        if not math.isfinite(v):
+            raise ValueError(f"{fn}({', '.join(str(a) for a in args)}) is not finite")
+        return v
 
     def softmax(self, scores: list[Any], keeps: list[Any], j: int) -> Any:
         if self.mode == "real":
@@ -154,8 +209,8 @@ class Exact:
             m = max(kept)
             den = sum(math.exp(float(s) - m) for s, k in zip(scores, keeps) if k)
             return math.exp(float(scores[j]) - m) / den if keeps[j] else 0.0
-        shift = "softmax_shift" in self.softmax_axioms
-        rows = "softmax_rows" in self.softmax_axioms
+        shift = "softmax_shift" in self.theory
+        rows = "softmax_rows" in self.theory
 
         def g(u: Any, t: int) -> Any:
             a = Fraction(t + 1, 3) if not shift else Fraction(1, 3)
@@ -169,47 +224,39 @@ class Exact:
         return w[j] * (1 + Fraction(len(scores), 7) * sum(scores))
 
 
-def selected(fn: str, args: list[Any]) -> tuple[str, list[Any]]:
-    """`gelu(x, approximate)`: arguments that are not numbers (an attribute's string or flag) select one
-    function of a family; each selection is its own function (`gelu[tanh]`)."""
-    sel = [a for a in args if isinstance(a, (str, bool)) or a is None]
-    if not sel:
-        return fn, args
-    nums = [a for a in args if not (isinstance(a, (str, bool)) or a is None)]
-    if all(a == "none" for a in sel):
-        return fn, nums
-    return f"{fn}[{','.join(str(a) for a in sel)}]", nums
+def _theory(t: Any) -> Theory:
+    """A Theory, or none (no axioms); axiom names alone say nothing of what the axioms state."""
+    if t is None:
+        return Theory()
+    if not isinstance(t, Theory):
+        raise TypeError(f"the algebra takes a Theory (sr_ir.prover.axioms.Theory.of_rule(rule)), not {type(t).__name__}")
+    return t
 
 
-def real_function(fn: str, args: list[Any]) -> Any:
-    """The exact or float64 definition of a named scalar function."""
-    x = args[0] if args else None
-    if fn == "relu":
-        return x if x > 0 else (Fraction(0) if isinstance(x, Fraction) else 0.0)
-    if fn == "relu6":
-        return min(max(x, 0), 6)
-    if fn == "hardswish":
-        return x * min(max(x + 3, 0), 6) / 6
-    if fn == "hardsigmoid":
-        return min(max(x + 3, 0), 6) / 6
-    xf = float(x)
-    table = {
-        "gelu": lambda: 0.5 * xf * (1 + math.erf(xf / math.sqrt(2))),
-        "silu": lambda: xf / (1 + math.exp(-xf)),
-        "sigmoid": lambda: 1 / (1 + math.exp(-xf)),
-        "tanh": lambda: math.tanh(xf),
-        "exp": lambda: math.exp(xf),
-        "rsqrt": lambda: 1 / math.sqrt(xf),
-        "sqrt": lambda: math.sqrt(xf),
-        "mish": lambda: xf * math.tanh(math.log1p(math.exp(xf))),
-        "softplus": lambda: math.log1p(math.exp(xf)),
-        "gelu_tanh": lambda: 0.5 * xf * (1 + math.tanh(math.sqrt(2 / math.pi) * (xf + 0.044715 * xf**3))),
-        "gelu[tanh]": lambda: 0.5 * xf * (1 + math.tanh(math.sqrt(2 / math.pi) * (xf + 0.044715 * xf**3))),
-    }
-    f = table.get(fn)
-    if f is None:
-        raise SemanticsError(f"no real definition of function {fn!r}")
-    return f()
+def _frac(v: Any) -> Fraction | None:
+    """A number's exact value (None for anything else: a float stand-in value, a symbol)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, Fraction)):
+        return Fraction(v)
+    return None
+
+
+def _bounded(p: Any, bounds: list, salt: Fraction) -> Any:
+    """A stand-in value that keeps the declared bounds `f(...) > v` (>=, <, <=): with a lower bound lo
+    and an upper bound hi, lo + (hi - lo) * (p^2 + e) / (1 + p^2 + 2e); with one of them, lo + p^2 + e
+    or hi - p^2 - e (e > 0 for a strict bound, else 0)."""
+    lows = [b for b in bounds if b.lower]
+    highs = [b for b in bounds if not b.lower]
+    lo = max(lows, key=lambda b: (b.value, b.strict)) if lows else None
+    hi = min(highs, key=lambda b: (b.value, not b.strict)) if highs else None
+    e = Fraction(1, 7) + abs(salt) / 50
+    sq = p * p
+    if lo is not None and hi is not None:
+        return lo.value + (hi.value - lo.value) * (sq + e) / (1 + sq + 2 * e)
+    if lo is not None:
+        return lo.value + sq + (e if lo.strict else 0)
+    return hi.value - sq - (e if hi.strict else 0)
 
 
 class Sym:
@@ -217,11 +264,11 @@ class Sym:
 
     symbolic = True
 
-    def __init__(self, axioms: set[str] | None = None, channel: Any = None):
+    def __init__(self, axioms: Theory | None = None, channel: Any = None):
         import sympy
 
         self.sp = sympy
-        self.axioms = axioms or set()
+        self.axioms = _theory(axioms)
         self.c = channel
         self.sym_dims: dict[Any, str] = {}  # symbol -> the dim it ranges over / sizes
         self.bool_atoms: set[Any] = set()
@@ -420,17 +467,17 @@ class Sym:
 
     def call(self, fn: str, args: list[Any]) -> Any:
         sp = self.sp
-        fn, args = selected(fn, args)
         args = [self.canon(a) for a in args]
         if fn in ("max", "min"):
             return sp.Max(*args) if fn == "max" else sp.Min(*args)
-        for ax in _ZERO_AXIOMS.get(fn, ()):
-            if ax[0] in self.axioms and len(args) == 1 and args[0] == 0:
-                return self.num(ax[1])
-        if fn == "exp" and "exp_add" in self.axioms and len(args) == 1 and isinstance(args[0], sp.Add):
+        th = self.axioms
+        v = th.pin(fn, [Fraction(int(a.p), int(a.q)) if isinstance(a, sp.Rational) else _frac(a) for a in args])
+        if v is not None:
+            return self.num(v)
+        if th.homomorphic(fn) and len(args) == 1 and isinstance(args[0], sp.Add):
             out = sp.Integer(1)
             for t in sp.Add.make_args(args[0]):
-                out *= self.func("exp")(t)
+                out *= self.call(fn, [t])
             return out
         return self.func(fn)(*args)
 
@@ -444,18 +491,6 @@ class Sym:
         return f(sp.Integer(j), *scores, *keeps)
 
 
-_ZERO_AXIOMS = {
-    "relu": [("relu_zero", 0)],
-    "gelu": [("gelu_zero", 0)],
-    "silu": [("silu_zero", 0)],
-    "tanh": [("tanh_zero", 0)],
-    "sigmoid": [("sigmoid_half", Fraction(1, 2))],
-    "hardswish": [("hardswish_zero", 0)],
-    "mish": [("mish_zero", 0)],
-    "exp": [("exp_zero", 1)],
-}
-
-
 def _lambda_depth(e: Any) -> int:
     import sympy as sp
 
@@ -464,13 +499,3 @@ def _lambda_depth(e: Any) -> int:
         if isinstance(sub, sp.Lambda):
             best = max(best, 1 + _lambda_depth(sub.expr))
     return best
-
-
-def zero_pins(axioms: set[str]) -> dict[str, Fraction]:
-    """Function values at 0 that the named axioms pin (for test-tier stand-ins)."""
-    out = {}
-    for fn, items in _ZERO_AXIOMS.items():
-        for ax, v in items:
-            if ax in axioms:
-                out[fn] = Fraction(v)
-    return out

@@ -1,8 +1,9 @@
 """Proof certificates: `proofs/<rule>.<hash>.json`, and the fast check the engine and CI use.
 
 The hash covers the normalised rule (positions and comments stripped), the semantics of every op the
-rule uses, the axioms it names, and the proof strategy; change any of them and the certificate is
-stale. Nothing here imports a solver: `status` only hashes text and looks for a file.
+rule uses, the declared statement of every axiom it names, the declaration (`means` and torch
+spelling) of every function it uses, and the proof strategy; change any of them and the certificate
+is stale. Nothing here imports a solver: `status` only hashes text and looks for a file.
 
 Bundled rules (the package's rules/) keep their certificates in the package's proofs/; rules from a
 user directory DIR keep them in DIR/proofs/.
@@ -61,15 +62,26 @@ def op_semantics_text(decl: OpDecl) -> str:
     return "\n".join(parts)
 
 
-def rule_hash(rule: Rule, ops: dict[str, OpDecl]) -> str:
-    from .axioms import statement
+def vocabulary_text(rule: Rule) -> str:
+    """The declared statements of the rule's axioms and the declarations of the functions it uses."""
+    vocab = rule.vocabulary
+    parts = []
+    for a in sorted(rule.axioms):
+        decl = vocab.axioms.get(a) if vocab is not None else None
+        parts.append(decl.text() if decl is not None else f"axiom {a}: <undeclared>")
+    for f in rule.functions:
+        decl = vocab.functions.get(f) if vocab is not None else None
+        parts.append(decl.text() if decl is not None else f"function {f}: <undeclared>")
+    return "\n".join(parts)
 
+
+def rule_hash(rule: Rule, ops: dict[str, OpDecl]) -> str:
     h = hashlib.sha256()
     h.update(rule.text().encode())
     for name in sorted(set(rule.ops_used)):
         decl = ops.get(name)
         h.update(b"\0op\0" + (op_semantics_text(decl) if decl else f"<missing {name}>").encode())
-    h.update(b"\0axioms\0" + statement(rule.axioms).encode())
+    h.update(b"\0axioms\0" + vocabulary_text(rule).encode())
     h.update(b"\0strategy\0" + STRATEGY.encode())
     return h.hexdigest()
 
@@ -125,8 +137,8 @@ def certificate_status(rule: Rule, ruleset: Any) -> Status:
         return Status("stale", path, f"certificate {path.name} does not record a proof of this rule")
     others = _own(path.parent, rule.name) if path.parent.is_dir() else []
     if others:
-        return Status("stale", others[0], "the rule, the semantics it uses, its axioms or the strategy changed "
-                                          "since its certificate was written")
+        return Status("stale", others[0], "the rule, the semantics it uses, its axioms, its functions or the "
+                                          "strategy changed since its certificate was written")
     return Status("missing", None, "no certificate")
 
 

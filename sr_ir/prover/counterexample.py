@@ -2,25 +2,24 @@
 intermediate values, both sides' outputs, and a float64 replay through the emitted PyTorch code.
 
 The replay renders each side with the ops' `torch` templates (F = torch.nn.functional, P = the
-emitted-code prelude) and runs it on the counterexample's numbers, so the user sees the difference
-the real network would show, not only the one in our semantics.
+emitted-code prelude) and the functions' torch spellings (sr_ir.lang.functions.torch_function) and
+runs it on the counterexample's numbers, so the user sees the difference the real network would
+show, not only the one in our semantics.
 """
 from __future__ import annotations
 
 import itertools
 import random
 from fractions import Fraction
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from ..lang import ast as A
-from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule
+from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule, conclusion_trees
 from ..ops.decl import OpDecl
 from .algebra import Exact
+from .axioms import Theory
 from .obligation import Instance, Valuation, Where, build
 from .semantics import SemanticsError, Tensor
-
-_AXIOM_HINTS = {"relu": "relu_zero", "gelu": "gelu_zero", "silu": "silu_zero", "tanh": "tanh_zero",
-                "sigmoid": "sigmoid_half", "softmax": "softmax_rows, softmax_shift", "exp": "exp_add, exp_pos"}
 
 
 def _fixed_draw(fixed: dict, fallback):
@@ -45,7 +44,7 @@ def _phase_draw(rng: random.Random, phase: str):
 
 
 def _attempt(rule, ops, where, inst, draw, values) -> tuple[bool, Any]:
-    alg = Exact("real")
+    alg = Exact("real", theory=Theory.of_rule(rule))
     val = Valuation(alg, draw)
     try:
         ob = build(rule, ops, alg, inst, val, where, values, first_diff=True)
@@ -162,9 +161,7 @@ def realize(rule: Rule, ops: Mapping[str, OpDecl], where: Where, inst: Instance,
         except Exception as e:  # the replay is a report, never a reason to lose the verdict
             out["replay"] = {"error": f"{type(e).__name__}: {e}"}
     else:
-        fns = sorted({s.fn for d in ops.values() for s in _walk_means(d) if s.fn in _AXIOM_HINTS}
-                     & _functions_used(rule, ops))
-        out["axiom_hint"] = ", ".join(_AXIOM_HINTS[f] for f in fns)
+        out["axiom_hint"] = ", ".join(axiom_hints(rule, ops))
         if model:
             out["model"] = {str(k): _num(v) for k, v in list(model.items())[:40] if isinstance(v, Fraction)}
         elif ob_found is not None:
@@ -183,12 +180,24 @@ def _walk_means(d: OpDecl):
 
 
 def _functions_used(rule: Rule, ops: Mapping[str, OpDecl]) -> set[str]:
-    names = set()
+    """The functions the proof sees: called by the rule or by the semantics of its ops (not those
+    they are defined with: the proof never looks into a definition)."""
+    names = {s.fn for t in [*rule.where, *conclusion_trees(rule.conclusion)] for s in A.walk(t) if isinstance(s, A.Call)}
     for op in rule.ops_used:
         d = ops.get(op)
         if d:
             names |= {s.fn for s in _walk_means(d)}
     return names
+
+
+def axiom_hints(rule: Rule, ops: Mapping[str, OpDecl]) -> list[str]:
+    """The declared axioms about the functions the rule's semantics use (the built-in softmax
+    included) that the rule does not name yet."""
+    vocab = rule.vocabulary
+    if vocab is None:
+        return []
+    used = _functions_used(rule, ops)
+    return [a.id for a in vocab.axioms.values() if set(a.functions) & used and a.id not in rule.axioms]
 
 
 def _num(v: Any) -> Any:
@@ -236,7 +245,7 @@ def _intermediates(rule: Rule, ob) -> dict[str, Any]:
     if isinstance(c, Rewrite) and isinstance(c.value, A.Call):
         from .semantics import Evaluator
 
-        ev = Evaluator(Exact("real"), {}, ob.instance.channel)
+        ev = Evaluator(Exact("real", theory=Theory.of_rule(rule)), {}, ob.instance.channel)
         for a in c.value.args:
             if isinstance(a, (A.Name,)) or (isinstance(a, A.Call) and a.fn == "drop"):
                 continue
@@ -252,17 +261,30 @@ def _intermediates(rule: Rule, ob) -> dict[str, Any]:
 
 
 # ---- float64 replay through the torch templates ------------------------------------------------
-_TORCH_FN = {
-    "relu": "F.relu", "gelu": "F.gelu", "silu": "F.silu", "tanh": "torch.tanh", "sigmoid": "torch.sigmoid",
-    "exp": "torch.exp", "rsqrt": "torch.rsqrt", "sqrt": "torch.sqrt", "hardswish": "F.hardswish",
-    "mish": "F.mish", "softplus": "F.softplus", "relu6": "F.relu6", "hardsigmoid": "F.hardsigmoid",
-}
-
-
 class _Code:
-    def __init__(self, ops: Mapping[str, OpDecl], attrs: Mapping[str, Any]):
+    def __init__(self, ops: Mapping[str, OpDecl], attrs: Mapping[str, Any], functions: Mapping[str, Any] = {},
+                 tensors: Iterable[str] = ()):
         self.ops = ops
         self.attrs = attrs
+        self.functions = functions  # declared functions, called in the replay as _fn.NAME(...)
+        self.tensors = set(tensors)  # the rule's tensor names (anything else is a number)
+
+    def tensor_valued(self, e: Any) -> bool:
+        """Does `e` stand for a tensor (an op's operand) rather than a number? (`relu(drop(x, 1, c))`
+        is a node, `relu(k)` the function, as in the prover's semantics.)"""
+        if isinstance(e, A.Name):
+            return e.id in self.tensors
+        if isinstance(e, A.Spread):
+            return True
+        if isinstance(e, A.Index):
+            return any(isinstance(i, (A.Slice, A.Variadic)) for i in e.indices)
+        if isinstance(e, A.Call):
+            return e.fn in ("drop", "tensor") or (e.fn in self.ops and any(self.tensor_valued(a) for a in e.args))
+        if isinstance(e, A.BinOp):
+            return self.tensor_valued(e.left) or self.tensor_valued(e.right)
+        if isinstance(e, A.Neg):
+            return self.tensor_valued(e.operand)
+        return False
 
     def expr(self, e: Any) -> str:
         if isinstance(e, A.Num):
@@ -300,7 +322,7 @@ class _Code:
                 return f"{self.expr(e.args[0])}.shape[{self.expr(e.args[1])}]"
             if e.fn == "width":
                 return f"_width({self.expr(e.args[0])}, {self.expr(e.args[1])})"
-            if e.fn in self.ops:
+            if e.fn in self.ops and (e.fn not in self.functions or any(self.tensor_valued(a) for a in e.args)):
                 decl = self.ops[e.fn]
                 args = [self.expr(a) for a in e.args]
                 var = next((t.name for t in decl.tensor_params if t.variadic), None)
@@ -309,10 +331,10 @@ class _Code:
                     n_after = len(decl.param_names) - at - 1
                     args = args[:at] + [", ".join(args[at:len(args) - n_after])] + args[len(args) - n_after:]
                 return self.op(decl, args)
-            fn = _TORCH_FN.get(e.fn)
-            if fn is None:
-                raise SemanticsError(f"no torch function for {e.fn!r}")
-            return f"{fn}(_t({', '.join(self.expr(a) for a in e.args)}))"
+            d = self.functions.get(e.fn)
+            if d is None or d.torch is None:
+                raise SemanticsError(f"no torch spelling for function {e.fn!r}")
+            return f"_fn.{e.fn}({', '.join(f'_t({self.expr(a)})' for a in e.args)})"
         raise SemanticsError(f"cannot render {A.show(e)}")
 
     def op(self, decl: OpDecl, args: list[str], named: Mapping[str, str] | None = None) -> str:
@@ -370,7 +392,14 @@ def replay(rule: Rule, ops: Mapping[str, OpDecl], inst: Instance, ob, values: Ma
     def _width(v: Any, axis: int) -> int:
         return sum(int(t.shape[axis]) for t in (v if isinstance(v, list) else [v]))
 
-    ns.update(_t=_t, _drop=_drop, _build=_build, _width=_width)
+    from types import SimpleNamespace
+
+    from ..lang.functions import torch_function
+
+    functions = rule.vocabulary.functions if rule.vocabulary is not None else {}
+    fns = SimpleNamespace(**{n: torch_function(functions[n]) for n in rule.functions
+                             if functions[n].torch is not None})
+    ns.update(_t=_t, _drop=_drop, _build=_build, _width=_width, _fn=fns)
     from .obligation import run_names
 
     runs = set(run_names(rule))
@@ -393,7 +422,7 @@ def replay(rule: Rule, ops: Mapping[str, OpDecl], inst: Instance, ob, values: Ma
         ns[k] = float(v) if isinstance(v, Fraction) else v
     if rule.info.channel:
         ns[rule.info.channel] = int(inst.channel)
-    code = _Code(ops, inst.attrs)
+    code = _Code(ops, inst.attrs, functions, rule.info.tensors)
     # the matched nodes, innermost first, through their templates
     lines = []
     from .obligation import attr_table

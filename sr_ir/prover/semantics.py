@@ -303,6 +303,9 @@ class Evaluator:
             for k, d in enumerate(dims):
                 src[int(d) % r] = run[k]
             return src
+        if fn == "choose":  # choose(a, v, then, else): `then` where the attribute a is v, else `else`
+            a, v = self.ev(e.args[0], env), self.ev(e.args[1], env)
+            return self.ev(e.args[2] if a == v else e.args[3], env)
         if fn == "inserted":  # inserted(I, axis, v): I with v inserted at `axis` of the longer position
             run, ax, v = list(self.ev(e.args[0], env)), int(self.ev(e.args[1], env)), self.ev(e.args[2], env)
             ax %= len(run) + 1

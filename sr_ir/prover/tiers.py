@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 from ..lang.rule import Rule
 from ..ops.decl import OpDecl
-from .algebra import Exact, Sym, zero_pins
+from .algebra import Exact, Sym
+from .axioms import Theory
 from .obligation import (
     Instance,
     variant_instances,
@@ -114,7 +115,7 @@ def prove_rule(rule: Rule, ops: Mapping[str, OpDecl], max_tier: str = "parametri
 
 
 def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, violate=None) -> None:
-    axioms = set(rule.axioms)
+    axioms = Theory.of_rule(rule)  # the named axioms, as declared
     where = classify_where(rule, conds)
     rng = random.Random(seed)
     if rule.info.channel is None:
@@ -131,8 +132,8 @@ def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, v
     extra = variant_instances(rule, ops, where, lambda: Exact("standin"), seed) if violate is None else []
     any_sat = False
     for inst in insts + extra:
-        for mode in ("standin", "standin_relu"):
-            alg = Exact(mode, seed=rng.randint(0, 10**6), pinned=zero_pins(axioms), softmax_axioms=axioms)
+        for mode in ("standin", "standin_exact"):
+            alg = Exact(mode, seed=rng.randint(0, 10**6), theory=axioms)
             for _ in range(2):
                 st, ob = exact_check(rule, ops, where, inst, alg, rng)
                 if st == "unsat":

@@ -2,7 +2,9 @@
 
 Tensor entries and aggregate atoms become real constants; named functions become z3 functions over
 the reals (so congruence is z3's); softmax rows get their ground axiom instances (weights are
-non-negative, zero where masked, and — under `softmax_rows` — sum to 1 when a key is kept).
+non-negative, zero where masked, and — under `softmax_rows` — sum to 1 when a key is kept). The
+axioms a rule names about functions enter as ground instances at the applications in the query:
+a declared value at its point, a declared bound at every application.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ class Z3Encoder:
         self.consts: dict[Any, Any] = {}
         self.funcs: dict[tuple[str, int], Any] = {}
         self.softmax_rows: dict[tuple, list[tuple[int, Any]]] = {}
+        self.apps: dict[str, list[Any]] = {}  # function -> its applications (z3 terms), for axiom instances
         self.side: list[Any] = []  # domain facts (booleans are 0/1, sizes >= 1)
 
     def const(self, key: Any, name: str) -> Any:
@@ -111,7 +114,9 @@ class Z3Encoder:
         if f is None:
             f = z3.Function(name, *([z3.RealSort()] * (len(args) + 1)))
             self.funcs[key] = f
-        return f(*[self.enc(a) for a in args])
+        term = f(*[self.enc(a) for a in args])
+        self.apps.setdefault(name, []).append(term)
+        return term
 
     def softmax(self, e: Any, n: int) -> Any:
         j = int(e.args[0])
@@ -122,8 +127,9 @@ class Z3Encoder:
         self.softmax_rows.setdefault(row, []).append((j, c))
         return c
 
-    def axiom_instances(self, axioms: set[str]) -> list[Any]:
-        """Ground instances for the softmax rows in the query (definitional facts plus named axioms)."""
+    def axiom_instances(self, axioms: Any) -> list[Any]:
+        """Ground instances for the softmax rows in the query (definitional facts plus named axioms) and
+        for the named axioms about functions (`axioms`: a Theory)."""
         out = []
         for (n, scores, keeps), cells in self.softmax_rows.items():
             ks = [self.enc(k) for k in keeps]
@@ -137,20 +143,39 @@ class Z3Encoder:
                 out.append(z3.Implies(ks[j] == 0, c == 0))
             if "softmax_rows" in axioms:
                 out.append(z3.Implies(z3.Or([k != 0 for k in ks]), z3.Sum([by_j[j] for j in range(n)]) == 1))
-        if "exp_pos" in axioms:
-            f = self.funcs.get(("exp", 1))
-            if f is not None:
-                for e in list(self.consts):
-                    pass
+        out += self.function_instances(axioms)
+        return out
+
+    def function_instances(self, theory: Any) -> list[Any]:
+        """Ground instances of the named axioms about functions at their applications in the query."""
+        out = []
+        for name, terms in self.apps.items():
+            seen = set()
+            for t in terms:
+                if t.get_id() in seen:
+                    continue
+                seen.add(t.get_id())
+                args = [t.arg(i) for i in range(t.num_args())]
+                for p in theory.pins(name):  # f(c, x) == v at every application: f(c, t_x) == v
+                    if len(p.args) != len(args):
+                        continue
+                    f = self.funcs[(name, len(args))]
+                    point = [a if isinstance(c, str) else z3.RealVal(str(c)) for c, a in zip(p.args, args)]
+                    out.append(f(*point) == z3.RealVal(str(p.value)))
+                for b in theory.bounds(name):
+                    if b.arity == len(args):
+                        v = z3.RealVal(str(b.value))
+                        out.append({">": t > v, ">=": t >= v, "<": t < v, "<=": t <= v}[b.op])
         return out
 
 
 RLIMIT = 50_000_000
 
 
-def decide(residuals: list[Any], assumptions: list[Any], axioms: set[str], bool_atoms: set[Any],
+def decide(residuals: list[Any], assumptions: list[Any], axioms: Any, bool_atoms: set[Any],
            timeout_ms: int = 10000, seed: int = 0) -> tuple[str, dict | None]:
-    """'proved' (every residual is 0 under the assumptions), 'refuted' with a model, or 'unknown'."""
+    """'proved' (every residual is 0 under the assumptions), 'refuted' with a model, or 'unknown'.
+    `axioms` is the rule's Theory (sr_ir.prover.axioms)."""
     enc = Z3Encoder()
     s = z3.Solver()
     s.set("timeout", timeout_ms)

@@ -14,8 +14,8 @@ from dataclasses import replace as dc_replace
 from typing import Callable, Iterable
 
 from ..lang import ast as A
-from ..lang.loader import RuleSet, _name_operands, parse_rule_text
-from ..lang.rule import ForwardFact, Rewrite, Rule, resolve
+from ..lang.loader import RuleSet, parse_rule_text, resolved_rule
+from ..lang.rule import ForwardFact, Rewrite, Rule
 from ..minimization.rulebook import default_certifier
 
 
@@ -25,13 +25,14 @@ def replaced(rs: RuleSet, name: str, text: str) -> RuleSet:
     if len(items) != 1 or items[0].name != name:
         raise ValueError(f"the forged text must declare exactly the rule {name!r}")
     old = rs.rule(name)
-    new = resolve(_name_operands(items[0], rs.ops), rs.ops)
+    new = resolved_rule(items[0], rs)
     new = dc_replace(new, origin=old.origin)
     return with_rule(rs, name, new)
 
 
 def with_rule(rs: RuleSet, name: str, new: Rule) -> RuleSet:
-    return RuleSet(rs.ops, list(rs.items), list(rs.files), [new if r.name == name else r for r in rs.rules])
+    """A copy of `rs` (ops, functions, axioms shared) with rule `name` replaced by `new`."""
+    return dc_replace(rs, rules=[new if r.name == name else r for r in rs.rules])
 
 
 def trusting(names: Iterable[str]) -> Callable[[Rule, RuleSet], str | None]:

@@ -14,10 +14,19 @@ from sr_ir.lang.loader import load_rules
 from sr_ir.minimization import UncertifiedRuleError, minimize
 
 USER_RULES = """
+function leaky(x, slope)
+  means max(x, 0) + slope * min(x, 0)
+  torch "torch.where({x} > 0, {x}, {slope} * {x})"
+
 op leaky(x: T[*B], slope: float = 0.01) -> T[*B]
   aten aten.leaky_relu.default(x, slope)
   means out[*I] = leaky(x[*I], slope)
   torch "F.leaky_relu({x}, {slope})"
+
+rule user.leaky.const
+  match y = leaky(x: [*B, n], slope=s)
+  where x[*B, c] == k
+  then  y[*B, c] == leaky(k, s)
 
 rule user.leaky.drop_channel
   match y = leaky(x: [*B, n])
@@ -54,10 +63,11 @@ def _user_dir(tmp_path: Path, prove: bool, text: str = USER_RULES) -> Path:
         from sr_ir.prover.tiers import prove_rule
 
         rs = load_rules(extra=[d])
-        rule = rs.rule("user.leaky.drop_channel")
-        res = prove_rule(rule, rs.ops)
-        assert res.status == "proved", res.message
-        write(rule, rs.ops, res.to_json())
+        for rule in rs.rules:
+            if rule.name.startswith("user."):
+                res = prove_rule(rule, rs.ops)
+                assert res.status == "proved", res.message
+                write(rule, rs.ops, res.to_json())
     return d
 
 
@@ -79,7 +89,7 @@ def test_a_rule_without_certificate_is_not_applied(tmp_path):
     assert dict(res.module.named_parameters())["fc2.weight"].shape == (4, 12)  # the leaky units stay
     assert "user.leaky.drop_channel" in res.report.refused_rules
     assert "no certificate" in res.report.refused_rules["user.leaky.drop_channel"]
-    with pytest.raises(UncertifiedRuleError, match="user.leaky.drop_channel"):
+    with pytest.raises(UncertifiedRuleError, match=r"user\.leaky\.(const|drop_channel)"):
         minimize(_model(), (x,), rules=d, strict=True)
 
 
@@ -117,18 +127,23 @@ def test_a_stale_certificate_is_refused(tmp_path):
         minimize(_model(), (x,), rules=d, strict=True)
 
 
-def test_rule_kinds_are_read_from_structure_and_only_when_the_engine_checks_every_condition():
-    from sr_ir.minimization.rulebook import classify
+def test_what_a_rule_does_is_read_from_its_own_tree():
+    """The engine sorts rules by their conclusion, and reads each right-hand-side argument by its form:
+    the matched operand, a drop, the operand plus a term (these compose over many channels), or any other
+    expression (one channel at a time, with a follow-up rule for the rest)."""
+    from sr_ir.minimization.rulebook import RuleBook
 
     rs = load_rules()
-    kinds = {r.name: classify(r) for r in rs.rules}
-    assert kinds["channels.linear.dead_row"] == "dead_row"
-    assert kinds["channels.linear.unused_col"] == "unused_col"
-    assert kinds["channels.conv2d.fold_const"] == "fold_const"
-    assert kinds["channels.conv2d.fold_zero"] == "fold_zero"
-    assert kinds["channels.conv2d.drop_row"] == "drop_row"
-    assert kinds["channels.gelu.drop_channel"] == "drop_channel"
-    assert kinds["channels.batch_norm.fold_conv2d"] == "fold_chain"
-    # a rewrite into another op (LayerNorm -> compensated LayerNorm) does not make LayerNorm channel-local
-    if "layer_norm.compensate" in kinds:
-        assert kinds["layer_norm.compensate"] is None
+    book = RuleBook(rs, certify=lambda rule, ruleset: None)
+    compiled = {cr.name: cr for kind in ("fact", "rewrite", "substitution") for cr in book.kinds(kind)}
+    assert compiled["channels.linear.dead_row"].kind == "fact"
+    assert compiled["channels.batch_norm.fold_conv2d"].kind == "substitution"
+    fold = compiled["channels.linear.fold_const"]
+    assert fold.kind == "rewrite" and fold.target is None and fold.composable
+    assert [(a.param, a.kind) for a in fold.args] == [("x", "drop"), ("weight", "drop"), ("bias", "acc")]
+    drop = compiled["channels.conv2d.drop_depthwise"]
+    assert drop.target.tensor == "y" and ("groups", "acc") in [(a.param, a.kind) for a in drop.args]
+    comp = compiled["layer_norm.compensate"]
+    assert not comp.composable and book.follow_up(comp).name == "compensated_layer_norm.compose"
+    nobias = compiled["channels.linear.fold_const_nobias"]
+    assert not nobias.composable and book.follow_up(nobias).name == "channels.linear.fold_const"

@@ -13,6 +13,7 @@ from sr_ir.prover.counterexample import replay
 from sr_ir.prover.mutate import mutants, resolved
 from sr_ir.prover.obligation import Valuation, build, classify_where, concrete_instances
 from sr_ir.prover.algebra import Exact
+from sr_ir.prover.axioms import Theory
 from sr_ir.prover.tiers import prove_rule
 
 FAMILIES = ("norms.rules", "elementwise.rules", "arith.rules", "embedding.rules", "attention.rules",
@@ -30,7 +31,8 @@ def _oracle_differs(rule, ops, seed: int) -> bool:
             draw = lambda t, i: Fraction(rng.randint(-40, 40), 8)  # noqa: E731
             values = {v: Fraction(rng.randint(-9, 9), 4) for v in rule.info.values}
             try:
-                ob = build(rule, ops, Exact("real"), inst, Valuation(Exact("real"), draw), where, values)
+                real = Exact("real", theory=Theory.of_rule(rule))  # functions by their declared definitions
+                ob = build(rule, ops, real, inst, Valuation(real, draw), where, values)
                 if not all(bool(a) for a in ob.assumptions):
                     continue
                 rp = replay(rule, ops, inst, ob, values)
