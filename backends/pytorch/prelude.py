@@ -21,3 +21,9 @@ def layer_norm_channels(x: torch.Tensor, weight, bias, eps: float) -> torch.Tens
     inv = [0, x.dim() - 1, *range(1, x.dim() - 1)]
     y = F.layer_norm(x.permute(perm), (x.shape[1],), weight, bias, eps)
     return y.permute(inv)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # rotate-half rotary embedding, in the order of operations model libraries use
+    h = x.shape[-1] // 2
+    return x * cos + torch.cat([-x[..., h:], x[..., :h]], dim=-1) * sin

@@ -103,13 +103,23 @@ class Homomorphism:
 
 
 @dataclass(frozen=True)
+class Definition:
+    """`f(x, ...) == expr`: calls of f unfold to its definition (the arguments distinct variables, the
+    body free of f). What a raise needs that equates a written-out formula with the function."""
+
+    fn: str
+    params: tuple[str, ...]
+    body: Any
+
+
+@dataclass(frozen=True)
 class BuiltinForm:
     """One of BUILTIN_AXIOMS (implemented by the prover in Python)."""
 
     name: str
 
 
-AxiomForm = Union[Pin, Bound, Homomorphism, BuiltinForm]
+AxiomForm = Union[Pin, Bound, Homomorphism, Definition, BuiltinForm]
 
 
 @dataclass(frozen=True)
@@ -189,7 +199,8 @@ def const_value(e: Any) -> Fraction | None:
 _FLIP = {">": "<", ">=": "<=", "<": ">", "<=": ">="}
 
 SUPPORTED_FORMS = ("a value at a point `f(0) == 0` (arguments numbers or variables), a bound `f(a) > 0` "
-                   "(>=, <, <= too), or the homomorphism `f(a + b) == f(a) * f(b)`")
+                   "(>=, <, <= too), the homomorphism `f(a + b) == f(a) * f(b)`, or a definition "
+                   "`f(x) == <expression in x>`")
 
 
 def classify(axiom_id: str, statement: Any, functions: Mapping[str, FunctionDecl], loc: Loc | None) -> AxiomForm:
@@ -229,6 +240,13 @@ def classify(axiom_id: str, statement: Any, functions: Mapping[str, FunctionDecl
         return Bound(fn, len(names), op, value)
     if op == "==" and _is_homomorphism(fn, left, right):
         return Homomorphism(fn)
+    if op == "==" and all(isinstance(a, A.Name) for a in left.args) \
+            and len({a.id for a in left.args}) == len(left.args):
+        params = tuple(a.id for a in left.args)
+        free = {x.id for x in A.walk(right) if isinstance(x, A.Name)}
+        calls = {x.fn for x in A.walk(right) if isinstance(x, A.Call)}
+        if free <= set(params) and fn not in calls:
+            return Definition(fn, params, right)
     raise err(f"unsupported statement `{A.show(statement)}`; supported: {SUPPORTED_FORMS}")
 
 

@@ -117,6 +117,21 @@ def _call(e: A.Call, ev: LaneEval, m: Match, g: Graph, root: Node, new: _New, to
     same_op = next((n for n in m.nodes if n.op == e.fn), None)
     for param, a in items:
         if decl.tensor_param(param) is not None:
+            if param == var and isinstance(a, A.Call) and a.fn == "each":  # each(i < n, e): n operands
+                b, body = a.args[0], a.args[1]
+                n = ev.expr(b.upper)
+                saved = ev.env.get(b.var)
+                try:
+                    for i in range(int(n)):
+                        ev.env[b.var] = i
+                        val = _tensor_arg(body, ev, m, g, root, new, _hint(same_op, decl, param, root))
+                        ops.setdefault(param, []).append(val)
+                finally:
+                    if saved is None:
+                        ev.env.pop(b.var, None)
+                    else:
+                        ev.env[b.var] = saved
+                continue
             vals = _tensor_arg(a, ev, m, g, root, new, _hint(same_op, decl, param, root))
             if param == var:
                 ops.setdefault(param, []).extend(vals if isinstance(vals, list) else [vals])

@@ -140,6 +140,11 @@ class Exact:
         th = self.theory
         if self.mode == "real":
             return self.real(fn, args)
+        d = th.definition(fn)
+        if d is not None:  # a named definition: the function is its formula
+            from .semantics import Evaluator
+
+            return Evaluator(self, {}).ev(d.body, dict(zip(d.params, args)))
         # a named axiom's value at its point holds for every stand-in (also over an exact definition:
         # the proof may use exactly what is declared)
         v = th.pin(fn, [_frac(a) for a in args])
@@ -471,6 +476,11 @@ class Sym:
         if fn in ("max", "min"):
             return sp.Max(*args) if fn == "max" else sp.Min(*args)
         th = self.axioms
+        d = th.definition(fn)
+        if d is not None:  # a named definition: the function is its formula
+            from .semantics import Evaluator
+
+            return Evaluator(self, {}).ev(d.body, dict(zip(d.params, args)))
         v = th.pin(fn, [Fraction(int(a.p), int(a.q)) if isinstance(a, sp.Rational) else _frac(a) for a in args])
         if v is not None:
             return self.num(v)

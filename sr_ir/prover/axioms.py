@@ -20,7 +20,7 @@ from fractions import Fraction
 from typing import Any, Iterable, NamedTuple
 
 from ..lang import ast as A
-from ..lang.functions import AxiomDecl, Bound, BuiltinForm, FunctionDecl, Homomorphism, Pin, Vocabulary
+from ..lang.functions import AxiomDecl, Bound, BuiltinForm, Definition, FunctionDecl, Homomorphism, Pin, Vocabulary
 
 
 class Theory:
@@ -33,6 +33,7 @@ class Theory:
         self._pins: dict[str, list[Pin]] = {}
         self._bounds: dict[str, list[Bound]] = {}
         self._hom: set[str] = set()
+        self._defs: dict[str, Definition] = {}
         for a in self.axioms:
             f = a.form
             if isinstance(f, Pin):
@@ -41,6 +42,8 @@ class Theory:
                 self._bounds.setdefault(f.fn, []).append(f)
             elif isinstance(f, Homomorphism):
                 self._hom.add(f.fn)
+            elif isinstance(f, Definition):
+                self._defs[f.fn] = f
         self._rational: dict[str, bool] = {}
 
     @classmethod
@@ -82,6 +85,9 @@ class Theory:
 
     def homomorphic(self, fn: str) -> bool:
         return fn in self._hom
+
+    def definition(self, fn: str) -> "Definition | None":
+        return self._defs.get(fn)
 
     def rational(self, fn: str) -> bool:
         """Does `fn` have an exact definition in rationals (`means` over + - * / max min and such functions)?"""
@@ -397,7 +403,8 @@ def consistent(vocabulary: Vocabulary) -> tuple[bool, str]:
     def val(v: Fraction) -> Any:
         return z3.RealVal(f"{v.numerator}/{v.denominator}")
 
-    scalar = [x.form for x in axioms if not x.builtin]
+    # a definition names a new function by an expression: it cannot make the library inconsistent
+    scalar = [x.form for x in axioms if not x.builtin and not isinstance(x.form, Definition)]
     arity: dict[str, int] = {}
     for f in scalar:
         arity[f.fn] = len(f.args) if isinstance(f, Pin) else f.arity if isinstance(f, Bound) else 1

@@ -44,7 +44,12 @@ def classify_where(rule: Rule, conds: tuple[A.Cond, ...] | None = None) -> Where
     tensors = set(info.tensors)
     values = set(info.values)
     w = Where()
+    # a rank-0 operand (`add(m, e: [])`, a number in the graph) is one value: `e == 0.5` fixes it
+    scalars = {o.name for b in rule.bindings for o in b.operands if o.name and o.shape == ()}
     for c in rule.where if conds is None else conds:
+        if isinstance(c, A.Cmp) and c.op == "==" and isinstance(c.left, A.Name) and c.left.id in scalars:
+            w.substitutions.append((A.Index(c.left.id, ()), c.right))
+            continue
         names = {n.id for n in A.walk(c) if isinstance(n, A.Name)}
         reads = {n.base for n in A.walk(c) if isinstance(n, A.Index)} & tensors
         if isinstance(c, A.Unused):
@@ -112,20 +117,23 @@ def shape_asts(rule: Rule, ops: Mapping[str, OpDecl]) -> dict[str, tuple[Any, ..
     results = {b.result for b in rule.bindings}
     out: dict[str, tuple[Any, ...]] = {}
     known: dict[str, tuple[Any, ...]] = {}
+    # an operand read by several nodes of a chain may be annotated at any one of them
+    annotated = {o.name: tuple(o.shape) for b in rule.bindings for o in b.operands
+                 if o.name is not None and o.shape is not None}
     for b in reversed(rule.bindings):
         decl = ops[b.op]
         rename: dict[str, Any] = {}
         for o in b.operands:
             if o.name is None:
                 continue
-            shape = o.shape if o.shape is not None else known.get(o.name)
+            shape = o.shape if o.shape is not None else annotated.get(o.name, known.get(o.name))
             if shape is not None:
                 _map_names(decl.tensor_param(o.param).pattern.dims, shape, rename)
         for o in b.operands:
             if o.name is None or o.name in results or o.name in out:
                 continue
-            if o.shape is not None:
-                out[o.name] = tuple(o.shape)
+            if o.shape is not None or o.name in annotated:
+                out[o.name] = annotated[o.name]
             else:
                 out[o.name] = _renamed(decl.tensor_param(o.param).pattern.dims, rename)
             known[o.name] = out[o.name]

@@ -225,6 +225,22 @@ class Evaluator:
             scores = [self.ev(score, {**env, b.var: t}) for t in range(ext)]
             keeps = [self.ev(keep, {**env, b.var: t}) for t in range(ext)]
             return alg.softmax(scores, keeps, int(alg.index(self.ev(j, env))))
+        if fn in ("keep_of", "bias_of"):
+            # a mask entry: a boolean mask keeps or drops a key, any other mask is added to the score
+            # (over the reals every number is finite; the engine checks -inf in floats itself)
+            ix = e.args[0]
+            t = env.get(ix.base) if isinstance(ix, A.Index) else None
+            if t is None:
+                return alg.num(1) if fn == "keep_of" else alg.num(0)
+            boolean = getattr(t, "dtype", "T") == "bool"
+            if (fn == "keep_of") != boolean:
+                return alg.num(1) if fn == "keep_of" else alg.num(0)
+            return self.ev(ix, env)
+        if fn == "span":  # span(a, n): the positions a .. a + n - 1
+            a, n = self.ev(e.args[0], env), self.alg.as_int(self.ev(e.args[1], env))
+            if n is None:
+                raise NeedConcrete(self.alg.dims_of(self.ev(e.args[1], env)) or {"?"})
+            return [alg.binop("+", a, k) for k in range(n)]
         if fn == "padded":
             ix = e.args[0]
             if not isinstance(ix, A.Index):
@@ -415,6 +431,15 @@ class Evaluator:
             t = self.tensor_expr(e.args[0], env)
             ax = int(self.alg.as_int(self.ev(e.args[1], env)))
             c = self.ev(e.args[2], env)
+            if isinstance(c, list):  # several positions (a rotation pair, a whole operand's span)
+                ints = [self.alg.as_int(x) for x in c]
+                if any(i is None for i in ints):
+                    raise NeedConcrete(set().union(*[self.alg.dims_of(x) for x in c]) or {"?"})
+                if len(set(ints)) != len(ints):
+                    raise SemanticsError(f"{A.show(e)} names one position twice")
+                for i in sorted(ints, reverse=True):
+                    t = drop(t, ax, i)
+                return t
             if len(e.args) > 3:
                 return drop_block(t, ax, c, self.ev(e.args[3], env), self.alg)
             if isinstance(t.shape[ax % len(t.shape)], Joined):
@@ -500,6 +525,12 @@ class Evaluator:
             for a in group:
                 if isinstance(a, A.Spread):
                     items.extend(self.ev(a, env))
+                elif isinstance(a, A.Call) and a.fn == "each":  # each(i < n, e): e for i = 0 .. n-1
+                    b, body = a.args[0], a.args[1]
+                    n = self.extent_of(b.upper, env)
+                    if is_symbolic(n):
+                        raise NeedConcrete({n.dim})
+                    items.extend(self.tensor_expr(body, {**env, b.var: i}) for i in range(n))
                 else:
                     items.append(self.tensor_expr(a, env))
             tensors[var] = items
@@ -513,7 +544,8 @@ class Evaluator:
             if decl.tensor_param(p) is not None:
                 tensors[p] = None if (isinstance(a, A.Num) and a.value is None) else self.tensor_expr(a, env)
             else:
-                attrs[p] = self.ev(a, env)
+                v = self.ev(a, env)
+                attrs[p] = v[()] if isinstance(v, Tensor) and v.shape == () else v  # a rank-0 operand's value
         # attributes the new node does not give are the matched node's (same name)
         matched = env.get("__attrs__", {})
         inherit = {a.name: matched[a.name] for a in decl.attr_params if a.name not in attrs and a.name in matched}
@@ -627,6 +659,24 @@ class Evaluator:
                 return tuple(x[int(d) % len(x)] for d in local["dims"])
             if res == "reshape":
                 return self.reshape_shape(x, local["shape"])[0]
+            if res == "expand":
+                target = [self.alg.as_int(v) for v in local["shape"]]
+                lead = len(target) - len(x)
+                if lead < 0 or any(t is None for t in target):
+                    raise InstanceError(f"expand of {list(x)} to {local['shape']}")
+                out = target[:lead] + [xs if t == -1 else t for t, xs in zip(target[lead:], x)]
+                for t, xs in zip(out[lead:], x):
+                    if not (xs == 1 or xs == t):
+                        raise InstanceError(f"expand of {list(x)} to {target}")
+                return tuple(out)
+            if res == "slice":
+                ax = int(self.alg.as_int(local["dim"])) % len(x)
+                if is_symbolic(x[ax]):
+                    raise NeedConcrete({x[ax].dim})
+                n = len(range(int(x[ax]))[int(local["start"]):int(local["end"]):int(local.get("step", 1))])
+                if n < 1:
+                    raise InstanceError("an empty slice")
+                return x[:ax] + (n,) + x[ax + 1:]
             if res == "select":
                 ax = int(self.alg.as_int(local["dim"])) % len(x)
                 return x[:ax] + x[ax + 1:]
