@@ -73,6 +73,7 @@ class Instance:
     channel: Any
     label: str = ""
     combo: dict[str, Any] | None = field(default=None, compare=False)  # the attribute choice it was built from
+    ill_typed: str | None = field(default=None, compare=False)  # why the conclusion cannot be built here
 
     def record(self) -> dict[str, Any]:
         """The instance as JSON data (certificates list every instance a tier checked)."""
@@ -281,6 +282,8 @@ def _axis_dim(s: tuple[Any, ...], axis: int) -> str | None:
     has_var = len(fixed) != len(s)
     if axis < 0:
         d = s[axis] if -axis <= len(s) else None
+    elif axis >= len(s):  # no such axis: the rule is reported ill-typed where it is evaluated
+        return None
     else:
         d = s[axis] if (not has_var or all(not isinstance(x, A.Variadic) for x in s[: axis + 1])) else None
     return d.id if isinstance(d, A.Name) else None
@@ -352,7 +355,7 @@ def attr_values(decl: OpDecl, a: Any, derived: bool = False) -> list[Any]:
         if a.has_default and a.default is None:
             return [None, 2]
         if not a.has_default:
-            return [1, 2, 3, 5, 7]
+            return [1, 2, 3, 5, 7, 0, -1]
         return [a.default, 2] if a.default == 1 else [a.default]
     if a.kind == "bool":
         return [bool(a.default), not bool(a.default)]
@@ -579,6 +582,11 @@ class _Stop(Exception):
     pass
 
 
+class IllTyped(InstanceError):
+    """The matched nodes exist at this instance but the rule's conclusion cannot be built there
+    (a new node whose operands do not fit, a channel position past the axis): the rule is wrong."""
+
+
 def _conclude(rule, ops, alg, ev, env, leaves, valuation, bool_tensors, where, c, pairs, inst) -> None:
     root = env[rule.root.result]
     excluded = [u for u in where.unused]
@@ -623,8 +631,17 @@ def _conclude(rule, ops, alg, ev, env, leaves, valuation, bool_tensors, where, c
             pairs.append((f"{rule.root.result}{_fmt(idx)}", root[idx], root2[idx]))
         env["__primed__"] = env2
     elif isinstance(c, Rewrite):
-        lhs = ev.tensor_expr(c.target, env)
-        rhs = ev.tensor_expr(c.value, env)
+        try:
+            lhs = ev.tensor_expr(c.target, env)
+            rhs = ev.tensor_expr(c.value, env)
+        except InstanceError as e:
+            # the matched nodes were built above, so the match holds here: a new node that cannot be
+            # built (or a channel position past its axis) is a wrong rule, unless the channel's axis
+            # has one position and dropping it leaves nothing
+            cdim = channel_dim(rule, ops)
+            if "empty" in str(e) or (cdim is not None and inst.dims.get(cdim) == 1):
+                raise
+            raise IllTyped(f"the conclusion cannot be built where the match holds: {e}") from None
         if not isinstance(rhs, Tensor) or tuple(rhs.shape) != tuple(lhs.shape):
             raise ShapeMismatch(
                 f"the rewrite's shapes differ: {A.show(c.target)} is {_fmt(lhs.shape)}, the new node gives "
@@ -847,6 +864,7 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
     if fixed_variants is not None:
         variants = fixed_variants
     used: list[dict[str, Any]] = []
+    ill: list[Instance] = []
     for ci, (csize, pos) in enumerate(configs):
         k = salt + ci
         degenerate = csize == 1
@@ -855,7 +873,7 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
         for rank in [want] + [r for r in RUN_RANKS if r != want] if variadics else [0]:
             got = _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadics, rank, variants,
                                 attrs_choice, fixed_variants is not None, degenerate, violate, rng, k, max_cands,
-                                evaluate)
+                                evaluate, ill)
             if got is not None:
                 out.append(got[0])
                 used.append(got[1])
@@ -870,19 +888,23 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
                                        fixed_variants=[combo], salt=salt + len(out), derived=derived,
                                        max_cands=max_cands, evaluate=evaluate)
             out += extra
-    return out
+    # last: one instance (at most) where the conclusion cannot be built, flagged `ill_typed`
+    return out + [i for i in ill if not any(o.ill_typed for o in out)][:1]
 
 
 def _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadics, rank, variants, attrs_choice,
-                  fixed, degenerate, violate, rng, salt, max_cands=12, evaluate=True):
+                  fixed, degenerate, violate, rng, salt, max_cands=12, evaluate=True, ill=None):
     """The cheapest valid instance for one config at one rank of the runs of dims: (instance,
-    the attribute combination it uses), or None."""
+    the attribute combination it uses), or None. An instance where the match holds but the
+    conclusion cannot be built goes to `ill`."""
     others = [d for d in dims if d != cdim] + [f"*{v}.{i}" for v in variadics for i in range(rank)]
     tries: list[dict[str, int]] = []
     if degenerate:
         tries.append({d: 1 for d in others})
     pool = [s for s in SIZE_POOL if s != csize]
     tries.append({d: pool[i % len(pool)] for i, d in enumerate(others)})
+    if not degenerate:  # every dim the channel's length: a match valid only when they agree (concat along another axis)
+        tries.append({d: csize for d in others})
     for pool_ in ([2, 3], [1, 2, 3], [1, 2, 3, 4, 5]):
         for _ in range(20):
             tries.append({d: rng.choice(pool_ if not degenerate else [1, 2]) for d in others})
@@ -891,6 +913,10 @@ def _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadi
         for av in ([attrs_choice] + ([] if fixed else [v for v in variants if v is not attrs_choice])):
             inst = _instance(rule, ops, where, alg_factory, cdim, csize, pos, t, variadics, av, degenerate,
                              violate, rank, salt)
+            if inst is not None and inst.ill_typed:  # a counterexample; a valid instance may still give a replay
+                if ill is not None and not ill:
+                    ill.append(inst)
+                continue
             if inst is not None:
                 cands.append((inst, av))
                 break
@@ -899,6 +925,10 @@ def _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadi
     cands.sort(key=lambda x: (x[1] is not attrs_choice, _cost(x[0]) * (1 if _distinct(x[0]) else 2)))
     for inst, av in cands:  # the cheapest candidate whose full evaluation is well defined
         if not evaluate or _evaluates(rule, ops, where, alg_factory, inst):
+            if inst.ill_typed:
+                if ill is not None and not ill:
+                    ill.append(inst)
+                continue
             return inst, av
     return None
 
@@ -953,6 +983,9 @@ def _evaluates(rule, ops, where, alg_factory, inst) -> bool:
     try:
         build(rule, ops, alg, inst, Valuation(alg, lambda t, i: Fraction(1)), where,
               {v: alg.num(1) for v in rule.info.values})
+    except IllTyped as e:
+        inst.ill_typed = str(e)
+        return True
     except (InstanceError, ZeroDivisionError):
         return False
     return True
@@ -1035,6 +1068,8 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
             return None
         build(rule, ops, alg, inst, Valuation(alg, lambda t, i: Fraction(1)) if not alg.symbolic else Valuation(alg),
               where, {v: alg.num(1) for v in rule.info.values}, None, validate_only=True)
+    except IllTyped as e:
+        inst.ill_typed = str(e)
     except (InstanceError, ZeroDivisionError):
         return None
     except SemanticsError as e:

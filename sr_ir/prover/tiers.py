@@ -123,6 +123,8 @@ def prove_rule(rule: Rule, ops: Mapping[str, OpDecl], max_tier: str = "parametri
             _check_templates(rule, ops, res, templates or {})
     except SemanticsError as e:
         res.status, res.message = "error", str(e)
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError) as e:  # a rule the evaluator cannot read
+        res.status, res.message = "error", f"the rule cannot be evaluated: {type(e).__name__}: {e}"
     res.seconds = round(time.perf_counter() - t0, 4)
     return res
 
@@ -162,11 +164,20 @@ def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, v
         res.status = "vacuous"
         res.message = "no sizes and attributes satisfy the side conditions and the ops' constraints"
         return
-    res.sizes = [i.label for i in insts]
 
     # ---- tier 1: random exact rationals ----------------------------------------------------------
     # (also on every combination of attribute values: interactions the bounded sizes may not meet)
     extra = variant_instances(rule, ops, where, lambda: Exact("standin"), seed) if violate is None else []
+    # an instance where the match holds but the conclusion cannot be built refutes the rule (the
+    # engine would apply it there); a numeric counterexample elsewhere, with its replay, comes first
+    bad = next((i for i in insts + extra if i.ill_typed), None)
+    insts = [i for i in insts if not i.ill_typed]
+    extra = [i for i in extra if not i.ill_typed]
+    if not insts and bad is None:
+        res.status = "vacuous"
+        res.message = "no sizes and attributes satisfy the side conditions and the ops' constraints"
+        return
+    res.sizes = [i.label for i in insts]
     res.tested = [i.record() for i in insts + extra]
     any_sat = False
     for inst in insts + extra:
@@ -182,6 +193,12 @@ def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, v
                 if st == "mismatch":
                     _refute(rule, ops, where, inst, res, "test", ob, None, rng, insts, timeout_ms, seed)
                     return
+    if bad is not None:
+        res.status, res.tier = "refuted", "test"
+        res.message = f"counterexample found by the test tier ({bad.label}): {bad.ill_typed}"
+        res.counterexample = {"instance": bad.label, "real": True, "at": "the conclusion",
+                              "lhs": "the matched nodes", "rhs": bad.ill_typed}
+        return
     res.tier = "test"
     if max_tier == "test":
         res.status = "proved" if any_sat else "unknown"

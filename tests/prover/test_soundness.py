@@ -154,3 +154,25 @@ def test_the_result_lists_every_bounded_instance_with_its_attributes(name):
         for f in floats:  # recorded as the exact rational the tier used
             assert Fraction(inst["attrs"][f]) > 0
     assert set(res.templates) == {op for op in rule.ops_used if LIB.ops[op].means and LIB.ops[op].torch}
+
+
+def test_a_conclusion_that_cannot_be_built_where_the_match_holds_refutes(rule_dir):
+    # dropping one output row of a grouped conv leaves o - 1 rows, not a multiple of the groups; a
+    # concat along the batch axis has no channel width(us, 1) + c on axis 1. Both matches exist.
+    rs = _load(rule_dir, """
+rule t.drop_row_any_groups
+  match y = conv2d(x, weight, bias, stride=s, padding=p, dilation=d, groups=g)
+  then  drop(y, 1, j) = conv2d(x, drop(weight, 0, j), drop(bias, 0, j), s, p, d, g)
+rule t.concat_any_dim
+  match y = concat(us...: [b, p], x: [b, n], vs...: [b, q], dim=d)
+  then  drop(y, 1, width(us, 1) + c) = concat(us..., drop(x, 1, c), vs..., d)
+""")
+    res = tiers.prove_rule(rs.rule("t.drop_row_any_groups"), rs.ops)
+    assert res.status == "refuted" and "cannot be built" in res.message and "groups" in res.message
+    assert "g=1" not in res.counterexample["instance"]
+    res = tiers.prove_rule(rs.rule("t.concat_any_dim"), rs.ops)
+    assert res.status == "refuted" and "cannot be built" in res.message
+    assert "d=1" not in res.counterexample["instance"]
+    # with their side conditions (the library's rules) both prove
+    for name in ("channels.conv2d.drop_row", "channels.concat.drop_channel"):
+        assert tiers.prove_rule(LIB.rule(name), LIB.ops).status == "proved"
