@@ -1024,18 +1024,22 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
             attrs[name] = v
     env.update(attrs)
     # `name == value` conditions (and required attribute values) choose the instance
-    eqs = [(A.Name(n), v[1]) for n, v in attrs_choice.items() if isinstance(v, tuple) and v[0] == "ast"]
+    eqs = [(A.Name(n), v[1], None) for n, v in attrs_choice.items() if isinstance(v, tuple) and v[0] == "ast"]
     for s in where.static:
         if isinstance(s, A.Cmp) and s.op == "==" and isinstance(s.left, A.Name):
-            eqs.append((s.left, s.right))
-    for b in rule.bindings:
+            eqs.append((s.left, s.right, None))
+    table = attr_table(rule, ops)
+    for bi, b in enumerate(rule.bindings):
+        # an op's constraint names its attributes as declared (groups), the rule may rename them (g)
+        names = {aname: name for name, bidx, aname, _ in table if bidx == bi}
         for w in ops[b.op].where:
             if isinstance(w, A.Cmp) and w.op == "==" and isinstance(w.left, A.Name) and w.left.id in dims:
-                eqs.append((w.left, w.right))
+                eqs.append((w.left, w.right, names))
     for _ in range(3):
-        for lhs, rhs in eqs:
+        for lhs, rhs, names in eqs:
             try:
-                val = ev.ev(rhs, env)
+                scope = env if not names else {**env, **{a: env[n] for a, n in names.items() if n in env}}
+                val = ev.ev(rhs, scope)
             except (SemanticsError, KeyError, TypeError):
                 continue
             if isinstance(val, list):
