@@ -856,7 +856,7 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
         for k, v in enumerate(combos):
             for r in range(len(RUN_RANKS) if variadics else 1):  # at every rank of the runs of dims
                 found += concrete_instances(rule, ops, where, alg_factory, configs[:1], seed, violate, [v],
-                                            salt=k + r)
+                                            salt=k + r, max_cands=3)
             if len(found) >= 8:
                 break
         return found
@@ -906,21 +906,26 @@ def _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadi
     if not degenerate:  # every dim the channel's length: a match valid only when they agree (concat along another axis)
         tries.append({d: csize for d in others})
     for pool_ in ([2, 3], [1, 2, 3], [1, 2, 3, 4, 5]):
-        for _ in range(20):
+        for _ in range(12):
             tries.append({d: rng.choice(pool_ if not degenerate else [1, 2]) for d in others})
     cands = []
-    for t in tries:
-        for av in ([attrs_choice] + ([] if fixed else [v for v in variants if v is not attrs_choice])):
-            inst = _instance(rule, ops, where, alg_factory, cdim, csize, pos, t, variadics, av, degenerate,
-                             violate, rank, salt)
-            if inst is not None and inst.ill_typed:  # a counterexample; a valid instance may still give a replay
-                if ill is not None and not ill:
-                    ill.append(inst)
-                continue
-            if inst is not None:
-                cands.append((inst, av))
+    # the config's own attribute combination at every size first; the others only if it fits none
+    groups = [[attrs_choice]] + ([] if fixed else [[v for v in variants if v is not attrs_choice]])
+    for group in groups:
+        for t in tries:
+            for av in group:
+                inst = _instance(rule, ops, where, alg_factory, cdim, csize, pos, t, variadics, av, degenerate,
+                                 violate, rank, salt)
+                if inst is not None and inst.ill_typed:  # a counterexample; a valid instance may still give a replay
+                    if ill is not None and not ill:
+                        ill.append(inst)
+                    continue
+                if inst is not None:
+                    cands.append((inst, av))
+                    break
+            if len(cands) >= max_cands:
                 break
-        if len(cands) >= max_cands:
+        if cands:
             break
     cands.sort(key=lambda x: (x[1] is not attrs_choice, _cost(x[0]) * (1 if _distinct(x[0]) else 2)))
     for inst, av in cands:  # the cheapest candidate whose full evaluation is well defined
@@ -964,7 +969,7 @@ def _is_variadic_name(rule: Rule, ops: Mapping[str, OpDecl], name: str) -> bool:
 
 
 def variant_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_factory, seed: int = 0,
-                      cap: int = 16, derived: bool = False, max_cands: int = 12,
+                      cap: int = 16, derived: bool = False, max_cands: int = 4,
                       evaluate: bool = True) -> list[Instance]:
     """One instance per combination of attribute values (at most `cap`: the covering ones first),
     for the random test tier; the runs of dims take every rank across them."""
