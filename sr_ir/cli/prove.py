@@ -1,7 +1,8 @@
 """`sr-ir prove`: prove rewrite rules function-preserving, write certificates, or check them.
 
-Exit codes: 0 all proved (or, with --check, all certificates current), 1 some rule refuted, vacuous
-or (with --check) without a current certificate, 2 unknown / timeout, 3 parse or type errors.
+Exit codes: 0 all proved (or, with --check, all certificates current), 1 some rule refuted, vacuous,
+an op's torch template that disagrees with its means, or (with --check) a rule without a current
+certificate, 2 unknown / timeout, 3 parse or type errors.
 """
 from __future__ import annotations
 

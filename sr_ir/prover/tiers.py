@@ -1,8 +1,11 @@
-"""Prove one rule: random exact test, z3 bounded proof at several sizes, sympy parametric proof.
+"""Prove one rule: random exact test, z3 bounded proof at several sizes, sympy parametric proof,
+then the torch templates of the ops it uses against their semantics.
 
-Each tier either passes (and the next is tried), finds a counterexample (the rule is refuted), or is
-inconclusive (unknown / not applicable); the result names the highest tier passed. Real arithmetic
-throughout: float rounding is measured elsewhere, never assumed away here.
+Each tier either passes (and the next is tried), finds a counterexample (the rule is refuted: at
+whichever tier, a refutation is never a proof at a lower one), or is inconclusive (unknown / not
+applicable, which may leave the rule proved at the tier below, and the result says so); the result
+names the highest tier passed. Real arithmetic throughout: float rounding is measured elsewhere,
+never assumed away here.
 """
 from __future__ import annotations
 
@@ -368,11 +371,12 @@ def _parametric_refutation(rule, ops, where, axioms, res, base, found, insts, rn
         calg = Sym(axioms, inst.channel)
         cob = build(rule, ops, calg, inst, Valuation(calg), where, _values(rule, calg, rng))
         cres = _residuals(calg, cob)
-        if not cres:
+        if not cres or (v2m := z3bridge.decide(cres, cob.assumptions, axioms, calg.bool_atoms, timeout_ms,
+                                                seed))[0] == "proved":
+            res.sizes = res.sizes + [inst.label]  # proved there: one more bounded instance
+            res.bounded = res.bounded + [inst.record()]
             return "spurious"
-        v2, m2 = z3bridge.decide(cres, cob.assumptions, axioms, calg.bool_atoms, timeout_ms, seed)
-        if v2 == "proved":
-            return "spurious"
+        v2, m2 = v2m
         if v2 != "refuted":
             return f"the parametric tier refutes the rule; z3 gave up at the sizes it names ({inst.label})"
         res.sizes = res.sizes + [inst.label]
