@@ -198,7 +198,8 @@ def _print_report(results: list[dict], wall: float, templates: dict | None = Non
     for t in templates["checked"]:
         if t["status"] == "proved":
             continue
-        what = {"refuted": "is wrong", "unchecked": "was not checked", "timeout": "was not checked (timeout)"}
+        what = {"refuted": "is wrong", "unchecked": "was not checked", "timeout": "was not checked (timeout)",
+                "error": "could not be checked"}
         print(f"{t.get('loc', '')}: op '{t['op']}': torch template {what.get(t['status'], t['status'])}"
               + (f": {t['message']}" if t.get("message") else ""), file=out)
         if t.get("counterexample"):

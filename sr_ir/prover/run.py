@@ -83,7 +83,7 @@ def _failed(task: Any, message: str, secs: float, status: str = "error") -> dict
     if isinstance(task, Rule):
         return {"rule": task.name, "status": status, "tier": None, "seconds": round(secs, 3),
                 "message": message, "loc": str(task.loc or "")}
-    return {"op": task.name, "status": status if status != "error" else "unchecked", "seconds": round(secs, 3),
+    return {"op": task.name, "status": status, "seconds": round(secs, 3),
             "message": message, "loc": str(task.loc or ""), "hash": None, "template": task.torch}
 
 
@@ -206,6 +206,7 @@ def exit_code(results: list[dict], template_results: list[dict] = ()) -> int:
     codes = {EXIT.get(r["status"], 2) for r in results}
     codes |= {1 for t in template_results if t.get("status") == "refuted"}
     codes |= {2 for t in template_results if t.get("status") == "timeout"}
+    codes |= {3 for t in template_results if t.get("status") == "error"}
     for c in (3, 1, 2):
         if c in codes:
             return c

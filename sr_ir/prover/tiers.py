@@ -471,6 +471,11 @@ def _check_templates(rule: Rule, ops: Mapping[str, OpDecl], res: Result, known: 
         if patterns:
             checks.append(template_result(decl, ops, patterns))
         res.templates[name] = [(c.get("hash") or "")[:16] for c in checks]
+        if all(tr["status"] == "unchecked" for tr in checks):  # compared nowhere: nothing vouches for it
+            res.status = "unknown"
+            res.message = (f"the torch template of op '{name}' ({decl.loc}) could not be compared with its means "
+                           f"anywhere: {checks[0].get('message', '')}")
+            return
         for tr in checks:
             if tr["status"] in ("timeout", "error"):  # never certify through a template nobody checked
                 res.status = "unknown"
