@@ -293,7 +293,7 @@ def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, v
 
 def _par_label(inst: Instance) -> str:
     parts = [f"len({k[1:]}...)={v}" for k, v in inst.dims.items() if k.startswith("#")]
-    parts += [f"{k[1:]}: {len(v)} axes" for k, v in inst.dims.items() if k.startswith("*")]
+    parts += [f"{k}: {len(v)} {'axis' if len(v) == 1 else 'axes'}" for k, v in inst.dims.items() if k.startswith("*")]
     return ", ".join(parts) or "one setting"
 
 

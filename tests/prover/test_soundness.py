@@ -64,7 +64,7 @@ def test_runs_of_dims_are_tried_with_0_1_and_2_axes_at_every_tier():
     assert (res.status, res.tier) == ("proved", "parametric")
     assert {len(i["dims"]["*B"]) for i in res.bounded} == {0, 1, 2}
     assert {len(i["dims"]["*B"]) for i in res.tested} == {0, 1, 2}
-    assert sorted(res.parametric) == ["B: 0 axes", "B: 1 axes", "B: 2 axes"]
+    assert sorted(res.parametric) == ["*B: 0 axes", "*B: 1 axis", "*B: 2 axes"]
 
 
 def test_every_float_attribute_has_its_own_value():
