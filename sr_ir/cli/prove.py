@@ -227,11 +227,14 @@ def _print_report(results: list[dict], wall: float, templates: dict | None = Non
     print(f"{len(results)} rules: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + f" in {wall:.1f} s" + (f"; {len(warnings)} warnings" if warnings else ""), file=out)
     checked = templates["checked"]
-    bad = [t["op"] for t in checked if t["status"] != "proved"]
-    n_ok = len(checked) - len(bad) + len(templates["current"])
+    wrong = [t["op"] for t in checked if t["status"] == "refuted"]
+    other = [t["op"] for t in checked if t["status"] not in ("proved", "refuted")]
+    n_ok = len(checked) - len(wrong) - len(other) + len(templates["current"])
     line = f"torch templates: {n_ok} agree with their means"
-    if bad:
-        line += f", {len(bad)} do not or were not checked ({', '.join(bad)})"
+    if wrong:
+        line += f", {len(wrong)} do not ({', '.join(wrong)})"
+    if other:
+        line += f", {len(other)} could not be compared ({', '.join(other)})"
     if templates["no_means"]:
         line += (f"; {len(templates['no_means'])} ops have a template but no means, so it is not checked: "
                  f"{', '.join(templates['no_means'])}")

@@ -177,3 +177,23 @@ op twice(x: T[*B]) -> T[*B]
     assert code == 0
     assert "1 ops have a template but no means, so it is not checked: twice" in out
     assert "torch templates: 1 agree with their means" in out  # linear's, which the rule uses
+
+
+def test_a_template_that_cannot_be_compared_is_said_so(rule_dir, capsys):
+    # the means uses a function with no real definition: the proof holds for any such function, the
+    # template cannot be compared with it; the run says so instead of passing it silently
+    d = rule_dir("u.rules", """
+op leaky(x: T[*B], slope: float = 0.01) -> T[*B]
+  couple elementwise(x)
+  means out[*I] = leaky(x[*I], slope)
+  torch "F.leaky_relu({x}, {slope})"
+
+rule u.leaky.drop_channel
+  match y = leaky(x: [*B, n])
+  then  drop(y, -1, c) = leaky(drop(x, -1, c))
+""")
+    code, out, _ = run(["prove", str(d), "--rules", str(d), "--no-condition-check"], capsys)
+    assert code == 0
+    assert "op 'leaky': torch template was not checked" in out
+    assert "warning: " in out and "could not be compared with its means" in out
+    assert "1 could not be compared (leaky)" in out
