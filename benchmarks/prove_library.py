@@ -1,6 +1,7 @@
-"""Time `sr-ir prove` on the bundled rule library: a cold run (every rule proved again) and the
-certificate check the engine and CI use. The cold run rewrites proofs/ (new timings and dates in every
-certificate); the committed files are put back afterwards. Run from the repository root:
+"""Time `sr-ir prove` on the bundled rule library: a cold run (every rule proved again, every op's
+torch template checked again) and the certificate check the engine and CI use. The cold run rewrites
+proofs/ and proofs/templates/ (new timings and dates in every certificate); the committed files are
+put back afterwards. Run from the repository root:
 
     .venv/bin/python benchmarks/prove_library.py [--jobs 2] [--repeat 3]
 
@@ -33,18 +34,26 @@ def main() -> None:
     args = ap.parse_args()
 
     proofs = ROOT / "proofs"
-    committed = {p: p.read_bytes() for p in proofs.glob("*.json")}
+    committed = {p: p.read_bytes() for p in proofs.rglob("*.json")}  # rule and template certificates
     try:
         wall, code, out = sr_ir("prove", "rules/", "--force", "--jobs", str(args.jobs), "--json")
     finally:
+        for p in proofs.rglob("*.json"):
+            if p not in committed:
+                p.unlink()
         for p, data in committed.items():
             p.write_bytes(data)
-    results = json.loads(out)["results"]
+    data = json.loads(out)
+    results = data["results"]
+    templates = data["templates"]
     tiers = Counter((r["status"], r.get("tier")) for r in results)
     slowest = sorted(results, key=lambda r: -r.get("seconds", 0))[:5]
     print(json.dumps({"measure": "cold prove rules/ --force", "jobs": args.jobs, "wall_s": round(wall, 2),
                       "exit": code, "rules": len(results),
                       "verdicts": {f"{s}/{t}": n for (s, t), n in sorted(tiers.items(), key=str)},
+                      "templates": {"checked": len(templates["checked"]),
+                                    "agree": sum(t["status"] == "proved" for t in templates["checked"]),
+                                    "no_means": len(templates["no_means"])},
                       "slowest": {r["rule"]: r["seconds"] for r in slowest}}))
     checks = []
     for _ in range(args.repeat):

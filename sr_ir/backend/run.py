@@ -17,7 +17,7 @@ from ..ops.decl import OpDecl
 
 
 @lru_cache(maxsize=1)
-def _helpers() -> type:
+def prelude_helpers() -> type:
     """The emitted code's helper class `P`, built from the prelude sources the emitter copies."""
     from .torch_module import _prelude_sources
 
@@ -47,7 +47,7 @@ def run_node(decl: OpDecl, node: Node, operands: list[Any]) -> torch.Tensor:
     if decl.torch is None:
         raise SrIrError(f"op {node.op!r} has no torch template to run")
     probe = Node(node.name, node.op, list(operands), node.attrs, node.type)
-    env: dict[str, Any] = {"torch": torch, "F": F, "P": _helpers()}
+    env: dict[str, Any] = {"torch": torch, "F": F, "P": prelude_helpers()}
     fields: list[tuple[str, str]] = []
     for i, (tp, o) in enumerate(bind_operands(decl, probe)):
         if tp.variadic:

@@ -1,7 +1,8 @@
 """`sr-ir prove`: prove rewrite rules function-preserving, write certificates, or check them.
 
-Exit codes: 0 all proved (or, with --check, all certificates current), 1 some rule refuted, vacuous
-or (with --check) without a current certificate, 2 unknown / timeout, 3 parse or type errors.
+Exit codes: 0 all proved (or, with --check, all certificates current), 1 some rule refuted, vacuous,
+an op's torch template that disagrees with its means, or (with --check) a rule without a current
+certificate, 2 unknown / timeout, 3 parse or type errors.
 """
 from __future__ import annotations
 
@@ -123,9 +124,23 @@ def _check(args: argparse.Namespace, rs, rules) -> int:
     return 1 if bad else 0
 
 
+def _template_ops(args: argparse.Namespace, rs, rules) -> list:
+    """The ops whose torch templates this run checks: those the selected rules use, and (without
+    --match) every op declared in the selected files (all ops when no path is given)."""
+    names = {op for r in rules for op in r.ops_used}
+    if not args.match:
+        targets = [p.resolve() for p in args.paths]
+        for d in rs.ops.values():
+            f = Path(d.loc.file).resolve() if d.loc else None
+            if not targets or (f is not None and any(f == t or t in f.parents for t in targets)):
+                names.add(d.name)
+    return [rs.ops[n] for n in sorted(names) if n in rs.ops and rs.ops[n].torch is not None]
+
+
 def _prove(args: argparse.Namespace, rs, rules) -> int:
     from ..prover import certificates
     from ..prover.run import exit_code, prove_all
+    from ..prover.templates import checkable
 
     todo, skipped = [], []
     for r in rules:
@@ -141,9 +156,25 @@ def _prove(args: argparse.Namespace, rs, rules) -> int:
         if live:
             print(f"  {res['rule']}: {res['status']}", file=sys.stderr)
 
+    with_template = _template_ops(args, rs, rules)
+    no_means = [d.name for d in with_template if not checkable(d)]
+    known: dict[str, dict] = {}
+    to_check = []
+    for d in with_template:
+        if not checkable(d):
+            continue
+        cert = None if args.force else certificates.template_certificate(d, rs.vocabulary)
+        if cert is not None:
+            known[d.name] = cert
+        else:
+            to_check.append(d)
+    template_results: list[dict] = []
     results = prove_all(todo, rs.ops, jobs=args.jobs, deadline_s=args.timeout,
                         timeout_ms=int(min(args.timeout, 30) * 1000), check_conditions=not args.no_condition_check,
-                        on_result=on_result)
+                        on_result=on_result, template_ops=to_check, known_templates=known,
+                        template_results=template_results, vocabulary=rs.vocabulary)
+    for t in template_results:
+        certificates.write_template(rs.ops[t["op"]], t, rs.vocabulary)
     for res in results:
         r = by_name[res["rule"]]
         if res["status"] == "proved":
@@ -156,16 +187,28 @@ def _prove(args: argparse.Namespace, rs, rules) -> int:
     order = {r.name: i for i, r in enumerate(rules)}
     results.sort(key=lambda x: order.get(x["rule"], 0))
     wall = time.perf_counter() - t0
-    code = exit_code(results)
+    code = exit_code(results, template_results)
+    templates = {"checked": template_results, "current": sorted(known), "no_means": no_means}
     if args.json:
-        print(json.dumps({"results": results, "seconds": round(wall, 3), "exit": code}, indent=1, default=str))
+        print(json.dumps({"results": results, "templates": templates, "seconds": round(wall, 3), "exit": code},
+                         indent=1, default=str))
         return code
-    _print_report(results, wall)
+    _print_report(results, wall, templates)
     return code
 
 
-def _print_report(results: list[dict], wall: float) -> None:
+def _print_report(results: list[dict], wall: float, templates: dict | None = None) -> None:
     out = sys.stdout
+    templates = templates or {"checked": [], "current": [], "no_means": []}
+    for t in templates["checked"]:
+        if t["status"] == "proved":
+            continue
+        what = {"refuted": "is wrong", "unchecked": "was not checked", "timeout": "was not checked (timeout)",
+                "error": "could not be checked"}
+        print(f"{t.get('loc', '')}: op '{t['op']}': torch template {what.get(t['status'], t['status'])}"
+              + (f": {t['message']}" if t.get("message") else ""), file=out)
+        if t.get("counterexample"):
+            _print_cex(t["counterexample"], out, template=True)
     for res in results:
         if res["status"] in ("proved",):
             continue
@@ -174,7 +217,7 @@ def _print_report(results: list[dict], wall: float) -> None:
               file=out)
         cex = res.get("counterexample")
         if cex:
-            _print_cex(cex, out)
+            _print_cex(cex, out, template=res.get("tier") == "template")
     warnings = [w for res in results for w in res.get("warnings", []) or []]
     for w in warnings:
         print(f"warning: {w}", file=out)
@@ -188,6 +231,19 @@ def _print_report(results: list[dict], wall: float) -> None:
         counts[res["status"]] = counts.get(res["status"], 0) + 1
     print(f"{len(results)} rules: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + f" in {wall:.1f} s" + (f"; {len(warnings)} warnings" if warnings else ""), file=out)
+    checked = templates["checked"]
+    wrong = [t["op"] for t in checked if t["status"] == "refuted"]
+    other = [t["op"] for t in checked if t["status"] not in ("proved", "refuted")]
+    n_ok = len(checked) - len(wrong) - len(other) + len(templates["current"])
+    line = f"torch templates: {n_ok} agree with their means"
+    if wrong:
+        line += f", {len(wrong)} do not ({', '.join(wrong)})"
+    if other:
+        line += f", {len(other)} could not be compared ({', '.join(other)})"
+    if templates["no_means"]:
+        line += (f"; {len(templates['no_means'])} ops have a template but no means, so it is not checked: "
+                 f"{', '.join(templates['no_means'])}")
+    print(line, file=out)
 
 
 def _verdict(res: dict) -> str:
@@ -196,7 +252,7 @@ def _verdict(res: dict) -> str:
             "timeout": "unknown (timeout)", "error": "not checkable"}.get(res["status"], res["status"])
 
 
-def _print_cex(cex: dict, out: Any) -> None:
+def _print_cex(cex: dict, out: Any, template: bool = False) -> None:
     print(f"  counterexample at {cex.get('instance')}" + ("" if cex.get("real") else
           " (with arbitrary function values; none found with the real definitions)"), file=out)
     for k, v in (cex.get("values") or {}).items():
@@ -206,7 +262,10 @@ def _print_cex(cex: dict, out: Any) -> None:
     for k, v in (cex.get("intermediates") or {}).items():
         print(f"    (intermediate) {k} = {_short(v)}", file=out)
     if "at" in cex:
-        print(f"    at {cex['at']}: left side {cex.get('lhs')}, right side {cex.get('rhs')}", file=out)
+        sides = ("means", "template") if template else ("left side", "right side")
+        print(f"    at {cex['at']}: {sides[0]} {cex.get('lhs')}, {sides[1]} {cex.get('rhs')}", file=out)
+    if cex.get("report_error"):
+        print(f"    (reporting the counterexample failed: {cex['report_error']})", file=out)
     for k, v in list((cex.get("model") or {}).items())[:12]:
         print(f"    (model) {k} = {v}", file=out)
     rp = cex.get("replay")
@@ -214,7 +273,8 @@ def _print_cex(cex: dict, out: Any) -> None:
         if "error" in rp:
             print(f"    float64 replay failed: {rp['error']}", file=out)
         else:
-            print("    float64 replay through the emitted PyTorch code:", file=out)
+            print("    float64 replay through the emitted PyTorch code"
+                  + (" (lhs: the op's means, rhs: its template):" if template else ":"), file=out)
             for ln in rp["code"]:
                 print(f"      {ln}", file=out)
             print(f"      lhs = {_short(rp['lhs'])}", file=out)

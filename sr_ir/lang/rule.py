@@ -214,6 +214,7 @@ BUILTINS = {
     "max": "max(a, b)",
     "min": "min(a, b)",
     "len": "len(list)",
+    "last_axes": "last_axes(k): the axis list [-k, ..., -1] (the trailing k axes)",
     "width": "width(us, axis): the total length along axis of the operands of a run `us...` (0 for none)",
     "concat_at": "concat_at(xs, dim, I): the entry at position I of the operands xs concatenated along dim",
 }

@@ -51,6 +51,10 @@ def compensated_layer_norm(
         # sum_R (k_j - mu)^2 as spread about the constants' own mean plus r times the shift
         centre = s1 / r
         ss = ss + (s2 - s1 * centre) + r * (centre - mu) ** 2
+    else:
+        # no removed channel: s1 = s2 = 0 in any real use; this is the op's stated variance
+        # (s2 - 2 mu s1 + r mu^2) all the same, so emitted code and proof agree for every attribute
+        ss = ss + s2 - 2 * mu * s1
     y = xc * torch.rsqrt(ss / n_total + eps)
     if weight is not None:
         y = y * weight

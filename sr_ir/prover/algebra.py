@@ -117,6 +117,8 @@ class Exact:
         if op == "^":
             e = _idx_int(b)
             if e is None:
+                if float(a) < 0:  # a real power of a negative number: outside the domain
+                    raise ValueError(f"{a} ^ {b} is not real")
                 return float(a) ** float(b)
             return a**e
         raise SemanticsError(f"unknown operator {op}")

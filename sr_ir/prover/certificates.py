@@ -1,9 +1,14 @@
 """Proof certificates: `proofs/<rule>.<hash>.json`, and the fast check the engine and CI use.
 
 The hash covers the normalised rule (positions and comments stripped), the semantics of every op the
-rule uses, the declared statement of every axiom it names, the declaration (`means` and torch
-spelling) of every function it uses, and the proof strategy; change any of them and the certificate
-is stale. Nothing here imports a solver: `status` only hashes text and looks for a file.
+rule uses (its torch template included: the rule is applied through it), the declared statement of
+every axiom it names, the declaration (`means` and torch spelling) of every function it uses, and the
+proof strategy; change any of them and the certificate is stale. Nothing here imports a solver:
+`status` only hashes text and looks for a file.
+
+Template checks (sr_ir.prover.templates) are cached as certificates of their own,
+`proofs/templates/<op>.<hash>.json`: a rule's certificate is written only when the templates it
+relies on passed, so the rule certificates alone say what the engine may apply.
 
 Bundled rules (the package's rules/) keep their certificates in the package's proofs/; rules from a
 user directory DIR keep them in DIR/proofs/.
@@ -24,7 +29,10 @@ from ..ops.decl import OpDecl
 from ..resources import data_dir
 
 # The strategy string is part of every hash: bump it when the prover's method changes.
-STRATEGY = "sr-ir-prove/1 test(standin,relu) bounded(z3; c-dim 3 at start/middle/end; degenerate 1) parametric(sympy; c+R)"
+STRATEGY = ("sr-ir-prove/2 test(standin,relu; every covering attribute combination) bounded(z3; c-dim 3 at "
+            "start/middle/end; degenerate 1; list attributes per element; distinct float attributes; runs of dims "
+            "with 0/1/2 axes) parametric(sympy; c+R; per run rank; a counterexample is confirmed at concrete sizes "
+            "and refutes) templates(torch float64 vs means, per op and per match)")
 
 
 class UncertifiedRule(SrIrError):
@@ -59,6 +67,8 @@ def op_semantics_text(decl: OpDecl) -> str:
     parts.append("-> " + (res if isinstance(res, str) else f"[{', '.join(A.show(d) for d in res.dims)}]"))
     parts += ["where " + A.show(w) for w in decl.where]
     parts += ["means " + A.show(m) for m in decl.means]
+    # the template is what the engine and the emitter run: a rule is certified through it
+    parts.append("torch " + (decl.torch if decl.torch is not None else "<none>"))
     return "\n".join(parts)
 
 
@@ -178,6 +188,12 @@ def write(rule: Rule, ops: dict[str, OpDecl], result: dict) -> Path:
         "result": "proved",
         "tier": result.get("tier"),
         "sizes": result.get("sizes", []),
+        # every instance (sizes and attribute values) the bounded tier proved, the test tier tried, and
+        # the run settings of the parametric tier
+        "bounded": result.get("bounded", []),
+        "tested": result.get("tested", []),
+        "parametric": result.get("parametric", []),
+        "templates": result.get("templates", {}),
         "symbolic_dims": result.get("symbolic_dims", []),
         "note": result.get("message", ""),
         "warnings": result.get("warnings", []),
@@ -201,3 +217,56 @@ def remove_stale(rule: Rule, ops: dict[str, OpDecl], keep_current: bool = True) 
     for p in _own(path.parent, rule.name):
         if p != path or not keep_current:
             p.unlink(missing_ok=True)
+
+
+# ---- template certificates ---------------------------------------------------------------------
+def _op_proofs_dir(decl: OpDecl) -> Path:
+    """Bundled ops keep template certificates in the package's proofs/templates, others next to
+    their rule file (DIR/proofs/templates)."""
+    bundled = data_dir("rules").resolve()
+    f = Path(decl.loc.file).resolve() if decl.loc else bundled
+    if f == bundled or bundled in f.parents:
+        base = data_dir("proofs") if _has_proofs() else bundled.parent / "proofs"
+    else:
+        base = f.parent / "proofs"
+    return base / "templates"
+
+
+def template_certificate_path(decl: OpDecl, vocabulary: Any = None) -> Path:
+    from .templates import template_hash
+
+    return _op_proofs_dir(decl) / f"{_safe(decl.name)}.{template_hash(decl, (), vocabulary)[:16]}.json"
+
+
+def template_certificate(decl: OpDecl, vocabulary: Any = None) -> dict | None:
+    """The stored check of an op's template, when current (no solver, no torch)."""
+    from .templates import template_hash
+
+    path = template_certificate_path(decl, vocabulary)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("status") == "proved" and data.get("hash") == template_hash(decl, (), vocabulary) else None
+
+
+def write_template(decl: OpDecl, result: dict, vocabulary: Any = None) -> Path | None:
+    """Store a passed template check (and drop the op's stale ones); a failed one only drops them."""
+    from ..ir.persist import atomic_write
+
+    path = template_certificate_path(decl, vocabulary)
+    folder = path.parent
+    if folder.is_dir():
+        for p in _own(folder, decl.name):
+            if p != path or result.get("status") != "proved":
+                p.unlink(missing_ok=True)
+    if result.get("status") != "proved":
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    data = dict(result)
+    data["written"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data["arithmetic"] = "means in exact rationals (real functions in float64) vs the template in float64 torch"
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    return path

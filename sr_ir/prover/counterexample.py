@@ -19,7 +19,7 @@ from ..ops.decl import OpDecl
 from .algebra import Exact
 from .axioms import Theory
 from .obligation import Instance, Valuation, Where, build
-from .semantics import SemanticsError, Tensor
+from .semantics import InstanceError, SemanticsError, Tensor
 
 
 def _fixed_draw(fixed: dict, fallback):
@@ -53,7 +53,7 @@ def _attempt(rule, ops, where, inst, draw, values) -> tuple[bool, Any]:
         for label, l, r in ob.pairs:
             if _differs(l, r):
                 return True, (ob, val, label, l, r)
-    except (ZeroDivisionError, ValueError, OverflowError, SemanticsError):
+    except (ArithmeticError, ValueError, SemanticsError, InstanceError):
         return False, None
     return False, (ob, val, None, None, None)
 
@@ -212,11 +212,17 @@ def _num(v: Any) -> Any:
     return str(v)
 
 
-def _full(t: Tensor) -> list:
-    """Nested lists of a concrete tensor's entries."""
+def _full(t: Tensor, report: bool = False) -> list:
+    """Nested lists of a concrete tensor's entries; with `report`, an entry that cannot be computed
+    (an intermediate divided by zero away from the counterexample's position) is named, not raised."""
     def rec(prefix: tuple, rest: tuple) -> Any:
         if not rest:
-            return t[prefix]
+            if not report:
+                return t[prefix]
+            try:
+                return t[prefix]
+            except (ArithmeticError, ValueError) as e:
+                return f"undefined ({type(e).__name__})"
         return [rec(prefix + (i,), rest[1:]) for i in range(rest[0])]
 
     return rec((), tuple(t.shape))
@@ -241,7 +247,7 @@ def _intermediates(rule: Rule, ob) -> dict[str, Any]:
     for b in rule.bindings[1:]:
         t = env.get(b.result)
         if isinstance(t, Tensor):
-            out[b.result] = _num(_deep(_full(t)))
+            out[b.result] = _num(_deep(_full(t, report=True)))
     if isinstance(c, Rewrite) and isinstance(c.value, A.Call):
         from .semantics import Evaluator
 
@@ -254,7 +260,7 @@ def _intermediates(rule: Rule, ob) -> dict[str, Any]:
             except Exception:
                 continue
             if isinstance(v, Tensor):
-                out[A.show(a)] = _num(_deep(_full(v)))
+                out[A.show(a)] = _num(_deep(_full(v, report=True)))
             elif v is not None:
                 out[A.show(a)] = _num(v)
     return out
@@ -405,10 +411,15 @@ def replay(rule: Rule, ops: Mapping[str, OpDecl], inst: Instance, ob, values: Ma
     runs = set(run_names(rule))
     for r in runs:
         ns[r] = []
+    from .obligation import _int_tensors
+
+    ints = _int_tensors(rule, ops)
     for name, t in ob.leaves.items():
         arr = torch.tensor(_floatify(_full(t)), dtype=dt)
         if t.dtype == "bool":
             arr = arr != 0
+        elif name.split("#")[0] in ints:  # positions (gather, embedding) index as integers
+            arr = arr.long()
         if "#" in name and name.split("#")[0] in runs:  # one operand of a run `us...`
             ns[name.split("#")[0]].append(arr)
             continue

@@ -61,7 +61,10 @@ def classify_where(rule: Rule, conds: tuple[A.Cond, ...] | None = None) -> Where
         ):
             w.substitutions.append((c.left, c.right))
         elif isinstance(c, A.Cmp) and c.op == "==" and isinstance(c.left, A.Name) and c.left.id in values:
-            w.value_subst.append((c.left.id, c.right))
+            if any(n == c.left.id for n, _ in w.value_subst):
+                w.assumptions.append(c)  # a second value for k must agree with the first (else vacuous)
+            else:
+                w.value_subst.append((c.left.id, c.right))
         elif not reads and not (names & values) and not any(isinstance(n, A.Quant) for n in A.walk(c)):
             w.static.append(c)
         else:
@@ -75,6 +78,22 @@ class Instance:
     attrs: dict[str, Any]  # rule name of an attribute -> value
     channel: Any
     label: str = ""
+    combo: dict[str, Any] | None = field(default=None, compare=False)  # the attribute choice it was built from
+    ill_typed: str | None = field(default=None, compare=False)  # why the conclusion cannot be built here
+
+    def record(self) -> dict[str, Any]:
+        """The instance as JSON data (certificates list every instance a tier checked)."""
+        def num(v: Any) -> Any:
+            if isinstance(v, Fraction):
+                return str(v) if v.denominator != 1 else int(v)
+            if isinstance(v, (list, tuple)):
+                return [num(x) for x in v]
+            if v is None or isinstance(v, (bool, int, str)):
+                return v
+            return str(v)
+
+        dims = {(f"len({k[1:]}...)" if k.startswith("#") else k): num(v) for k, v in self.dims.items()}
+        return {"dims": dims, "attrs": {k: num(v) for k, v in self.attrs.items()}, "channel": num(self.channel)}
 
 
 @dataclass
@@ -277,45 +296,187 @@ def _axis_dim(s: tuple[Any, ...], axis: int) -> str | None:
     has_var = len(fixed) != len(s)
     if axis < 0:
         d = s[axis] if -axis <= len(s) else None
+    elif axis >= len(s):  # no such axis: the rule is reported ill-typed where it is evaluated
+        return None
     else:
         d = s[axis] if (not has_var or all(not isinstance(x, A.Variadic) for x in s[: axis + 1])) else None
     return d.id if isinstance(d, A.Name) else None
 
 
-def attr_variants(rule: Rule, ops: Mapping[str, OpDecl], symbolic: bool, alg: Any) -> list[dict[str, Any]]:
-    """A few attribute settings that together try each interesting value of each free attribute."""
-    table = attr_table(rule, ops)
+# Float attributes get a value of their own (distinct within an instance, varied across instances):
+# one shared value would let a rule that confuses two of them (eps for s2, s1 for s2) prove.
+FLOAT_POOL = (Fraction(1, 7), Fraction(3, 11), Fraction(2, 5), Fraction(5, 13), Fraction(3, 2),
+              Fraction(7, 17), Fraction(4, 19), Fraction(9, 23), Fraction(5, 3), Fraction(6, 29))
+
+
+def float_value(k: int, salt: int) -> Fraction:
+    """The value of the k-th float attribute at the instance numbered `salt`."""
+    return FLOAT_POOL[(k + 3 * salt) % len(FLOAT_POOL)]
+
+
+def _list_width(decl: OpDecl) -> int:
+    """How long an op's per-axis list attributes are (from the defaults that give a length)."""
+    widths = [len(a.default) for a in decl.attr_params
+              if a.kind == "ints" and a.has_default and isinstance(a.default, list) and a.default]
+    return max(widths) if widths else 2
+
+
+def _per_element(base: list[int], bumps: tuple[int, ...]) -> list[list[int]]:
+    """`base`, each constant list of `bumps`, and every list that changes one element of base:
+    a condition or a rewrite that reads only one element (padding[0]) meets its counter-case."""
+    n = len(base)
+    out = [list(base)] + [[b] * n for b in bumps if [b] * n != list(base)]
+    if n >= 2:
+        for i in range(n):
+            for b in bumps[:1]:
+                v = list(base)
+                v[i] = b
+                out.append(v)
+        out.append([bumps[-1]] + list(bumps[:1]) * (n - 1))  # both nonzero, unequal
+    seen, uniq = set(), []
+    for v in out:
+        if tuple(v) not in seen:
+            seen.add(tuple(v))
+            uniq.append(v)
+    return uniq
+
+
+# List attributes without a default, given values that follow the first operand's shape (resolved
+# per instance): its trailing sizes (a normalized_shape, a pooling output size), axis lists (a
+# permutation, reduced dims), reshape targets. Template checks use them; rules pin such attributes.
+DERIVED = {"ints": ("last", "last2", "axes-last", "axes-tail2", "axes-rot", "axes-rev"),
+           "dims": ("flat", "split")}
+
+
+def attr_values(decl: OpDecl, a: Any, derived: bool = False) -> list[Any]:
+    """The values the prover tries for one attribute of an op ("sym" for a float: its value is
+    assigned per instance; "derived": computed from the instance's shapes)."""
+    if a.kind == "float":
+        return [("sym", a.name)]
+    if a.kind == "dims" and derived:
+        return [("derived", k) for k in DERIVED["dims"]]
+    if a.kind == "ints":
+        d = a.default if a.has_default and a.default is not None else None
+        width = _list_width(decl)
+        if d is None:  # a list without a default (kernel_size): every element varied
+            return _per_element([1] * width, (2,)) + ([("derived", k) for k in DERIVED["ints"]] if derived else [])
+        if not d:  # `[]` (a pooling stride: the kernel size) or an explicit stride, per element
+            return [[]] + _per_element([1] * width, (2,))
+        if all(x == 0 for x in d):  # padding-like: one-sided and both-sided
+            return _per_element(list(d), (1, 2))
+        return _per_element(list(d), (2,))
+    if a.kind == "int":
+        if a.has_default and a.default is None:
+            return [None, 2]
+        if not a.has_default:
+            return [1, 2, 3, 5, 7, 0, -1]
+        return [a.default, 2] if a.default == 1 else [a.default]
+    if a.kind == "bool":
+        return [bool(a.default), not bool(a.default)]
+    return [a.default]
+
+
+def _attr_choices(rule: Rule, ops: Mapping[str, OpDecl], derived: bool = False) -> list[tuple[str, list[Any]]]:
     choices: list[tuple[str, list[Any]]] = []
-    for name, bi, aname, req in table:
+    for name, bi, aname, req in attr_table(rule, ops):
         decl = ops[rule.bindings[bi].op]
-        a = decl.attr(aname)
         if req is not None:
             choices.append((name, [("ast", req)]))
-            continue
-        if a.kind == "float":
-            choices.append((name, [("sym", name)]))
-        elif a.kind == "ints":
-            d = a.default if a.has_default and a.default is not None else [1, 1]
-            if not d:
-                choices.append((name, [d]))
-            elif all(x == 0 for x in d):
-                choices.append((name, [list(d), [1] * len(d), [2] * len(d)]))
-            else:
-                choices.append((name, [list(d), [2] * len(d)]))
-        elif a.kind == "int":
-            if a.has_default and a.default is None:
-                choices.append((name, [None, 2]))
-            elif not a.has_default:
-                choices.append((name, [1, 2, 3, 5, 7]))
-            else:
-                d = a.default
-                choices.append((name, [d, 2] if d == 1 else [d]))
-        elif a.kind == "bool":
-            choices.append((name, [bool(a.default), not bool(a.default)]))
         else:
-            choices.append((name, [a.default]))
-    n = max([len(c) for _, c in choices] + [1])
-    return [{name: c[i % len(c)] for name, c in choices} for i in range(n)]
+            choices.append((name, attr_values(decl, decl.attr(aname), derived)))
+    return choices
+
+
+def attr_variants(rule: Rule, ops: Mapping[str, OpDecl], derived: bool = False,
+                  where: Where | None = None) -> list[dict[str, Any]]:
+    """Attribute settings that together try every value of every free attribute (the covering part
+    of `_all_variants`)."""
+    combos, n_cover = _all_variants(rule, ops, 64, derived, where)
+    return combos[:max(n_cover, 1)]
+
+
+def _vkey(v: Any) -> Any:
+    return repr(v)
+
+
+def _attr_only_ok(rule: Rule, ops: Mapping[str, OpDecl], combo: Mapping[str, Any], static: list) -> bool:
+    """False when a condition that reads attributes only (the rule's `p[0] == 0`, an op's
+    `padding[0] * 2 <= kernel_size[0]`) fails for this combination; anything that needs dims is
+    left to the instance search. Conditions `name == value` are not filters: they choose the value."""
+    from .algebra import Exact
+
+    ev = Evaluator(Exact("standin"), ops)
+    env = {k: v for k, v in combo.items() if not isinstance(v, tuple)}
+
+    def holds(c: Any, env: Mapping[str, Any]) -> bool:
+        try:
+            return bool(ev.holds(c, env))
+        except Exception:  # reads a dim or a value: not decidable here
+            return True
+
+    for s in static:
+        if isinstance(s, A.Cmp) and s.op == "==" and isinstance(s.left, A.Name):
+            continue
+        if not holds(s, env):
+            return False
+    table = attr_table(rule, ops)
+    for bi, b in enumerate(rule.bindings):
+        local = {aname: env[name] for name, bidx, aname, _ in table if bidx == bi and name in env}
+        for w in ops[b.op].where:
+            if not holds(w, local):
+                return False
+    return True
+
+
+_VARIANTS: dict[tuple, tuple[list[dict[str, Any]], int]] = {}
+
+
+def _all_variants(rule: Rule, ops: Mapping[str, OpDecl], cap: int = 48, derived: bool = False,
+                  where: Where | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Combinations of attribute values: first a covering set (every value of every attribute
+    appears in at least one combination that the attribute-only conditions allow), then a
+    fixed-seed sample of the others, `cap` in all. Returns (combinations, size of the covering set)."""
+    static = list((where or classify_where(rule)).static)
+    key = (id(ops), rule.text(), cap, derived, tuple(A.show(s) for s in static))
+    if key not in _VARIANTS:
+        if len(_VARIANTS) > 512:
+            _VARIANTS.clear()
+        _VARIANTS[key] = _variants(rule, ops, cap, derived, static)
+    combos, n = _VARIANTS[key]
+    return [dict(c) for c in combos], n
+
+
+def _variants(rule: Rule, ops: Mapping[str, OpDecl], cap: int, derived: bool,
+              static: list) -> tuple[list[dict[str, Any]], int]:
+    choices = _attr_choices(rule, ops, derived)
+    names = [n for n, _ in choices]
+    allc = [dict(zip(names, combo)) for combo in itertools.product(*[c for _, c in choices])]
+    ok = [c for c in allc if _attr_only_ok(rule, ops, c, static)] or allc[:1]
+    if not ok:
+        return [{}], 1
+    rng = random.Random(len(ok))
+    pool = ok[1:]
+    rng.shuffle(pool)
+    pool = [ok[0]] + pool  # the defaults first
+    def pairs(c: Mapping[str, Any]) -> set:
+        return {(n, _vkey(c[n])) for n in names}
+
+    uncovered = set().union(*[pairs(c) for c in pool])
+    chosen: list[dict[str, Any]] = []
+    while uncovered and len(chosen) < cap:
+        best = max(pool, key=lambda c: len(pairs(c) & uncovered))
+        gain = pairs(best) & uncovered
+        if not gain:
+            break
+        chosen.append(best)
+        uncovered -= gain
+    n_cover = len(chosen)
+    for c in pool:
+        if len(chosen) >= cap:
+            break
+        if not any(c is x for x in chosen):
+            chosen.append(c)
+    return chosen, n_cover
 
 
 def build(
@@ -443,6 +604,11 @@ class _Stop(Exception):
     pass
 
 
+class IllTyped(InstanceError):
+    """The matched nodes exist at this instance but the rule's conclusion cannot be built there
+    (a new node whose operands do not fit, a channel position past the axis): the rule is wrong."""
+
+
 def _conclude(rule, ops, alg, ev, env, leaves, valuation, bool_tensors, where, c, pairs, inst) -> None:
     root = env[rule.root.result]
     excluded = [u for u in where.unused]
@@ -487,8 +653,17 @@ def _conclude(rule, ops, alg, ev, env, leaves, valuation, bool_tensors, where, c
             pairs.append((f"{rule.root.result}{_fmt(idx)}", root[idx], root2[idx]))
         env["__primed__"] = env2
     elif isinstance(c, Rewrite):
-        lhs = ev.tensor_expr(c.target, env)
-        rhs = ev.tensor_expr(c.value, env)
+        try:
+            lhs = ev.tensor_expr(c.target, env)
+            rhs = ev.tensor_expr(c.value, env)
+        except InstanceError as e:
+            # the matched nodes were built above, so the match holds here: a new node that cannot be
+            # built (or a channel position past its axis) is a wrong rule, unless the channel's axis
+            # has one position and dropping it leaves nothing
+            cdim = channel_dim(rule, ops)
+            if "empty" in str(e) or (cdim is not None and inst.dims.get(cdim) == 1):
+                raise
+            raise IllTyped(f"the conclusion cannot be built where the match holds: {e}") from None
         if not isinstance(rhs, Tensor) or tuple(rhs.shape) != tuple(lhs.shape):
             raise ShapeMismatch(
                 f"the rewrite's shapes differ: {A.show(c.target)} is {_fmt(lhs.shape)}, the new node gives "
@@ -676,12 +851,20 @@ def _fmt(idx: tuple) -> str:
 
 # ---- instances ------------------------------------------------------------------------------------
 SIZE_POOL = (2, 4, 1, 5)
+# A run of dims (`*B`) has 0, 1 or 2 axes, by instance: the engine applies such a rule at any rank,
+# and a rule that mixes a run with a positive axis (axis 1, dim(x, 1)) is right at one rank only.
+RUN_RANKS = (1, 2, 0)
+MAX_BOUNDED = 8
 
 
 def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_factory: Callable[[], Any],
                        configs: list[tuple[int, str]], seed: int = 0, violate: Any = None,
-                       fixed_variants: list[dict[str, Any]] | None = None) -> list[Instance]:
-    """One valid instance per (channel dim size, channel position) config: `start`, `middle`, `end`."""
+                       fixed_variants: list[dict[str, Any]] | None = None, salt: int = 0,
+                       cover: bool = False, derived: bool = False, max_cands: int = 12,
+                       evaluate: bool = True) -> list[Instance]:
+    """One valid instance per (channel dim size, channel position) config: `start`, `middle`, `end`.
+    With `cover`, further instances (up to MAX_BOUNDED in all) for attribute values the configs did
+    not meet, so that every value of every attribute is tried."""
     rng = random.Random(seed)
     cdim = channel_dim(rule, ops)
     dims, variadics = rule_dims(rule, ops)
@@ -690,47 +873,91 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
         # several combinations of attribute values that violate the condition, so a needed condition
         # meets its counter-case (one instance per combination)
         found: list[Instance] = []
-        combos = _all_variants(rule, ops)
+        combos = list(_all_variants(rule, ops, where=where)[0])
         random.Random(seed).shuffle(combos)
-        for v in combos:
-            found += concrete_instances(rule, ops, where, alg_factory, configs[:1], seed, violate, [v])
-            if len(found) >= 6:
+        for k, v in enumerate(combos):
+            for r in range(len(RUN_RANKS) if variadics else 1):  # at every rank of the runs of dims
+                found += concrete_instances(rule, ops, where, alg_factory, configs[:1], seed, violate, [v],
+                                            salt=k + r, max_cands=3)
+            if len(found) >= 8:
                 break
         return found
-    variants = attr_variants(rule, ops, False, None)
+    variants = attr_variants(rule, ops, derived, where)
     if fixed_variants is not None:
         variants = fixed_variants
+    used: list[dict[str, Any]] = []
+    ill: list[Instance] = []
     for ci, (csize, pos) in enumerate(configs):
+        k = salt + ci
         degenerate = csize == 1
         attrs_choice = variants[ci % len(variants)]
-        found = None
-        others = [d for d in dims if d != cdim]
-        tries: list[dict[str, int]] = []
-        if degenerate:
-            tries.append({d: 1 for d in others})
-        pool = [s for s in SIZE_POOL if s != csize]
-        tries.append({d: pool[i % len(pool)] for i, d in enumerate(others)})
-        for pool_ in ([2, 3], [1, 2, 3], [1, 2, 3, 4, 5]):
-            for _ in range(20):
-                tries.append({d: rng.choice(pool_ if not degenerate else [1, 2]) for d in others})
-        cands = []
+        want = RUN_RANKS[k % len(RUN_RANKS)]
+        for rank in [want] + [r for r in RUN_RANKS if r != want] if variadics else [0]:
+            got = _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadics, rank, variants,
+                                attrs_choice, fixed_variants is not None, degenerate, violate, rng, k, max_cands,
+                                evaluate, ill)
+            if got is not None:
+                out.append(got[0])
+                used.append(got[1])
+                break
+    if cover and fixed_variants is None:
+        for combo in variants:
+            if len(out) >= MAX_BOUNDED:
+                break
+            if any(combo is u for u in used):
+                continue
+            extra = concrete_instances(rule, ops, where, alg_factory, [(4, "middle")], seed,
+                                       fixed_variants=[combo], salt=salt + len(out), derived=derived,
+                                       max_cands=max_cands, evaluate=evaluate)
+            out += extra
+    # last: one instance (at most) where the conclusion cannot be built, flagged `ill_typed`
+    return out + [i for i in ill if not any(o.ill_typed for o in out)][:1]
+
+
+def _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadics, rank, variants, attrs_choice,
+                  fixed, degenerate, violate, rng, salt, max_cands=12, evaluate=True, ill=None):
+    """The cheapest valid instance for one config at one rank of the runs of dims: (instance,
+    the attribute combination it uses), or None. An instance where the match holds but the
+    conclusion cannot be built goes to `ill`."""
+    others = [d for d in dims if d != cdim] + [f"*{v}.{i}" for v in variadics for i in range(rank)]
+    tries: list[dict[str, int]] = []
+    if degenerate:
+        tries.append({d: 1 for d in others})
+    pool = [s for s in SIZE_POOL if s != csize]
+    tries.append({d: pool[i % len(pool)] for i, d in enumerate(others)})
+    if not degenerate:  # every dim the channel's length: a match valid only when they agree (concat along another axis)
+        tries.append({d: csize for d in others})
+    for pool_ in ([2, 3], [1, 2, 3], [1, 2, 3, 4, 5]):
+        for _ in range(12):
+            tries.append({d: rng.choice(pool_ if not degenerate else [1, 2]) for d in others})
+    cands = []
+    # the config's own attribute combination at every size first; the others only if it fits none
+    groups = [[attrs_choice]] + ([] if fixed else [[v for v in variants if v is not attrs_choice]])
+    for group in groups:
         for t in tries:
-            for av in ([attrs_choice] + ([] if fixed_variants else [v for v in variants if v is not attrs_choice])):
+            for av in group:
                 inst = _instance(rule, ops, where, alg_factory, cdim, csize, pos, t, variadics, av, degenerate,
-                                 violate)
+                                 violate, rank, salt)
+                if inst is not None and inst.ill_typed:  # a counterexample; a valid instance may still give a replay
+                    if ill is not None and not ill:
+                        ill.append(inst)
+                    continue
                 if inst is not None:
-                    cands.append((inst, av is attrs_choice))
+                    cands.append((inst, av))
                     break
-            if len(cands) >= 12:
+            if len(cands) >= max_cands:
                 break
-        cands.sort(key=lambda x: (not x[1], _cost(x[0]) * (1 if _distinct(x[0]) else 2)))
-        for inst, _ in cands:  # the cheapest candidate whose full evaluation is well defined
-            if _evaluates(rule, ops, where, alg_factory, inst):
-                found = inst
-                break
-        if found is not None:
-            out.append(found)
-    return out
+        if cands:
+            break
+    cands.sort(key=lambda x: (x[1] is not attrs_choice, _cost(x[0]) * (1 if _distinct(x[0]) else 2)))
+    for inst, av in cands:  # the cheapest candidate whose full evaluation is well defined
+        if not evaluate or _evaluates(rule, ops, where, alg_factory, inst):
+            if inst.ill_typed:
+                if ill is not None and not ill:
+                    ill.append(inst)
+                continue
+            return inst, av
+    return None
 
 
 def _distinct(inst: Instance) -> bool:
@@ -763,31 +990,18 @@ def _is_variadic_name(rule: Rule, ops: Mapping[str, OpDecl], name: str) -> bool:
     return False
 
 
-def _all_variants(rule: Rule, ops: Mapping[str, OpDecl], cap: int = 48) -> list[dict[str, Any]]:
-    zipped = attr_variants(rule, ops, False, None)
-    names = list(zipped[0]) if zipped else []
-    choices = []
-    for n in names:
-        vals = []
-        for v in zipped:
-            if v[n] not in vals:
-                vals.append(v[n])
-        choices.append(vals)
-    out = [dict(zip(names, combo)) for combo in itertools.product(*choices)]
-    if len(out) > cap:  # a fixed-seed sample, so every value of every attribute is likely to appear
-        out = [out[0]] + random.Random(len(out)).sample(out[1:], cap - 1)
-    return out if out else [{}]
-
-
 def variant_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_factory, seed: int = 0,
-                      cap: int = 16) -> list[Instance]:
-    """One instance per combination of attribute values (at most `cap`), for the random test tier."""
+                      cap: int = 16, derived: bool = False, max_cands: int = 4,
+                      evaluate: bool = True) -> list[Instance]:
+    """One instance per combination of attribute values (at most `cap`: the covering ones first),
+    for the random test tier; the runs of dims take every rank across them."""
     out = []
-    combos = _all_variants(rule, ops, cap)
-    if len(combos) <= 1:
+    combos, _ = _all_variants(rule, ops, cap, derived, where)
+    if len(combos) <= 1 and not rule_dims(rule, ops)[1]:
         return out
-    for combo in combos:
-        out += concrete_instances(rule, ops, where, alg_factory, [(4, "middle")], seed, fixed_variants=[combo])
+    for k, combo in enumerate(combos):
+        out += concrete_instances(rule, ops, where, alg_factory, [(4, "middle")], seed, fixed_variants=[combo],
+                                  salt=4 + k, max_cands=max_cands, evaluate=evaluate)
     return out
 
 
@@ -796,6 +1010,9 @@ def _evaluates(rule, ops, where, alg_factory, inst) -> bool:
     try:
         build(rule, ops, alg, inst, Valuation(alg, lambda t, i: Fraction(1)), where,
               {v: alg.num(1) for v in rule.info.values})
+    except IllTyped as e:
+        inst.ill_typed = str(e)
+        return True
     except (InstanceError, ZeroDivisionError):
         return False
     return True
@@ -805,42 +1022,51 @@ _UNSET = object()
 
 
 def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics, attrs_choice, degenerate,
-              violate=None):
+              violate=None, rank=1, salt=0, channel=None, runs=None):
     alg = alg_factory()
-    dims: dict[str, Any] = dict(sizes)
+    dims: dict[str, Any] = {k: v for k, v in sizes.items() if not k.startswith("*")}
     if cdim is not None:
         dims[cdim] = csize
     for v in variadics:
-        dims["*" + v] = (1,) if degenerate else (2,)
+        dims["*" + v] = tuple(sizes.get(f"*{v}.{i}", 1 if degenerate else 2) for i in range(rank))
     c = {"start": 0, "middle": csize // 2, "end": csize - 1}[pos] if cdim is not None else None
+    if channel is not None and cdim is not None:
+        c = channel
     # runs of operands (`us...`): none, one or two operands, varied across instances and runs
     base = {"start": 0, "middle": 1, "end": 2}[pos] if not degenerate else 1
     for k, r in enumerate(run_names(rule)):
         dims["#" + r] = (base + k) % 3
+    dims.update(runs or {})
     ev = Evaluator(alg, ops, c)
     attrs: dict[str, Any] = {}
     env: dict[str, Any] = dict(dims)
+    n_float = 0
     for name, v in attrs_choice.items():
         if isinstance(v, tuple) and v[0] == "ast":
             attrs[name] = _UNSET  # filled below from the required value
         elif isinstance(v, tuple) and v[0] == "sym":
-            attrs[name] = alg.num(Fraction(1, 10 ** 5)) if not alg.symbolic else alg.sp.Symbol(name, positive=True)
+            attrs[name] = alg.num(float_value(n_float, salt)) if not alg.symbolic else alg.sp.Symbol(name, positive=True)
+            n_float += 1
         else:
             attrs[name] = v
     env.update(attrs)
     # `name == value` conditions (and required attribute values) choose the instance
-    eqs = [(A.Name(n), v[1]) for n, v in attrs_choice.items() if isinstance(v, tuple) and v[0] == "ast"]
+    eqs = [(A.Name(n), v[1], None) for n, v in attrs_choice.items() if isinstance(v, tuple) and v[0] == "ast"]
     for s in where.static:
         if isinstance(s, A.Cmp) and s.op == "==" and isinstance(s.left, A.Name):
-            eqs.append((s.left, s.right))
-    for b in rule.bindings:
+            eqs.append((s.left, s.right, None))
+    table = attr_table(rule, ops)
+    for bi, b in enumerate(rule.bindings):
+        # an op's constraint names its attributes as declared (groups), the rule may rename them (g)
+        names = {aname: name for name, bidx, aname, _ in table if bidx == bi}
         for w in ops[b.op].where:
             if isinstance(w, A.Cmp) and w.op == "==" and isinstance(w.left, A.Name) and w.left.id in dims:
-                eqs.append((w.left, w.right))
+                eqs.append((w.left, w.right, names))
     for _ in range(3):
-        for lhs, rhs in eqs:
+        for lhs, rhs, names in eqs:
             try:
-                val = ev.ev(rhs, env)
+                scope = env if not names else {**env, **{a: env[n] for a, n in names.items() if n in env}}
+                val = ev.ev(rhs, scope)
             except (SemanticsError, KeyError, TypeError):
                 continue
             if isinstance(val, list):
@@ -856,9 +1082,15 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
                 attrs[lhs.id] = val
     if any(v is _UNSET for v in attrs.values()):
         return None
+    for name, v in attrs_choice.items():
+        if isinstance(v, tuple) and v[0] == "derived":
+            attrs[name] = _derived_value(rule, ops, ev, env, v[1])
+            if attrs[name] is None:
+                return None
+            env[name] = attrs[name]
     if any(isinstance(v, int) and v < 1 for k, v in dims.items() if not k.startswith("#")):
         return None
-    inst = Instance(dims, attrs, c, _label(dims, attrs, c))
+    inst = Instance(dims, attrs, c, _label(dims, attrs, c), attrs_choice)
     try:
         for s in where.static:
             if not ev.holds(s, env):
@@ -867,6 +1099,8 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
             return None
         build(rule, ops, alg, inst, Valuation(alg, lambda t, i: Fraction(1)) if not alg.symbolic else Valuation(alg),
               where, {v: alg.num(1) for v in rule.info.values}, None, validate_only=True)
+    except IllTyped as e:
+        inst.ill_typed = str(e)
     except (InstanceError, ZeroDivisionError):
         return None
     except SemanticsError as e:
@@ -876,11 +1110,36 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
     return inst
 
 
+def _derived_value(rule: Rule, ops: Mapping[str, OpDecl], ev: Evaluator, env: Mapping[str, Any], kind: str) -> Any:
+    """A list attribute computed from the first operand's shape (see DERIVED); None where the rank
+    does not allow it."""
+    shapes = shape_asts(rule, ops)
+    first = next((o.name for o in rule.root.operands if o.name in shapes), None)
+    if first is None:
+        return None
+    try:
+        s = [int(x) for x in _eval_shape(shapes[first], env, ev)]
+    except (SemanticsError, KeyError, TypeError, ValueError):
+        return None
+    r = len(s)
+    table = {
+        "last": s[-1:] if r >= 1 else None,
+        "last2": s[-2:] if r >= 2 else None,
+        "axes-last": [-1] if r >= 1 else None,
+        "axes-tail2": [r - 2, r - 1] if r >= 3 else None,
+        "axes-rot": list(range(1, r)) + [0] if r >= 2 else None,
+        "axes-rev": list(reversed(range(r))) if r >= 2 else None,
+        "flat": [-1],
+        "split": [s[0], -1] if r >= 2 else None,
+    }
+    return table.get(kind)
+
+
 def _label(dims: Mapping[str, Any], attrs: Mapping[str, Any], c: Any) -> str:
     parts = [f"{k}={v}" for k, v in dims.items() if not k.startswith(("*", "#"))]
     parts += [f"len({k[1:]}...)={v}" for k, v in dims.items() if k.startswith("#")]
     parts += [f"{k[1:]}={list(v)}" for k, v in dims.items() if k.startswith("*")]
-    parts += [f"{k}={v}" for k, v in attrs.items() if not hasattr(v, "free_symbols") and not isinstance(v, Fraction)]
+    parts += [f"{k}={v}" for k, v in attrs.items() if not hasattr(v, "free_symbols")]
     if c is not None:
         parts.append(f"c={c}")
     return ", ".join(parts)
@@ -894,9 +1153,10 @@ def parametric_instance(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg
     for k, v in base.dims.items():
         if k.startswith("#"):  # the length of a run of operands stays as it is
             dims[k] = v
-        elif k.startswith("*"):
+        elif k.startswith("*"):  # a run of dims keeps its rank; each axis its own symbolic length
             name = k[1:]
-            dims[k] = v if name in concrete else (Extent(name, "gen"),)
+            axes = [name] if len(v) == 1 else [f"{name}_{i}" for i in range(len(v))]
+            dims[k] = v if (name in concrete or concrete & set(axes)) else tuple(Extent(a, "gen") for a in axes)
         elif k in concrete:
             dims[k] = v
         elif k == cdim:
@@ -924,3 +1184,46 @@ def parametric_instance(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg
     if cdim in concrete:
         raise NeedConcrete({cdim})
     return Instance(dims, attrs, c, _label({k: v for k, v in dims.items()}, attrs, "c"))
+
+
+def size_symbols(alg: Any, inst: Instance) -> dict[Any, tuple[str, int]]:
+    """The symbols a parametric instance's sizes are made of: symbol -> (key in a concrete
+    instance's sizes, offset); the channel's axis {c} + R has length |R| + 1."""
+    out: dict[Any, tuple[str, int]] = {}
+    for k, v in inst.dims.items():
+        if isinstance(v, Extent):
+            s = alg.size(Extent(v.dim, "rest" if v.part == "full" else v.part))
+            out[s] = (k, 1 if v.part == "full" else 0)
+        elif k.startswith("*") and isinstance(v, tuple):
+            for i, e in enumerate(v):
+                if isinstance(e, Extent):
+                    out[alg.size(e)] = (f"{k}.{i}", 0)
+    return out
+
+
+def model_instance(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_factory: Callable[[], Any],
+                   base: Instance, par: Instance, sizes: Mapping[str, int], channel: int) -> Instance | None:
+    """The concrete instance at the sizes a parametric counterexample names (dims the parametric
+    tier kept concrete, attributes and runs of operands as in `base`); None when those sizes do
+    not make a valid instance."""
+    cdim = channel_dim(rule, ops)
+    dims, variadics = rule_dims(rule, ops)
+    concrete: dict[str, int] = {}
+    for k, v in par.dims.items():
+        if k.startswith("#"):
+            continue
+        if k.startswith("*"):
+            for i, e in enumerate(v):
+                concrete[f"{k}.{i}"] = int(sizes.get(f"{k}.{i}", e if isinstance(e, int) else 2))
+        else:
+            concrete[k] = int(sizes.get(k, v if isinstance(v, int) else 2))
+    rank = len(par.dims.get("*" + variadics[0], ())) if variadics else 0
+    csize = concrete.pop(cdim, 3) if cdim is not None else 3
+    if cdim is not None and not 0 <= channel < csize:
+        channel = 0
+    combo = base.combo if base.combo is not None else {}
+    try:
+        return _instance(rule, ops, where, alg_factory, cdim, csize, "start", concrete, variadics, combo,
+                         False, None, rank, 0, channel, {k: v for k, v in base.dims.items() if k.startswith("#")})
+    except SemanticsError:
+        return None

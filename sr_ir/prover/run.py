@@ -18,11 +18,13 @@ from ..ops.decl import OpDecl
 EXIT = {"proved": 0, "refuted": 1, "refuted-uf": 1, "vacuous": 1, "unknown": 2, "timeout": 2, "error": 3}
 
 
-def prove_one(rule: Rule, ops: Mapping[str, OpDecl], timeout_ms: int = 20000, check_conditions: bool = True) -> dict:
-    """Prove one rule in this process; a JSON-able result dict."""
+def prove_one(rule: Rule, ops: Mapping[str, OpDecl], timeout_ms: int = 20000, check_conditions: bool = True,
+              templates: Mapping[str, dict] | None = None) -> dict:
+    """Prove one rule in this process; a JSON-able result dict. `templates`: template checks already
+    done (by op name), so that each op's template is checked once, not once per rule."""
     from .tiers import prove_rule
 
-    res = prove_rule(rule, ops, timeout_ms=timeout_ms)
+    res = prove_rule(rule, ops, timeout_ms=timeout_ms, templates=templates)
     out = res.to_json()
     if res.status == "proved" and check_conditions and rule.where:
         out["warnings"] = out.get("warnings", []) + unnecessary_conditions(rule, ops, timeout_ms)
@@ -42,7 +44,8 @@ def unnecessary_conditions(rule: Rule, ops: Mapping[str, OpDecl], timeout_ms: in
         static = cond in classify_where(rule).static
         try:
             r = prove_rule(rule, ops, max_tier="bounded", timeout_ms=min(timeout_ms, 5000), conds=rest,
-                           configs=[(4, "middle"), (3, "end")], violate=cond if static else None)
+                           configs=[(4, "middle"), (3, "end")], violate=cond if static else None,
+                           check_templates=False, report=False)
         except Exception:  # a failed re-check says nothing about the condition
             continue
         if r.status == "proved":
@@ -52,26 +55,43 @@ def unnecessary_conditions(rule: Rule, ops: Mapping[str, OpDecl], timeout_ms: in
     return warnings
 
 
-def _worker(conn: Any, rules: list[Rule], ops: Mapping[str, OpDecl], timeout_ms: int, check_conditions: bool) -> None:
-    """A long-lived worker: proves the rules the parent names, one at a time, until told to stop."""
+def _worker(conn: Any, tasks: list[Any], ops: Mapping[str, OpDecl], timeout_ms: int, check_conditions: bool) -> None:
+    """A long-lived worker: proves the rules (checks the op templates) the parent names, one at a
+    time, until told to stop."""
+    from .templates import check_template
+
     while True:
         try:
-            i = conn.recv()
+            msg = conn.recv()
         except EOFError:
             return
-        if i is None:
+        if msg is None:
             return
-        rule = rules[i]
+        i, known = msg
+        task = tasks[i]
         try:
-            out = prove_one(rule, ops, timeout_ms, check_conditions)
+            if isinstance(task, Rule):
+                out = prove_one(task, ops, timeout_ms, check_conditions, known)
+            else:
+                decl, vocab = task  # an op's template, checked with the functions as declared
+                out = check_template(decl, ops, vocabulary=vocab)
         except BaseException as e:  # report, never hang the parent
-            out = {"rule": rule.name, "status": "error", "tier": None, "seconds": 0.0,
-                   "message": f"prover failure: {type(e).__name__}: {e}", "loc": str(rule.loc or "")}
+            out = _failed(task, f"prover failure: {type(e).__name__}: {e}", 0.0)
         conn.send((i, out))
 
 
+def _failed(task: Any, message: str, secs: float, status: str = "error") -> dict:
+    if isinstance(task, tuple):
+        task = task[0]
+    if isinstance(task, Rule):
+        return {"rule": task.name, "status": status, "tier": None, "seconds": round(secs, 3),
+                "message": message, "loc": str(task.loc or "")}
+    return {"op": task.name, "status": status, "seconds": round(secs, 3),
+            "message": message, "loc": str(task.loc or ""), "hash": None, "template": task.torch}
+
+
 class _Worker:
-    def __init__(self, ctx: Any, rules: list[Rule], ops: Mapping[str, OpDecl], timeout_ms: int, check: bool):
+    def __init__(self, ctx: Any, rules: list[Any], ops: Mapping[str, OpDecl], timeout_ms: int, check: bool):
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_worker, args=(child, rules, ops, timeout_ms, check), daemon=True)
         self.proc.start()
@@ -79,10 +99,10 @@ class _Worker:
         self.task: int | None = None
         self.t0 = 0.0
 
-    def give(self, i: int) -> None:
+    def give(self, i: int, known: Mapping[str, dict] | None = None) -> None:
         self.task = i
         self.t0 = time.monotonic()
-        self.conn.send(i)
+        self.conn.send((i, dict(known or {})))
 
     def stop(self) -> None:
         try:
@@ -102,24 +122,48 @@ class _Worker:
 
 def prove_all(rules: list[Rule], ops: Mapping[str, OpDecl], jobs: int = 1, deadline_s: float = 60.0,
               timeout_ms: int = 20000, check_conditions: bool = True,
-              on_result: Callable[[dict], None] | None = None) -> list[dict]:
+              on_result: Callable[[dict], None] | None = None, template_ops: list[OpDecl] | None = None,
+              known_templates: Mapping[str, dict] | None = None, template_results: list | None = None,
+              vocabulary: Any = None) -> list[dict]:
     """Prove `rules` on `jobs` worker processes, each rule under a hard deadline (the worker is
-    killed and replaced when a rule overruns it; that rule is reported `timeout`)."""
+    killed and replaced when a rule overruns it; that rule is reported `timeout`).
+
+    First the torch templates of `template_ops` are checked (one task per op; `known_templates`
+    are results already at hand, from certificates); every rule proof then reuses them. Their
+    results are appended to `template_results`."""
     # load the solvers once here so forked workers start warm
     import sympy  # noqa: F401
     import z3  # noqa: F401
 
-    from . import tiers, z3bridge  # noqa: F401
+    from . import templates, tiers, z3bridge  # noqa: F401
 
+    known: dict[str, dict] = dict(known_templates or {})
+    tops = [d for d in (template_ops or []) if d.name not in known]
+    if tops:
+        import torch  # noqa: F401  (the template checks run it)
+
+        vocab = vocabulary or next((r.vocabulary for r in rules if getattr(r, "vocabulary", None)), None)
+        outs = _run_pool([(d, vocab) for d in tops], ops, jobs, deadline_s, timeout_ms, check_conditions, None, {})
+        for d, out in zip(tops, outs):
+            known[d.name] = out
+            if template_results is not None:
+                template_results.append(out)
+    return _run_pool(rules, ops, jobs, deadline_s, timeout_ms, check_conditions, on_result, known)
+
+
+def _run_pool(tasks: list[Any], ops: Mapping[str, OpDecl], jobs: int, deadline_s: float, timeout_ms: int,
+              check_conditions: bool, on_result: Callable[[dict], None] | None, known: Mapping[str, dict]) -> list[dict]:
+    if not tasks:
+        return []
     ctx = mp.get_context("fork")
-    pending = list(range(len(rules)))
+    pending = list(range(len(tasks)))
     results: dict[int, dict] = {}
-    workers = [_Worker(ctx, rules, ops, timeout_ms, check_conditions) for _ in range(max(1, min(jobs, len(rules))))]
+    workers = [_Worker(ctx, tasks, ops, timeout_ms, check_conditions) for _ in range(max(1, min(jobs, len(tasks))))]
     try:
         while pending or any(w.task is not None for w in workers):
             for w in workers:
                 if w.task is None and pending:
-                    w.give(pending.pop(0))
+                    w.give(pending.pop(0), known)
             progressed = False
             for k, w in enumerate(workers):
                 if w.task is None:
@@ -131,20 +175,19 @@ def prove_all(rules: list[Rule], ops: Mapping[str, OpDecl], jobs: int = 1, deadl
                         results[j] = out
                         w.task = None
                     except (EOFError, OSError):
-                        results[i] = _dead(rules[i], time.monotonic() - w.t0)
+                        results[i] = _dead(tasks[i], time.monotonic() - w.t0)
                         w.kill()
-                        workers[k] = _Worker(ctx, rules, ops, timeout_ms, check_conditions)
+                        workers[k] = _Worker(ctx, tasks, ops, timeout_ms, check_conditions)
                     progressed = True
                 elif not w.proc.is_alive():
-                    results[i] = _dead(rules[i], time.monotonic() - w.t0)
-                    workers[k] = _Worker(ctx, rules, ops, timeout_ms, check_conditions)
+                    results[i] = _dead(tasks[i], time.monotonic() - w.t0)
+                    workers[k] = _Worker(ctx, tasks, ops, timeout_ms, check_conditions)
                     progressed = True
                 elif time.monotonic() - w.t0 > deadline_s:
                     w.kill()
-                    results[i] = {"rule": rules[i].name, "status": "timeout", "tier": None,
-                                  "seconds": round(time.monotonic() - w.t0, 3), "loc": str(rules[i].loc or ""),
-                                  "message": f"no verdict within the {deadline_s:g} s deadline"}
-                    workers[k] = _Worker(ctx, rules, ops, timeout_ms, check_conditions)
+                    results[i] = _failed(tasks[i], f"no verdict within the {deadline_s:g} s deadline",
+                                         time.monotonic() - w.t0, "timeout")
+                    workers[k] = _Worker(ctx, tasks, ops, timeout_ms, check_conditions)
                     progressed = True
                 else:
                     continue
@@ -155,16 +198,20 @@ def prove_all(rules: list[Rule], ops: Mapping[str, OpDecl], jobs: int = 1, deadl
     finally:
         for w in workers:
             w.stop()
-    return [results[i] for i in range(len(rules))]
+    return [results[i] for i in range(len(tasks))]
 
 
-def _dead(rule: Rule, secs: float) -> dict:
-    return {"rule": rule.name, "status": "error", "tier": None, "seconds": round(secs, 3),
-            "loc": str(rule.loc or ""), "message": "the prover process died (out of memory?)"}
+def _dead(task: Any, secs: float) -> dict:
+    return _failed(task, "the prover process died (out of memory?)", secs)
 
 
-def exit_code(results: list[dict]) -> int:
+def exit_code(results: list[dict], template_results: list[dict] = ()) -> int:
+    """0 all proved, 1 some refuted or vacuous (a wrong template included), 2 unknown/timeout,
+    3 parse/type errors."""
     codes = {EXIT.get(r["status"], 2) for r in results}
+    codes |= {1 for t in template_results if t.get("status") == "refuted"}
+    codes |= {2 for t in template_results if t.get("status") == "timeout"}
+    codes |= {3 for t in template_results if t.get("status") == "error"}
     for c in (3, 1, 2):
         if c in codes:
             return c

@@ -164,6 +164,8 @@ class Evaluator:
                 return t[self.indices(e, env, t)]
             if isinstance(t, (list, tuple)):  # an ints attribute: padding[0]
                 i = self.ev(e.indices[0], env)
+                if not -len(t) <= int(i) < len(t):  # a list too short for what the semantics reads
+                    raise InstanceError(f"{e.base}[{int(i)}] of the list {list(t)}")
                 return alg.num(t[int(i)]) if isinstance(t[int(i)], (int, float)) else t[int(i)]
             raise SemanticsError(f"{e.base} is not a tensor")
         if isinstance(e, A.Neg):
@@ -338,6 +340,8 @@ class Evaluator:
             t = env[e.args[0].id]
             dims, keep, run = self.ev(e.args[1], env), self.ev(e.args[2], env), self.ev(e.args[3], env)
             r = len(t.shape)
+            if any(not -r <= int(d) < r for d in dims) or len({int(d) % r for d in dims}) != len(dims):
+                raise InstanceError(f"mean over dims {list(dims)} of a rank-{r} tensor")  # as torch: no such op
             red = sorted({int(d) % r for d in dims})
             base: list[Any] = []
             it = iter(run)
@@ -370,6 +374,8 @@ class Evaluator:
         if fn == "dim":
             t = env[e.args[0].id]
             ax = int(self.ev(e.args[1], env))
+            if not -len(t.shape) <= ax < len(t.shape):  # no such axis at this rank (torch raises too)
+                raise InstanceError(f"dim({t.name}, {ax}) of a rank-{len(t.shape)} tensor")
             ext = t.shape[ax]
             return alg.size(ext) if is_symbolic(ext) else alg.num(ext)
         if fn in ("max", "min"):
@@ -377,6 +383,11 @@ class Evaluator:
             return alg.call(fn, args)
         if fn == "len":
             return len(self.ev(e.args[0], env))
+        if fn == "last_axes":  # last_axes(k): the axis list [-k, ..., -1]
+            k = self.alg.as_int(self.ev(e.args[0], env))
+            if k is None:
+                raise NeedConcrete(self.alg.dims_of(self.ev(e.args[0], env)))
+            return list(range(-k, 0))
         if fn == "step":  # 1 when the argument is >= 0 (concrete indices)
             v = self.ev(e.args[0], env)
             if not isinstance(v, int):
@@ -413,7 +424,10 @@ class Evaluator:
             return env[upper.id]
         if isinstance(upper, A.Call) and upper.fn == "dim":
             t = env[upper.args[0].id]
-            ext = t.shape[int(self.ev(upper.args[1], env))]
+            ax = int(self.ev(upper.args[1], env))
+            if not -len(t.shape) <= ax < len(t.shape):
+                raise InstanceError(f"dim({t.name}, {ax}) of a rank-{len(t.shape)} tensor")
+            ext = t.shape[ax]
             if is_symbolic(ext):
                 return ext
             return ext
@@ -599,13 +613,20 @@ class Evaluator:
             raise InstanceError(f"{decl.name}: empty result shape {shape}")
         defs = decl.means
         outs: dict[str, Any] = {}
+        final = next((d for d in defs if d.target.base == "out"), defs[-1])
         for d in defs:
             name = d.target.base
-            outs[name] = self._defined(d, local, outs, shape if name == "out" else None)
+            # an intermediate indexed like the result (`mu[*I]`) has the result's shape, so that
+            # builtins that need a shape (reduce_mean) can read it
+            same = d is final or d.target.indices == final.target.indices
+            outs[name] = self._defined(d, local, outs, shape if same else None)
         return outs.get("out") or outs[defs[-1].target.base]
 
     def _defined(self, d: A.IndexEq, local: dict, outs: dict, shape: Any) -> Tensor:
         target = d.target
+        n_fixed = sum(1 for i in target.indices if not isinstance(i, A.Variadic))
+        if shape is not None and (len(shape) < n_fixed or (n_fixed == len(target.indices) and len(shape) != n_fixed)):
+            raise InstanceError(f"the means of this op is stated for rank {n_fixed}, the result has rank {len(shape)}")
 
         def get(idx: tuple) -> Any:
             env = {**local, **outs}
@@ -656,7 +677,10 @@ class Evaluator:
                 return xs[0][:ax] + (sum(int(t[ax]) for t in xs),) + xs[0][ax + 1:]
             x = firsts[0].shape
             if res == "permute":
-                return tuple(x[int(d) % len(x)] for d in local["dims"])
+                perm = [int(d) for d in local["dims"]]
+                if sorted(d % len(x) for d in perm if -len(x) <= d < len(x)) != list(range(len(x))):
+                    raise InstanceError(f"permute of a rank-{len(x)} tensor by {perm}")  # torch raises too
+                return tuple(x[d % len(x)] for d in perm)
             if res == "reshape":
                 return self.reshape_shape(x, local["shape"])[0]
             if res == "expand":
@@ -681,9 +705,13 @@ class Evaluator:
                 ax = int(self.alg.as_int(local["dim"])) % len(x)
                 return x[:ax] + x[ax + 1:]
             if res == "index_select":
+                if not -len(x) <= int(local["dim"]) < len(x):
+                    raise InstanceError(f"{decl.name} along dim {local['dim']} of a rank-{len(x)} tensor")
                 ax = int(local["dim"]) % len(x)
                 return x[:ax] + (firsts[1].shape[0],) + x[ax + 1:]
             if res == "reduce":
+                if any(not -len(x) <= int(d) < len(x) for d in local["dims"]):
+                    raise InstanceError(f"{decl.name} over dims {list(local['dims'])} of a rank-{len(x)} tensor")
                 red = {int(d) % len(x) for d in local["dims"]}
                 keep = bool(local.get("keepdim"))
                 return tuple((1 if keep else None) if a in red else x[a] for a in range(len(x))
@@ -705,6 +733,8 @@ class Evaluator:
         pad = [int(x) for x in local.get("padding", [0] * n)]
         dil = [int(x) for x in local.get("dilation", [1] * n)]
         ceil = bool(local.get("ceil_mode", False))
+        if min(len(st), len(pad), len(dil)) < n or len(shape) < n:
+            raise InstanceError(f"pooling lists of unequal lengths ({ks}, {st}, {pad}, {dil})")
         out = list(shape[:-n])
         for i, size in enumerate(shape[-n:]):
             if is_symbolic(size):
@@ -724,6 +754,8 @@ class Evaluator:
         each result length is the product of a run of consecutive input factors (merging or splitting
         adjacent axes); anything else needs concrete sizes."""
         alg = self.alg
+        if not isinstance(target, (list, tuple)):
+            raise InstanceError(f"reshape to {target!r}")
         target = list(target)
         if not any(is_symbolic(x) for x in xs):
             ints = [alg.as_int(v) for v in target]
