@@ -448,7 +448,10 @@ def _all_variants(rule: Rule, ops: Mapping[str, OpDecl], cap: int = 48, derived:
 
 def _variants(rule: Rule, ops: Mapping[str, OpDecl], cap: int, derived: bool,
               static: list) -> tuple[list[dict[str, Any]], int]:
-    choices = _attr_choices(rule, ops, derived)
+    # an attribute that a condition `name == expr` sets takes that value in every instance: its
+    # other values would only multiply identical combinations
+    fixed = {s.left.id for s in static if isinstance(s, A.Cmp) and s.op == "==" and isinstance(s.left, A.Name)}
+    choices = [(n, c[:1] if n in fixed else c) for n, c in _attr_choices(rule, ops, derived)]
     names = [n for n, _ in choices]
     allc = [dict(zip(names, combo)) for combo in itertools.product(*[c for _, c in choices])]
     ok = [c for c in allc if _attr_only_ok(rule, ops, c, static)] or allc[:1]

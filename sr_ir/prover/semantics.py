@@ -86,6 +86,10 @@ def _factors(ext: Any) -> list[Any]:
     return list(ext.factors) if isinstance(ext, Merged) else [ext]
 
 
+def _unit(f: Any) -> bool:
+    return not is_symbolic(f) and int(f) == 1
+
+
 def _merged(factors: list[Any]) -> Any:
     if not factors:
         return 1
@@ -317,6 +321,8 @@ class Evaluator:
         if fn == "permuted":  # permuted(dims, I): the input position of output position I
             dims, run = self.ev(e.args[0], env), self.ev(e.args[1], env)
             r = len(run)
+            if len(dims) != r or sorted(int(d) % r for d in dims) != list(range(r)):
+                raise InstanceError(f"permute by {list(dims)} of a rank-{r} tensor")  # as torch: no such op
             src: list[Any] = [None] * r
             for k, d in enumerate(dims):
                 src[int(d) % r] = run[k]
@@ -678,12 +684,15 @@ class Evaluator:
             x = firsts[0].shape
             if res == "permute":
                 perm = [int(d) for d in local["dims"]]
-                if sorted(d % len(x) for d in perm if -len(x) <= d < len(x)) != list(range(len(x))):
+                if (len(perm) != len(x) or any(not -len(x) <= d < len(x) for d in perm)
+                        or sorted(d % len(x) for d in perm) != list(range(len(x)))):
                     raise InstanceError(f"permute of a rank-{len(x)} tensor by {perm}")  # torch raises too
                 return tuple(x[d % len(x)] for d in perm)
             if res == "reshape":
                 return self.reshape_shape(x, local["shape"])[0]
             if res == "expand":
+                if local.get("shape") is None:
+                    raise InstanceError("expand without a target shape")
                 target = [self.alg.as_int(v) for v in local["shape"]]
                 lead = len(target) - len(x)
                 if lead < 0 or any(t is None for t in target):
@@ -800,7 +809,7 @@ class Evaluator:
                     break
             else:
                 raise NeedConcrete({f.dim for f in factors if is_symbolic(f)} or {"?"})
-            out.append(_merged([factors[i] for i in group]))
+            out.append(_merged([factors[i] for i in group if not _unit(factors[i])]))
             groups.append(group)
         while k < len(factors) and sp.expand(sizes[k] - 1) == 0:
             k += 1
@@ -820,12 +829,13 @@ class Evaluator:
                 pos.append(lin % int(n))
                 lin //= int(n)
             return list(reversed(pos))
+        factors = [f for x in xs for f in _factors(x)]
         digits: list[Any] = []
         for i, g in zip(run, groups):
-            if len(g) > 1:
-                digits.extend(i)
-            elif len(g) == 1:
-                digits.append(i)
+            # a unit factor merged into a result axis (reshape [1, 1, l] to [l]) is read at 0
+            live = [j for j in g if not _unit(factors[j])]
+            parts = iter(i if len(live) > 1 else (i,))
+            digits.extend(next(parts) if j in live else 0 for j in g)
         pos, k = [], 0
         for x in xs:
             n = len(_factors(x))
