@@ -41,10 +41,11 @@ def channel_groups(model: nn.Module, example_inputs: tuple) -> list[ChannelGroup
     """
     from ..frontend import lower
     from ..lang.loader import load_rules
-    from ..minimization.api import function_table, with_input_gathers
-    from ..minimization.matching import Graph
+    from ..lang.functions import function_table
+    from ..minimization.api import with_input_gathers
+    from ..rewrite.matching import Graph
     from ..minimization.planning import build_sites, groups_of
-    from ..minimization.rulebook import RuleBook
+    from ..rewrite.rulebook import RuleBook
 
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     cpu = copy.deepcopy(model).cpu().eval()

@@ -24,6 +24,7 @@ from ..ir.checker import check_program
 from ..ir.program import Node, ParamRef, Program, ValueRef
 from ..ir.types import DTYPE_NAMES, TensorType, normalize_dim, symbol
 from ..lang.loader import RuleSet, default_rules
+from .raising import raise_program
 
 
 def export_model(model: nn.Module, example_inputs: Sequence[Any], dynamic_batch: bool = True) -> ExportedProgram:
@@ -79,12 +80,31 @@ def lower(
             raise
         # model libraries build masks from the batch size (arange over it): lower at static shapes
         return lower(model, example_inputs, dynamic_batch=False, rules=rules, name=name, check=check)
-    from .idioms import raise_idioms
-
-    prog = raise_idioms(prog, rules)
+    prog = raise_program(_without_identity_views(prog), rules)
     if check:
         check_program(prog, rules)
     return prog
+
+
+def _without_identity_views(p: Program) -> Program:
+    """Drop reshapes and permutes that leave the type unchanged (`x.view(len(x), -1)` on an already
+    flat input, an identity permutation): they carry no structure but would stand between a network
+    input and its first layer."""
+    types = p.value_types()
+    alias: dict[str, str] = {}
+    for n in p.nodes:
+        if n.op not in ("reshape", "permute") or n.name in p.outputs:
+            continue
+        src = n.operands[0]
+        if not isinstance(src, ValueRef) or types[src.name] != n.type:
+            continue
+        if n.op == "permute" and list(n.attrs["dims"]) != list(range(n.type.rank)):
+            continue
+        alias[n.name] = alias.get(src.name, src.name)
+    if alias:
+        p.replace_uses(alias)
+        p.nodes = [n for n in p.nodes if n.name not in alias]
+    return p
 
 
 def _emitted_program(model: Any, example_inputs: Sequence[Any]) -> Program | None:

@@ -298,3 +298,9 @@ def torch_function(decl: FunctionDecl) -> Callable[..., Any]:
     fn.__name__ = name
     fn.__qualname__ = f"torch_function({name})"
     return fn
+
+
+def function_table(rs: Any) -> dict[str, Any]:
+    """A rule set's scalar functions as torch callables (their declared torch spellings), for
+    evaluating rule expressions such as `relu(k)` on tensors."""
+    return {name: torch_function(d) for name, d in rs.functions.items() if d.torch is not None}

@@ -250,9 +250,9 @@ def _free_names(node: Any, bound: frozenset[str] = frozenset()) -> list[tuple[st
             go(n.right, bound, as_index)
         elif isinstance(n, A.Neg):
             go(n.operand, bound, as_index)
-        elif isinstance(n, A.ListExpr):
+        elif isinstance(n, A.ListExpr):  # drop(t, axis, [c, c + h]): positions, as one
             for a in n.items:
-                go(a, bound)
+                go(a, bound, as_index)
         elif isinstance(n, A.BoolOp):
             for a in n.operands:
                 go(a, bound)
@@ -380,7 +380,9 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
                                 uses.append(u)
                 if (
                     isinstance(sub, A.Call) and sub.fn == "drop" and len(sub.args) in (3, 4)
-                    and isinstance(sub.args[0], A.Name) and sub.args[2] == A.Name(channel)
+                    and isinstance(sub.args[0], A.Name)
+                    and (sub.args[2] == A.Name(channel)  # or a list of positions led by it: [c, c + h]
+                         or isinstance(sub.args[2], A.ListExpr) and sub.args[2].items[:1] == (A.Name(channel),))
                 ):
                     ax = _int_of(sub.args[1])
                     if ax is None:

@@ -2,6 +2,6 @@
 constant folding, certified rewrites only, numeric verification of the result."""
 from .api import Minimized, minimize, minimize_program
 from .report import MinimizeReport
-from .rulebook import RuleBook, UncertifiedRuleError
+from ..rewrite.rulebook import RuleBook, UncertifiedRuleError
 
 __all__ = ["Minimized", "MinimizeReport", "RuleBook", "UncertifiedRuleError", "minimize", "minimize_program"]

@@ -18,12 +18,12 @@ from ..ir.types import TensorType
 from ..lang.loader import RuleSet, default_rules, load_rules
 from .applying import apply_plan
 from .facts import propagate
-from .matching import Graph
+from ..rewrite.matching import Graph
 from .planning import build_sites, plan
 from .report import MinimizeReport, removal_rows
-from .rulebook import RuleBook
-from .substitution import substitute
-from .transformer import TransformerReport, reduce_transformer
+from ..rewrite.rulebook import RuleBook
+from ..rewrite.substitution import substitute
+from ..lang.functions import function_table
 from .verify import compare
 
 RulesArg = RuleSet | str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None
@@ -49,14 +49,6 @@ def resolve_rules(rules: RulesArg) -> RuleSet:
     return load_rules(extra=[Path(p) for p in paths])
 
 
-def function_table(rs: RuleSet) -> dict[str, Any]:
-    """The rule set's scalar functions as torch callables (their declared torch spellings), for
-    evaluating rule expressions such as `relu(k)` on tensors."""
-    from ..lang.functions import torch_function
-
-    return {name: torch_function(d) for name, d in rs.functions.items() if d.torch is not None}
-
-
 def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations: int = 100,
                      progress: bool = False, strict: bool = False, book: RuleBook | None = None) -> tuple[Program, MinimizeReport]:
     """Minimize a Program (no emission, no verification). Iterates facts, planning and rewriting to a
@@ -74,21 +66,14 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
         from tqdm import tqdm
 
         bar = tqdm(desc="minimize", unit="pass", leave=False)
-    transformer = TransformerReport()
     for it in range(max_iterations):
-        # attention heads and their per-head dims (transformer.py), until they are rules too
-        p, tr = reduce_transformer(p, book)
-        transformer.add(tr)
         g = Graph.of(p, rs.ops)
         propagate(g, book, functions)
         pl = plan(g, build_sites(g, book, functions))
         if not pl.any():
-            if tr.any():
-                check_program(p, rs)
-                report.passes = it + 1
-                continue
             break
         p, rem = apply_plan(pl, book, functions)
+        p = p.drop_dead()  # a node whose reader stopped reading it (an attention head nobody reads) goes
         check_program(p, rs)
         report.record(it + 1, rem)
         if bar is not None:
@@ -99,7 +84,6 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
     if bar is not None:
         bar.close()
     p = _without_identity_gathers(p).drop_dead()
-    report.transformer = transformer.to_dict()
     report.finish(p, time.perf_counter() - t0, sorted(book.used))
     report.refused_rules = dict(sorted(book.refused.items()))
     return p, report

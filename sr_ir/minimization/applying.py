@@ -29,11 +29,11 @@ from ..ir.checker import infer_node
 from ..ir.program import Node, ParamRef, Program, ValueRef
 from ..ir.types import TensorType, normalize_dim
 from ..lang.tensor_eval import Arr, Facts, RuleEvalError, lanes_value, lift
-from .compiled import CompiledRule
+from ..rewrite.compiled import CompiledRule
 from .facts import conditions, evaluator, positions
-from .matching import Graph, Match, matches
-from .planning import Plan, Site
-from .rulebook import RuleBook
+from ..rewrite.matching import Graph, Match, matches
+from .planning import Plan, Site, _key_of
+from ..rewrite.rulebook import RuleBook
 
 
 class EngineError(SrIrError):
@@ -209,9 +209,19 @@ def _choose(p: Plan) -> dict[str, list[tuple[Site, torch.Tensor]]]:
             c = claimed.setdefault(key, torch.zeros(size, dtype=torch.bool))
             c[t.pos[free].reshape(-1)] = True
         out.setdefault(s.node.name, []).append((s, free.nonzero()[:, 0]))
-    # every removed position of every tensor a node touches must have been claimed
+    # every removed position of every tensor a node touches must have been claimed (a tensor the
+    # node stops reading, a concat operand that goes whole, needs no claim)
+    unread: set[tuple[str, Any]] = set()
+    for name, todo in out.items():
+        for s, _ in todo:
+            for r in s.cr.removes:
+                k = _key_of(s.match, r, s.node)
+                if k is not None:
+                    unread.add((name, k[0]))
     for s in p.sites:
         for t in s.ties:
+            if (s.node.name, t.key) in unread:
+                continue
             need = p.removed[t.group]
             have = claimed.get((s.node.name, t.key, t.axis))
             if need.any() and (have is None or not torch.equal(have, need)):
@@ -226,7 +236,7 @@ def _apply_site(st: _State, s: Site, chans: torch.Tensor, book: RuleBook, functi
 
 
 def _range_ref(cr: CompiledRule, m: Match) -> Any:
-    return m.refs.get(cr.range.tensor)
+    return m.refs.get(cr.range.tensor) if cr.range is not None else None
 
 
 def _rematch(st: _State, cr: CompiledRule, want: Match | None, functions) -> tuple[Node, Graph, Match] | None:
@@ -234,8 +244,9 @@ def _rematch(st: _State, cr: CompiledRule, want: Match | None, functions) -> tup
     for m in matches(cr.rule, node, view, functions):
         if want is None:
             return node, view, m
+        # runs (`us...`) are not compared: an earlier rewrite may have removed an operand of one
         if all(_identity(m.refs.get(k), st, st.node) == _identity_orig(v) for k, v in want.refs.items()
-               if k in m.refs and k != cr.rule.root.result):
+               if k in m.refs and k != cr.rule.root.result and not isinstance(v, list)):
             return node, view, m
     return None
 
@@ -252,7 +263,7 @@ def _matched(st: _State, cr: CompiledRule, planned: Match | None, book: RuleBook
     got = _rematch(st, cr, planned, functions)
     if got is not None:
         return cr, got
-    want_range = _identity_orig(planned.refs.get(cr.range.tensor)) if planned is not None else None
+    want_range = _identity_orig(planned.refs.get(cr.range.tensor)) if planned is not None and cr.range else None
     for alt in book.equivalents(cr, st.op):
         node, view = st.view()
         for m in matches(alt.rule, node, view, functions):
@@ -272,6 +283,9 @@ def _identity_orig(ref: Any) -> Any:
 def _run(st: _State, cr: CompiledRule, planned: Match | None, chans: torch.Tensor, book: RuleBook, functions) -> None:
     """Apply `cr` at the node for the original channels `chans`."""
     cr, (node, view, m) = _matched(st, cr, planned, book, functions)
+    if cr.range is None:  # one fixed set of positions (a whole operand): one lane
+        _evaluate(st, cr, m, torch.zeros(1, dtype=torch.long), book, functions)
+        return
     ref = _range_ref(cr, m)
     rank = (view.types[ref.name] if isinstance(ref, ValueRef) else view.program.params[ref.name]).rank
     axis = cr.range.axis % rank
@@ -509,6 +523,9 @@ def _check_consistent(g: Graph, states: dict[str, _State]) -> None:
     for node in g.program.nodes:
         st = states.get(node.name)
         names = {o.name for o in node.value_operands()}
+        if st is not None:  # what the node reads after its rewrite
+            now = [x for o in st.operands for x in (o if isinstance(o, list) else [o])]
+            names &= {o.name for o in now if isinstance(o, ValueRef)}
         for v in names:
             got = st.keep.get(("v", v), {}) if st else {}
             want = produced.get(v, {})

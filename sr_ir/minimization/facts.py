@@ -13,15 +13,18 @@ from typing import Any, Mapping
 import torch
 
 from ..ir.program import ValueRef
+from ..lang import ast as A
 from ..lang.tensor_eval import Facts, LaneEval, RuleEvalError, align, lift
-from .compiled import CompiledRule
-from .matching import Graph, Match, matches
-from .rulebook import RuleBook
+from ..rewrite.compiled import CompiledRule
+from ..rewrite.matching import Graph, Match, matches
+from ..rewrite.rulebook import RuleBook
 
 
 def channel_range(cr: CompiledRule, m: Match) -> int | None:
     """How many channels the rule's channel variable ranges over at this match."""
     u = cr.range
+    if u is None:  # a rule without a channel variable: one lane
+        return 1
     op = m.env.get(u.tensor)
     t = getattr(op, "type", None)
     if t is None or not -t.rank <= u.axis < t.rank:
@@ -31,7 +34,17 @@ def channel_range(cr: CompiledRule, m: Match) -> int | None:
 
 
 def positions(ev: LaneEval, use: Any, n_lanes: int) -> torch.Tensor:
-    """The positions a channel use names for every lane: [lanes] or [lanes, block]."""
+    """The positions a channel use names for every lane: [lanes] or [lanes, block] (a block of a
+    flattened axis, a list `[c, c + h]`, a `span(start, n)`)."""
+    if isinstance(use.pos, A.ListExpr):
+        parts = [positions(ev, type(use)(use.tensor, use.axis, x), n_lanes) for x in use.pos.items]
+        return torch.stack(parts, -1)
+    if isinstance(use.pos, A.Call) and use.pos.fn == "span" and len(use.pos.args) == 2:
+        start = positions(ev, type(use)(use.tensor, use.axis, use.pos.args[0]), n_lanes)
+        width = ev._int_index(use.pos.args[1])
+        if not isinstance(width, int):
+            raise RuleEvalError("a span's length must be the same for every channel")
+        return start.unsqueeze(-1) + torch.arange(width)
     p = lift(ev._int_index(use.pos))
     (pt,), names = align(p)
     pt = pt.reshape(-1) if names == ("#c",) else pt.reshape(()).expand(n_lanes)

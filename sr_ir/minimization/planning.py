@@ -26,10 +26,10 @@ import torch
 
 from ..ir.program import Node, ParamRef, ValueRef
 from ..lang.tensor_eval import RuleEvalError
-from .compiled import ChannelUse, CompiledRule
+from ..rewrite.compiled import ChannelUse, CompiledRule
 from .facts import channel_range, conditions, evaluator, positions
-from .matching import Graph, Match, matches
-from .rulebook import RuleBook
+from ..rewrite.matching import Graph, Match, matches
+from ..rewrite.rulebook import RuleBook
 
 Key = tuple  # ("v", value) | ("p", param, node, operand position)
 
@@ -168,9 +168,12 @@ def _site(cr: CompiledRule, m: Match, node: Node, g: Graph, book: RuleBook, func
             if not isinstance(size, int):
                 return None
             pos = positions(ev, u, n)
-            if pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= size):
-                return None
-            ties.append(Tie(name, key, axis, pos))
+            inside = (pos >= 0) & (pos < size)
+            inside = inside if inside.dim() == 1 else inside.all(-1)
+            ok &= inside  # a lane whose positions fall outside (c - start for c before a slice) is no site
+            ties.append(Tie(name, key, axis, pos.clamp(0, max(size - 1, 0))))
+        if not ok.any():
+            return None
     except RuleEvalError:
         return None
     if not book.admit(cr):
@@ -242,26 +245,27 @@ def plan(g: Graph, sites: list[Site], keep_one: bool = True) -> Plan:
     by_node: dict[str, list[Site]] = {}
     for s in sites:
         by_node.setdefault(s.node.name, []).append(s)
-    covers: list[tuple[str, int, list[tuple[Site, torch.Tensor]]]] = []
+    covers: list[tuple[str, int, list[list[tuple[Site, torch.Tensor]]]]] = []
     for node in g.program.nodes:
         held: dict[int, set] = {}
         for m in node_members[node.name]:
             held.setdefault(group_of[m], set()).add(m)
         for gid, req in held.items():
-            cov = []
+            # the node's tensors in the group split into parts that separate sites remove (a concat
+            # holding two operands of one group drops channel p from each through its own site)
+            parts: dict[frozenset, list[tuple[Site, torch.Tensor]]] = {}
             for s in by_node.get(node.name, []):
                 ts = [t for t in s.ties if t.group == gid]
-                if not ts or {(t.key, t.axis) for t in ts} != req:
+                if not ts or any(not torch.equal(t.pos, ts[0].pos) for t in ts[1:]):
                     continue
-                if any(not torch.equal(t.pos, ts[0].pos) for t in ts[1:]):
-                    continue
-                cov.append((s, ts[0].pos))
-            if not cov:
+                parts.setdefault(frozenset((t.key, t.axis) for t in ts), []).append((s, ts[0].pos))
+            chosen = _partition(req, parts)
+            if chosen is None:
                 if removed[gid].any():
                     pin(gid, f"%{node.name} = {node.op}(...) has no certified rule that removes "
                              f"{_show_members(req)} together")
                 continue
-            covers.append((node.name, gid, cov))
+            covers.append((node.name, gid, [parts[k] for k in chosen]))
     _fixpoint(sites, covers, removed)
     if keep_one:
         while True:
@@ -285,6 +289,18 @@ def _alive(s: Site, removed: list[torch.Tensor]) -> torch.Tensor:
     return a
 
 
+def _partition(req: set, parts: dict[frozenset, list]) -> list[frozenset] | None:
+    """Disjoint member sets of `parts` whose union is `req`: the whole set when one site removes it
+    all, else the single members (one site per tensor)."""
+    whole = frozenset(req)
+    if whole in parts:
+        return [whole]
+    singles = [frozenset([m]) for m in req]
+    if len(req) > 1 and all(k in parts for k in singles):
+        return singles
+    return None
+
+
 def _fixpoint(sites: list[Site], covers, removed: list[torch.Tensor]) -> None:
     while True:
         alive = {id(s): _alive(s, removed) for s in sites}
@@ -293,11 +309,14 @@ def _fixpoint(sites: list[Site], covers, removed: list[torch.Tensor]) -> None:
             cur = removed[gid]
             if not cur.any():
                 continue
-            allowed = torch.zeros_like(cur)
-            for s, pos in cov:
-                a = alive[id(s)]
-                if a.any():
-                    allowed[pos[a].reshape(-1)] = True
+            allowed = torch.ones_like(cur)
+            for part in cov:
+                got = torch.zeros_like(cur)
+                for s, pos in part:
+                    a = alive[id(s)]
+                    if a.any():
+                        got[pos[a].reshape(-1)] = True
+                allowed &= got
             new = cur & allowed
             if not torch.equal(new, cur):
                 removed[gid] = new

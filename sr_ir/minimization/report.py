@@ -26,13 +26,15 @@ class MinimizeReport:
     refused_rules: dict[str, str] = field(default_factory=dict)  # rule -> why it has no certificate
     verification: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    transformer: dict[str, Any] = field(default_factory=dict)  # heads/qk/v/gated/residual (transformer.py)
+    ops_before: dict[str, int] = field(default_factory=dict)  # op -> nodes (an attention per head: heads)
+    ops_after: dict[str, int] = field(default_factory=dict)
 
     @staticmethod
     def start(p: Program) -> "MinimizeReport":
         return MinimizeReport(
             p.param_count(), p.param_bytes(),
             shapes_before={n: [int(d) for d in t.shape] for n, t in p.params.items() if t.is_static()},
+            ops_before=_op_counts(p),
         )
 
     def record(self, pass_no: int, removals: list[Removal]) -> None:
@@ -53,6 +55,7 @@ class MinimizeReport:
         self.kept_by_param = {n: [int(d) for d in t.shape] for n, t in p.params.items() if t.is_static()}
         self.rules_used = rules_used
         self.seconds["minimize"] = seconds
+        self.ops_after = _op_counts(p)
 
     @property
     def ratio(self) -> float:
@@ -67,7 +70,8 @@ class MinimizeReport:
             "shapes_before": self.shapes_before, "shapes_after": self.kept_by_param,
             "batch_norms_folded": self.batch_norms_folded, "rules_used": self.rules_used,
             "refused_rules": self.refused_rules,
-            "verification": self.verification, "seconds": self.seconds, "transformer": self.transformer,
+            "verification": self.verification, "seconds": self.seconds,
+            "ops_before": self.ops_before, "ops_after": self.ops_after,
         }
 
     def table(self) -> str:
@@ -85,13 +89,11 @@ class MinimizeReport:
                 lines.append(f"verified {dt}: max abs error {v[dt]['max_abs']:.3g}, max relative error {v[dt]['max_rel']:.3g}")
         if self.batch_norms_folded:
             lines.append(f"batch norms folded: {len(self.batch_norms_folded)}")
-        t = self.transformer
-        if t and any(v for k, v in t.items() if k != "norms_compensated"):
-            lines.append(
-                f"transformer: heads {t['heads']} (key/value heads {t['kv_heads']}), qk dims {t['qk_dims']}, "
-                f"value dims {t['v_dims']} ({t['v_dims_folded']} folded), gated units {t['gated_units']}, "
-                f"residual channels {t['residual_channels']}, norms compensated {len(t['norms_compensated'])}"
-            )
+        changed = [op for op in sorted(set(self.ops_before) | set(self.ops_after))
+                   if self.ops_before.get(op, 0) != self.ops_after.get(op, 0)]
+        if changed:
+            lines.append("nodes: " + ", ".join(f"{op} {self.ops_before.get(op, 0)} -> {self.ops_after.get(op, 0)}"
+                                               for op in changed))
         lines.append(f"passes: {self.passes}; time: " + ", ".join(f"{k} {s:.3f}s" for k, s in self.seconds.items()))
         return "\n".join(lines)
 
@@ -113,3 +115,10 @@ def _numel(s: list[int]) -> int:
     for d in s:
         n *= d
     return n
+
+
+def _op_counts(p: Program) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in p.nodes:
+        out[n.op] = out.get(n.op, 0) + 1
+    return out

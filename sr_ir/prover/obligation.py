@@ -351,8 +351,8 @@ DERIVED = {"ints": ("last", "last2", "axes-last", "axes-tail2", "axes-rot", "axe
 def attr_values(decl: OpDecl, a: Any, derived: bool = False) -> list[Any]:
     """The values the prover tries for one attribute of an op ("sym" for a float: its value is
     assigned per instance; "derived": computed from the instance's shapes)."""
-    if a.kind == "float":
-        return [("sym", a.name)]
+    if a.kind == "float":  # an optional one (`scale: float? = none`) is also tried absent
+        return ([None] if a.has_default and a.default is None else []) + [("sym", a.name)]
     if a.kind == "dims" and derived:
         return [("derived", k) for k in DERIVED["dims"]]
     if a.kind == "ints":
@@ -1032,11 +1032,12 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
         dims[cdim] = csize
     for v in variadics:
         dims["*" + v] = tuple(sizes.get(f"*{v}.{i}", 1 if degenerate else 2) for i in range(rank))
-    c = {"start": 0, "middle": csize // 2, "end": csize - 1}[pos] if cdim is not None else None
+    c = {"start": 0, "second": min(1, csize - 1), "middle": csize // 2, "end": csize - 1}[pos] \
+        if cdim is not None else None
     if channel is not None and cdim is not None:
         c = channel
     # runs of operands (`us...`): none, one or two operands, varied across instances and runs
-    base = {"start": 0, "middle": 1, "end": 2}[pos] if not degenerate else 1
+    base = {"start": 0, "second": 1, "middle": 1, "end": 2}[pos] if not degenerate else 1
     for k, r in enumerate(run_names(rule)):
         dims["#" + r] = (base + k) % 3
     dims.update(runs or {})
@@ -1094,6 +1095,8 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
     if any(isinstance(v, int) and v < 1 for k, v in dims.items() if not k.startswith("#")):
         return None
     inst = Instance(dims, attrs, c, _label(dims, attrs, c), attrs_choice)
+    if rule.info.channel and c is not None:  # a condition on the channel's position (`c >= start`)
+        env[rule.info.channel] = c
     try:
         for s in where.static:
             if not ev.holds(s, env):

@@ -457,6 +457,8 @@ class Evaluator:
                     raise NeedConcrete(set().union(*[self.alg.dims_of(x) for x in c]) or {"?"})
                 if len(set(ints)) != len(ints):
                     raise SemanticsError(f"{A.show(e)} names one position twice")
+                if is_symbolic(t.shape[ax % len(t.shape)]):  # positions of a symbolic axis: sizes needed
+                    raise NeedConcrete(self.alg.dims_of(self.alg.size(t.shape[ax % len(t.shape)])) or {"?"})
                 for i in sorted(ints, reverse=True):
                     t = drop(t, ax, i)
                 return t

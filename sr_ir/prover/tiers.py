@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Mapping
 
+from ..lang import ast as A
 from ..lang.rule import Rule
 from ..ops.decl import OpDecl
 from .algebra import Exact, Sym
@@ -146,9 +147,19 @@ def _check_attribute_names(rule: Rule, ops: Mapping[str, OpDecl]) -> None:
         seen[name] = bi
 
 
+# a condition on the channel's own position (`c < e // 2`, `c >= start`) may exclude the usual
+# positions at the usual sizes: these sizes and positions are tried as well
+POSITION_CONFIGS = [(4, "start"), (6, "second"), (2, "start")]
+
+
 def _configs(rule: Rule, ops: Mapping[str, OpDecl], configs: list) -> list:
     if rule.info.channel is None and not rule_dims(rule, ops)[1]:
         return [(3, "start"), (1, "start")]
+    ch = rule.info.channel
+    if ch is not None and any(
+            not any(isinstance(n, A.Index) for n in A.walk(w)) and any(n == A.Name(ch) for n in A.walk(w))
+            for w in rule.where):
+        return list(configs) + [c for c in POSITION_CONFIGS if c not in configs]
     return configs
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from ..lang import ast as A
 from ..lang.loader import RuleSet, parse_rule_text, resolved_rule
 from ..lang.rule import ForwardFact, Rewrite, Rule
-from ..minimization.rulebook import default_certifier
+from ..rewrite.rulebook import default_certifier
 
 
 def replaced(rs: RuleSet, name: str, text: str) -> RuleSet:

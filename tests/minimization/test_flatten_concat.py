@@ -10,7 +10,7 @@ import torch
 from sr_ir.frontend import lower
 from sr_ir.lang.loader import default_rules
 from sr_ir.minimization import RuleBook, UncertifiedRuleError, minimize, minimize_program
-from sr_ir.minimization.rulebook import default_certifier
+from sr_ir.rewrite.rulebook import default_certifier
 from sr_ir.models.cnn import SmallCNN
 from sr_ir.prover.certificates import status
 

@@ -131,7 +131,7 @@ def test_what_a_rule_does_is_read_from_its_own_tree():
     """The engine sorts rules by their conclusion, and reads each right-hand-side argument by its form:
     the matched operand, a drop, the operand plus a term (these compose over many channels), or any other
     expression (one channel at a time, with a follow-up rule for the rest)."""
-    from sr_ir.minimization.rulebook import RuleBook
+    from sr_ir.rewrite.rulebook import RuleBook
 
     rs = load_rules()
     book = RuleBook(rs, certify=lambda rule, ruleset: None)

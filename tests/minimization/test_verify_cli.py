@@ -44,7 +44,7 @@ def _forge_drop_constants(monkeypatch):
     """The bundled fold rule replaced by one that drops constants instead of folding them (what most
     peers do), with a forged certificate: only the numeric check stands between it and the user."""
     import sr_ir.lang.loader as loader
-    import sr_ir.minimization.rulebook as rulebook
+    import sr_ir.rewrite.rulebook as rulebook
 
     rs = replaced(loader.default_rules(), "channels.linear.fold_const", DROPS_CONSTANTS)
     monkeypatch.setattr(loader, "_DEFAULT", rs)  # what every caller of default_rules() gets

@@ -83,7 +83,7 @@ def test_reductions_need_certified_rules():
     from sr_ir.frontend import lower
     from sr_ir.lang.loader import default_rules
     from sr_ir.minimization import minimize_program
-    from sr_ir.minimization.rulebook import RuleBook
+    from sr_ir.rewrite.rulebook import RuleBook
 
     model = build("pre_ln", seed=4)
     plant(model, seed=11)

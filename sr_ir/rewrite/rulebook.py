@@ -1,7 +1,7 @@
 """The rules the engine may run, indexed by the op they match, each admitted only with a current
 certificate.
 
-What a rule does is read from its own tree (sr_ir.minimization.compiled): a fact, a channel rewrite or
+What a rule does is read from its own tree (sr_ir.rewrite.compiled): a fact, a channel rewrite or
 a substitution. Rules whose name starts with `raise.` are idiom raises the frontend applies after
 lowering; the engine applies the others. A rule without a current certificate is never run: where it
 would have matched it is recorded in `refused` (with `strict`, UncertifiedRuleError names it).
@@ -170,10 +170,7 @@ def _signature(cr: CompiledRule) -> tuple:
 def default_certifier() -> Callable[[Rule, RuleSet], str | None]:
     """Certificate status from the prover's store (`proofs/`, or DIR/proofs for a user rule directory),
     checked without a solver: a rule whose certificate is missing or stale is not applied."""
-    try:
-        from ..prover.certificates import certificate_status
-    except ImportError:
-        return lambda rule, ruleset: "this installation has no certificate store (sr_ir.prover)"
+    from ..prover.certificates import certificate_status
 
     def status(rule: Rule, ruleset: RuleSet) -> str | None:
         st = certificate_status(rule, ruleset)

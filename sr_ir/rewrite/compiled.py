@@ -38,8 +38,8 @@ class ChannelUse:
     pos: Any
     block: Any = None
 
-    def identity(self, channel: str) -> bool:
-        return self.block is None and self.pos == A.Name(channel)
+    def identity(self, channel: str | None) -> bool:
+        return channel is not None and self.block is None and self.pos == A.Name(channel)
 
 
 @dataclass
@@ -74,6 +74,7 @@ class CompiledRule:
     args: list[Arg] = field(default_factory=list)
     ties: tuple[ChannelUse, ...] = ()  # every position removed together (target and drops)
     composable: bool = False
+    removes: tuple[str, ...] = ()  # matched operands the new node no longer reads (a whole operand goes)
 
     @property
     def name(self) -> str:
@@ -120,7 +121,7 @@ def _drop_use(e: Any, channel: str, err) -> ChannelUse | None:
     axis = _int_literal(e.args[1])
     if axis is None:
         raise err("drop(t, axis, c) needs a literal axis")
-    if not _channel_in(e.args[2], channel):
+    if channel is not None and not _channel_in(e.args[2], channel):
         raise err(f"{A.show(e)} does not name the channel {channel!r}")
     return ChannelUse(t.id, axis, e.args[2], e.args[3] if len(e.args) == 4 else None)
 
@@ -195,20 +196,27 @@ def compile_rule(rule: Rule, ops: dict[str, OpDecl]) -> CompiledRule:
     decl = ops[value.fn]
     target = None
     if isinstance(c.target, A.Call):
-        if channel is None:
-            raise err("drop(...) on the left needs the channel variable")
         target = _drop_use(c.target, channel, err)
     args = _args(rule, decl, value.args, channel, err, ops)
-    if channel is None:
+    if channel is None and target is None:
         return CompiledRule(rule, "substitution", None, conditions, op=value.fn, args=args)
     ties = ([target] if target is not None else []) + [d for a in args for d in a.drops]
     if not ties:
         raise err("a rewrite with a channel variable drops it somewhere: drop(t, axis, c)")
+    # without a channel variable (`drop(y, -1, span(width(us, -1), n)) = concat(us..., vs..., d)`)
+    # the rule removes one fixed set of positions: one lane
     rng = next((u for u in ties if u.identity(channel)), None) or next(
-        (u for u in uses if u.identity(channel)), None)
-    if rng is None:
+        (u for u in uses if u.identity(channel)), None) or next(
+        (ChannelUse(u.tensor, u.axis, u.pos.items[0]) for u in ties  # [c, c + h]: c ranges over the axis
+         if isinstance(u.pos, A.ListExpr) and u.pos.items[:1] == (A.Name(channel),)), None)
+    if rng is None and channel is not None:
         raise err("no drop(t, axis, c) names the channel plainly: its range is unknown")
     root = rule.root
+    mentioned = {a.name for a in args if a.name is not None} | {
+        n.id for a in args if a.term is not None for n in A.walk(a.term) if isinstance(n, A.Name)}
+    removes = tuple(o.name for o in root.operands if o.name is not None and o.name not in mentioned
+                    and not any(isinstance(x, A.Index) and x.base == o.name
+                                for a in args if a.term is not None for x in A.walk(a.term)))
     same_form = value.fn == root.op and len(rule.bindings) == 1
     if same_form:
         matched = {o.param: o.name for o in root.operands}
@@ -219,7 +227,7 @@ def compile_rule(rule: Rule, ops: dict[str, OpDecl]) -> CompiledRule:
                     same_form = False
     composable = same_form and all(a.kind in ("same", "drop", "acc", "spread", "none") for a in args)
     return CompiledRule(rule, "rewrite", channel, conditions, range=rng, target=target, op=value.fn,
-                        args=args, ties=tuple(ties), composable=composable)
+                        args=args, ties=tuple(ties), composable=composable, removes=removes)
 
 
 def _args(rule: Rule, decl: OpDecl, raw: tuple[Any, ...], channel: str | None, err, ops) -> list[Arg]:
