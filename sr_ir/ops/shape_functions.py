@@ -215,30 +215,6 @@ def expand(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
 
 
 @shape_function
-def head_attention(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
-    """Explicit-heads attention (rules/ops/transformer.rules): [*B, l, sum_h v_dims[head_group[h]]]."""
-    q, k, v = operands[:3]
-    qk, vd, group = list(attrs["qk_dims"]), list(attrs["v_dims"]), list(attrs["head_group"])
-    if len(qk) != len(vd) or not qk:
-        raise ShapeError("qk_dims and v_dims must list the same, non-empty, key/value heads")
-    if any(d < 0 for d in qk + vd) or any(not 0 <= g < len(qk) for g in group):
-        raise ShapeError("head widths must be >= 0 and head_group must name key/value heads")
-    want = {"q": sum(qk[g] for g in group), "k": sum(qk), "v": sum(vd)}
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.rank < 2 or not dims_equal(t.shape[-1], want[name]):
-            raise ShapeError(f"{name} is {t}, its last axis must be {want[name]} for these heads")
-    if q.rank != k.rank or not dims_equal(k.shape[-2], v.shape[-2]):
-        raise ShapeError(f"k {k} and v {v} must agree on the key axis, q {q} on the rank")
-    freq = attrs.get("rope_freq")
-    if operands[4] is not None or freq is not None:
-        if operands[4] is None or operands[5] is None or freq is None:
-            raise ShapeError("RoPE needs rope_cos, rope_sin and rope_freq together")
-        if any(d % 2 for d in qk) or 2 * len(freq) != sum(qk):
-            raise ShapeError("RoPE heads need even qk widths and one frequency index per rotation pair")
-    return TensorType(q.dtype, q.shape[:-1] + (sum(vd[g] for g in group),))
-
-
-@shape_function
 def cast(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
     (x,) = operands
     from ..ir.types import DTYPES

@@ -288,6 +288,9 @@ class Evaluator:
         if fn == "at":  # at(t, [i, j, ...]): the entry at a computed position
             t = env[e.args[0].id]
             idx = [alg.index(v) for v in self.ev(e.args[1], env)]
+            if len(idx) == len(t.shape) and not self.in_bounds(tuple(idx), t):
+                # a layout op reading outside its input (select index 7 of 4): torch raises, no instance
+                raise InstanceError(f"{t.name}{idx} is outside its shape {list(t.shape)}")
             return t[tuple(idx)]
         if fn == "concat_at":  # concat_at(xs, dim, I): the entry of the concatenation at I
             xs, d, run = env[e.args[0].id], self.ev(e.args[1], env), list(self.ev(e.args[2], env))

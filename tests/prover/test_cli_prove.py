@@ -137,7 +137,6 @@ def test_a_wrong_template_is_reported_at_the_op_with_a_replay(capsys):
 
 OP = """
 op shift(x: T[*B, n], bias: T[n]) -> T[*B, n]
-  couple x.-1 = out.-1 = bias.0
   torch "{x} + {bias}"
   means out[*B, i] = x[*B, i] + bias[i]
 
@@ -184,7 +183,6 @@ def test_a_template_that_cannot_be_compared_is_said_so(rule_dir, capsys):
     # template cannot be compared with it; the run says so instead of passing it silently
     d = rule_dir("u.rules", """
 op leaky(x: T[*B], slope: float = 0.01) -> T[*B]
-  couple elementwise(x)
   means out[*I] = leaky(x[*I], slope)
   torch "F.leaky_relu({x}, {slope})"
 

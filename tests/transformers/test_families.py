@@ -31,12 +31,15 @@ def test_lower_raises_attention_and_emits_exactly(family):
     ids = example_ids(model.cfg)
     prog = lower(model, (ids,))
     ops = _ops(prog)
-    assert ops.get("head_attention") == model.cfg.n_layers
-    assert "scaled_dot_product_attention" not in ops
+    cfg = model.cfg
+    # one attention per head over slices of the projections, nothing left of the head views
+    assert ops.get("scaled_dot_product_attention") == cfg.n_layers * cfg.n_heads
+    assert "permute" not in ops and "reshape" not in ops
     if family == "llama":
-        assert ops.get("rms_norm") == 2 * model.cfg.n_layers + 1
-        attn = next(n for n in prog.nodes if n.op == "head_attention")
-        assert attn.attrs["head_group"] == [0, 0, 1, 1] and attn.attrs["rope_freq"] == [0, 1, 2, 3] * 2
+        assert ops.get("rms_norm") == 2 * cfg.n_layers + 1
+        # RoPE raised: one rotation per query head and per key/value head (shared by its query heads)
+        assert ops.get("rope") == cfg.n_layers * (cfg.n_heads + cfg.kv_heads)
+        assert "expand" not in ops
     out = emit(prog)
     other = example_ids(model.cfg, batch=3, seed=7)  # dynamic batch
     assert _rel(out(other), model(other)) <= 1e-12
@@ -49,8 +52,9 @@ def test_padding_mask_passes_through():
     pad = torch.ones_like(ids, dtype=torch.bool)
     pad[1, 8:] = False
     prog = lower(model, (ids, pad))
-    attn = [n for n in prog.nodes if n.op == "head_attention"]
-    assert len(attn) == 2 and all(len(n.operands) == 4 and n.operands[3] is not None for n in attn)
+    attn = [n for n in prog.nodes if n.op == "scaled_dot_product_attention"]
+    assert len(attn) == model.cfg.n_layers * model.cfg.n_heads
+    assert all(len(n.operands) == 4 and n.operands[3] is not None for n in attn)
     assert _rel(emit(prog)(ids, pad), model(ids, pad)) <= 1e-12
 
 

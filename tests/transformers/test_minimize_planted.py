@@ -16,6 +16,19 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max().detach() / b.abs().max().detach())
 
 
+def _heads_by_layer(p) -> list[list]:
+    """The attention nodes of each layer: the operands of the concat that joins a layer's heads."""
+    by_name = p.node_map()
+    layers = []
+    for n in p.nodes:
+        if n.op == "concat":
+            heads = [by_name[o.name] for o in n.operands if o.name in by_name
+                     and by_name[o.name].op == "scaled_dot_product_attention"]
+            if heads:
+                layers.append(heads)
+    return layers
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_planted_family_minimizes_to_known_count(family):
     model = build(family, seed=4)
@@ -24,12 +37,18 @@ def test_planted_family_minimizes_to_known_count(family):
     res = minimize(model, (ids,))
     other = example_ids(model.cfg, batch=5, seed=23)
     assert _rel(res.module(other), model(other)) <= 1e-10
-    tr = res.report.transformer
-    assert res.report.removed_by_param["tok.weight"] == {1: len(plan.residual)}
-    assert tr["heads"] == sum(len(h) for h in plan.dead_heads.values())
-    assert tr["qk_dims"] == sum(len(d) for g in plan.qk_dims.values() for d in g.values())
-    assert tr["v_dims"] == sum(len(d) for g in plan.v_dims.values() for d in g.values())
-    assert not res.report.refused_rules, res.report.refused_rules
+    rep = res.report
+    cfg = model.cfg
+    assert rep.removed_by_param["tok.weight"] == {1: len(plan.residual)}
+    # one attention node per head: the dead ones are gone, every other head keeps its planted widths
+    dead = sum(len(h) for h in plan.dead_heads.values())
+    assert rep.ops_after["scaled_dot_product_attention"] == cfg.n_layers * cfg.n_heads - dead
+    layers = _heads_by_layer(res.program)
+    assert len(layers) == cfg.n_layers
+    for layer, q in enumerate(layers):
+        want_v = sorted(plan.v_width(layer, plan.group(h)) for h in plan.alive_heads(layer))
+        assert sorted(n.type.shape[-1] for n in q) == want_v
+    assert not rep.refused_rules, rep.refused_rules
     assert trainable_param_count(res.module) == plan.minimal_param_count()
     # float32 copy of the same model: rounding level
     m32 = build(family, seed=4, dtype=torch.float32)
@@ -43,7 +62,7 @@ def test_compensated_norms_in_emitted_code():
     plant(model, seed=2, residual=5)
     res = minimize(model, (example_ids(model.cfg),))
     src = res.module.sr_ir_source
-    assert "def compensated_layer_norm" in src and "def head_attention" in src
+    assert "def compensated_layer_norm" in src and "F.scaled_dot_product_attention" in src
     ops = [n.op for n in res.program.nodes]
     assert ops.count("compensated_layer_norm") == 2 * model.cfg.n_layers + 1
     norm = next(n for n in res.program.nodes if n.op == "compensated_layer_norm")
@@ -58,8 +77,8 @@ def test_heads_end_with_different_widths():
         row = alive[0] * 8 + next(d for d in range(8) if not bool((model.blocks[0].attn.v_proj.weight[alive[0] * 8 + d] == 0).all()))
         model.blocks[0].attn.v_proj.weight[row] = 0.0
     res = minimize(model, (example_ids(model.cfg),))
-    attn = next(n for n in res.program.nodes if n.op == "head_attention")
-    assert len(attn.attrs["v_dims"]) == 3 and len(set(attn.attrs["v_dims"])) == 2
+    widths = [n.type.shape[-1] for n in res.program.nodes if n.op == "scaled_dot_product_attention"]
+    assert len(widths) == 3 and sorted(widths) == [8 - 4, 8 - 3, 8 - 3]
     ids = example_ids(model.cfg, seed=5)
     assert _rel(res.module(ids), model(ids)) <= 1e-10
 
@@ -72,7 +91,8 @@ def test_fully_maskable_rows_keep_constant_value_dims():
     ids = example_ids(model.cfg)
     pad = torch.ones_like(ids, dtype=torch.bool)
     res = minimize(model, (ids, pad))
-    assert res.report.transformer["v_dims_folded"] == 0
+    assert "attention.const_value_dim_masked" not in res.report.rules_used
+    assert all(n.type.shape[-1] == 8 for n in res.program.nodes if n.op == "scaled_dot_product_attention")
     pad[0, 5:] = False
     assert _rel(res.module(ids, pad), model(ids, pad)) <= 1e-10
 
@@ -89,11 +109,13 @@ def test_reductions_need_certified_rules():
     plant(model, seed=11)
     prog = lower(model, (example_ids(model.cfg),))
     rs = default_rules()
-    refuse = {"layer_norm.compensate", "attention.unused_head"}
+    refuse = {"layer_norm.compensate", "channels.concat.drop_operand_last"}
     book = RuleBook(rs, certify=lambda r, _rs: "refuted (test)" if r.name in refuse else None)
     out, report = minimize_program(prog, rs, book=book)
-    assert "tok.weight" not in report.removed_by_param and report.transformer["heads"] == 0
-    assert report.transformer["v_dims"] > 0  # the other reductions still apply
+    heads = model.cfg.n_layers * model.cfg.n_heads
+    assert "tok.weight" not in report.removed_by_param  # no stream channel crosses a LayerNorm
+    assert report.ops_after["scaled_dot_product_attention"] == heads  # no head goes whole
+    assert "channels.attention.drop_value_dim" in report.rules_used  # the other reductions still apply
     assert refuse <= set(book.refused)
 
 
