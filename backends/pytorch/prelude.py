@@ -27,3 +27,11 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     # rotate-half rotary embedding, in the order of operations model libraries use
     h = x.shape[-1] // 2
     return x * cos + torch.cat([-x[..., h:], x[..., :h]], dim=-1) * sin
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask, causal: bool, scale) -> torch.Tensor:
+    """F.scaled_dot_product_attention; an additive mask follows the query's dtype (a module converted
+    to another dtype after emission keeps its masks' constants in the dtype they were built in)."""
+    if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
+        mask = mask.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)

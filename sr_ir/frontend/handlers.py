@@ -176,8 +176,14 @@ def _slice(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
         return lw.operand(x, n)  # x[:, ...] over a whole (possibly symbolic) dim: no-op
     if not isinstance(size, int):
         raise UnsupportedOpError(f"slicing a symbolic dim at {source_line(n)} is not supported")
-    start, end, _ = slice(start, end).indices(size) if True else (0, 0, 0)
+    start, end, _ = slice(start, end).indices(size)
+    dim = _last_as_negative(dim, n.args[0].meta["val"].dim())
     return lw.add_node("slice", [lw.operand(x, n)], {"dim": dim, "start": start, "end": end, "step": step or 1}, n)
+
+
+def _last_as_negative(dim: int, rank: int) -> int:
+    """The last axis as -1 (the channel rules speak of features on the last axis whatever the rank)."""
+    return -1 if dim % rank == rank - 1 else dim % rank
 
 
 def _covers(end: Any, size: Any) -> bool:
@@ -231,6 +237,7 @@ def _split(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
         parts = torch.split(x.tensor, list(sizes), dim)
         return tuple(_Const(t.contiguous(), f"{x.name}_{i}", x.is_buffer) for i, t in enumerate(parts))
     outs, start = [], 0
+    dim = _last_as_negative(dim, len(shape))
     for i, size in enumerate(sizes):
         val = n.meta["val"][i]
         outs.append(

@@ -31,7 +31,7 @@ def raise_program(p: Program, rules: RuleSet, book: RuleBook | None = None) -> P
     book = book or RuleBook(rules, stage="raise")
     if not book.kinds("substitution"):
         return p
-    p, replaced = substitute(p, book, function_table(rules))
+    p, replaced = substitute(p.drop_dead(), book, function_table(rules), private=False)
     if not replaced:
         return p
     p = fold_parameter_nodes(merge_duplicates(p), rules)

@@ -462,6 +462,15 @@ class LaneEval:
         if fn == "choose":
             a, v = self.expr(e.args[0]), self.expr(e.args[1])
             return self.expr(e.args[2] if a == v else e.args[3])
+        if fn in ("keep_of", "bias_of"):
+            # a mask entry: a boolean mask keeps (1) or drops (0) a key; an additive one keeps every
+            # key it does not set to -inf, and adds itself to the score
+            v = lift(self.expr(e.args[0]))
+            boolean = v.t.dtype == torch.bool
+            if fn == "keep_of":
+                t = v.t if boolean else v.t > float("-inf")
+                return Arr(t.to(torch.int64), v.names)
+            return Arr(torch.zeros_like(v.t, dtype=torch.float64) if boolean else v.t.to(torch.float64), v.names)
         if fn == "either":
             a = self.expr(e.args[0])
             a = a if (a is not None and not (isinstance(a, list) and not a)) else self.expr(e.args[1])

@@ -231,8 +231,10 @@ def rule_dims(rule: Rule, ops: Mapping[str, OpDecl]) -> tuple[list[str], list[st
             if isinstance(d, A.Variadic):
                 if d.name not in runs:
                     runs.append(d.name)
-            elif isinstance(d, A.Name) and d.id not in dims:
-                dims.append(d.id)
+                continue
+            for sub in A.walk(d):  # a merged axis `[l, b * h, d]` names its factors
+                if isinstance(sub, A.Name) and sub.id not in dims:
+                    dims.append(sub.id)
     return dims, runs
 
 

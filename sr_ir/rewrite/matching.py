@@ -94,6 +94,7 @@ def matches(rule: Rule, node: Node, g: Graph, functions: Mapping[str, Any]) -> I
         if not _check_dims(rule, env, refs, nodes, g):
             continue
         ev = LaneEval(env, functions, rule=rule.name, where=rule.loc)
+        _solve_dims(rule, ev, env)
         try:
             ok = all(_holds_static(ev, w) for w in rule.where if is_static(rule, w))
             ok = ok and all(_attr_required(ev, req, val) for req, val in env.pop("#required", []))
@@ -101,6 +102,19 @@ def matches(rule: Rule, node: Node, g: Graph, functions: Mapping[str, Any]) -> I
             ok = False
         if ok:
             yield Match(rule, nodes, env, refs, slots)
+
+
+def _solve_dims(rule: Rule, ev: LaneEval, env: dict) -> None:
+    """A dim no annotation gives on its own (`h` of `[l, b * h, d]`) from a condition `h == e // d`."""
+    dims = set(rule.info.dims) if rule.info else set()
+    for _ in range(2):
+        for w in rule.where:
+            if (isinstance(w, A.Cmp) and w.op == "==" and isinstance(w.left, A.Name) and w.left.id in dims
+                    and w.left.id not in env):
+                try:
+                    env[w.left.id] = ev.env[w.left.id] = ev.expr(w.right)
+                except (RuleEvalError, TypeError, KeyError, ZeroDivisionError):
+                    continue
 
 
 def _holds_static(ev: LaneEval, w: Any) -> bool:

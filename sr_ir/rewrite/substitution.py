@@ -26,9 +26,12 @@ from .matching import Graph, Match, matches
 from .rulebook import RuleBook
 
 
-def substitute(p: Program, book: RuleBook, functions: Mapping[str, Any], max_rounds: int = 50) -> tuple[Program, list[str]]:
+def substitute(p: Program, book: RuleBook, functions: Mapping[str, Any], max_rounds: int = 200,
+               private: bool = True) -> tuple[Program, list[str]]:
     """Apply every certified substitution rule to a fixpoint. Returns the program and the names of the
-    nodes that were replaced."""
+    nodes that were replaced. `private`: a chain's inner nodes must be read only inside it (a fold
+    would otherwise compute them twice); raising reads through shared layout nodes (the three parts
+    of a packed projection), which stay for their other readers."""
     rules = book.kinds("substitution")
     replaced: list[str] = []
     if not rules:
@@ -42,7 +45,7 @@ def substitute(p: Program, book: RuleBook, functions: Mapping[str, Any], max_rou
         for node in list(p.nodes):
             for cr in by_op.get(node.op, []):
                 for m in matches(cr.rule, node, g, functions):
-                    if not _private(m, g):
+                    if private and not _private(m, g):
                         continue
                     new = _build(cr, m, g, book, functions)
                     if new is None:
