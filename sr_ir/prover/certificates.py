@@ -29,8 +29,10 @@ from ..ops.decl import OpDecl
 from ..resources import data_dir
 
 # The strategy string is part of every hash: bump it when the prover's method changes.
-STRATEGY = ("sr-ir-prove/2 test(standin,relu; every covering attribute combination) bounded(z3; c-dim 3 at "
-            "start/middle/end; degenerate 1; list attributes per element; distinct float attributes; runs of dims "
+STRATEGY = ("sr-ir-prove/3 test(standin,relu; every covering attribute combination) bounded(z3; c-dim 3 at "
+            "start/middle/end, 4/6/2 at start/second for channel-position conditions; degenerate 1; list "
+            "attributes per element; distinct float attributes, optional ones also absent; masks boolean and "
+            "additive; runs of dims "
             "with 0/1/2 axes) parametric(sympy; c+R; per run rank; a counterexample is confirmed at concrete sizes "
             "and refutes) templates(torch float64 vs means, per op and per match)")
 

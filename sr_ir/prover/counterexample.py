@@ -373,12 +373,9 @@ def replay(rule: Rule, ops: Mapping[str, OpDecl], inst: Instance, ob, values: Ma
     import torch
     import torch.nn.functional as F
 
-    try:
-        from ..nn import functional as P
-    except ImportError:  # pragma: no cover - the prelude is another part of the project
-        P = None
+    from ..backend.run import prelude_helpers
 
-    ns: dict[str, Any] = {"torch": torch, "F": F, "P": P}
+    ns: dict[str, Any] = {"torch": torch, "F": F, "P": prelude_helpers()}
     dt = torch.float64
 
     def _t(x: Any) -> Any:

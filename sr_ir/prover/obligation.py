@@ -12,7 +12,7 @@ import itertools
 import random
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ..lang import ast as A
 from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule, run_private_dims
@@ -80,6 +80,7 @@ class Instance:
     label: str = ""
     combo: dict[str, Any] | None = field(default=None, compare=False)  # the attribute choice it was built from
     ill_typed: str | None = field(default=None, compare=False)  # why the conclusion cannot be built here
+    bools: tuple[str, ...] = ()  # operands of a free dtype (a mask: bool or additive) taken boolean here
 
     def record(self) -> dict[str, Any]:
         """The instance as JSON data (certificates list every instance a tier checked)."""
@@ -93,7 +94,17 @@ class Instance:
             return str(v)
 
         dims = {(f"len({k[1:]}...)" if k.startswith("#") else k): num(v) for k, v in self.dims.items()}
-        return {"dims": dims, "attrs": {k: num(v) for k, v in self.attrs.items()}, "channel": num(self.channel)}
+        out = {"dims": dims, "attrs": {k: num(v) for k, v in self.attrs.items()}, "channel": num(self.channel)}
+        if self.bools:
+            out["boolean"] = list(self.bools)
+        return out
+
+    def with_bools(self, names: Iterable[str]) -> "Instance":
+        """The same sizes and attributes with these operands boolean (a mask that keeps or drops keys)."""
+        from dataclasses import replace
+
+        names = tuple(names)
+        return replace(self, bools=names, label=f"{self.label}, boolean {', '.join(names)}")
 
 
 @dataclass
@@ -514,7 +525,7 @@ def build(
     subst_by_tensor: dict[str, list[tuple[A.Index, A.Expr]]] = {}
     for ix, val in where.substitutions:
         subst_by_tensor.setdefault(ix.base, []).append((ix, val))
-    bool_tensors = _bool_tensors(rule, ops)
+    bool_tensors = _bool_tensors(rule, ops) | set(inst.bools)
     int_tensors = _int_tensors(rule, ops)
     small = min([v for v in inst.dims.values() if isinstance(v, int)] + [2])
 
@@ -725,6 +736,22 @@ def _int_tensors(rule: Rule, ops: Mapping[str, OpDecl]) -> set[str]:
             p = decl.tensor_param(o.param)
             if o.name and (p.pattern.dtype in ("I", "i64", "i32", "i16", "i8", "u8")):
                 out.add(o.name)
+    return out
+
+
+def free_dtype_operands(rule: Rule, ops: Mapping[str, OpDecl]) -> list[str]:
+    """Operands whose op parameter has a dtype of its own (`mask: M[*K]?`: boolean or additive): the
+    prover tries them both ways, numbers by default and boolean in a copy of every instance."""
+    out: list[str] = []
+    for b in rule.bindings:
+        decl = ops[b.op]
+        dts = [t.pattern.dtype for t in decl.tensor_params]
+        for o in b.operands:
+            p = decl.tensor_param(o.param)
+            if (o.name and p is not None and len(p.pattern.dtype) == 1 and p.pattern.dtype.isupper()
+                    and p.pattern.dtype not in ("T", "I") and dts.count(p.pattern.dtype) == 1
+                    and o.name not in out):
+                out.append(o.name)
     return out
 
 
@@ -954,7 +981,10 @@ def _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadi
                 break
         if cands:
             break
-    cands.sort(key=lambda x: (x[1] is not attrs_choice, _cost(x[0]) * (1 if _distinct(x[0]) else 2)))
+    # the config's own attributes first; then, at a non-degenerate config, the fewest unit dims (a
+    # softmax over one key tests nothing); then the cheapest
+    cands.sort(key=lambda x: (x[1] is not attrs_choice, 0 if degenerate else _unit_dims(x[0]),
+                              _cost(x[0]) * (1 if _distinct(x[0]) else 2)))
     for inst, av in cands:  # the cheapest candidate whose full evaluation is well defined
         if not evaluate or _evaluates(rule, ops, where, alg_factory, inst):
             if inst.ill_typed:
@@ -968,6 +998,10 @@ def _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadi
 def _distinct(inst: Instance) -> bool:
     sizes = [v for k, v in inst.dims.items() if isinstance(v, int) and v > 1 and not k.startswith("#")]
     return len(sizes) == len(set(sizes))
+
+
+def _unit_dims(inst: Instance) -> int:
+    return sum(1 for k, v in inst.dims.items() if not k.startswith("#") and isinstance(v, int) and v == 1)
 
 
 def _cost(inst: Instance) -> int:
@@ -1026,6 +1060,18 @@ def _evaluates(rule, ops, where, alg_factory, inst) -> bool:
 _UNSET = object()
 
 
+def _alternatives(c: Any) -> list[tuple[A.Name, Any]] | None:
+    """`x == a or x == b ...` over one name: the (x, value) choices, else None."""
+    if not (isinstance(c, A.BoolOp) and c.op == "or"):
+        return None
+    out = []
+    for o in c.operands:
+        if not (isinstance(o, A.Cmp) and o.op == "==" and isinstance(o.left, A.Name)):
+            return None
+        out.append((o.left, o.right))
+    return out if len({x.id for x, _ in out}) == 1 else None
+
+
 def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics, attrs_choice, degenerate,
               violate=None, rank=1, salt=0, channel=None, runs=None):
     alg = alg_factory()
@@ -1058,9 +1104,13 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
     env.update(attrs)
     # `name == value` conditions (and required attribute values) choose the instance
     eqs = [(A.Name(n), v[1], None) for n, v in attrs_choice.items() if isinstance(v, tuple) and v[0] == "ast"]
-    for s in where.static:
+    for k, s in enumerate(where.static):
         if isinstance(s, A.Cmp) and s.op == "==" and isinstance(s.left, A.Name):
             eqs.append((s.left, s.right, None))
+        elif _alternatives(s):  # `mh == h or mh == 1`: one of the values, in turn across instances
+            alts = _alternatives(s)
+            lhs, rhs = alts[(salt + k + sum(1 for v in sizes.values() if v == 1)) % len(alts)]
+            eqs.append((lhs, rhs, None))
     table = attr_table(rule, ops)
     for bi, b in enumerate(rule.bindings):
         # an op's constraint names its attributes as declared (groups), the rule may rename them (g)

@@ -288,8 +288,11 @@ class Evaluator:
         if fn == "at":  # at(t, [i, j, ...]): the entry at a computed position
             t = env[e.args[0].id]
             idx = [alg.index(v) for v in self.ev(e.args[1], env)]
-            if len(idx) == len(t.shape) and not self.in_bounds(tuple(idx), t):
-                # a layout op reading outside its input (select index 7 of 4): torch raises, no instance
+            try:
+                outside = len(idx) == len(t.shape) and not self.in_bounds(tuple(idx), t)
+            except NeedConcrete:  # a position read from a tensor (gather's index): the op's constraints hold
+                outside = False
+            if outside:  # a layout op reading outside its input (select index 7 of 4): torch raises, no instance
                 raise InstanceError(f"{t.name}{idx} is outside its shape {list(t.shape)}")
             return t[tuple(idx)]
         if fn == "concat_at":  # concat_at(xs, dim, I): the entry of the concatenation at I
@@ -631,7 +634,9 @@ class Evaluator:
             # builtins that need a shape (reduce_mean) can read it
             same = d is final or d.target.indices == final.target.indices
             outs[name] = self._defined(d, local, outs, shape if same else None)
-        return outs.get("out") or outs[defs[-1].target.base]
+        out = outs.get("out") or outs[defs[-1].target.base]
+        out.dtype = _result_dtype(decl, local)
+        return out
 
     def _defined(self, d: A.IndexEq, local: dict, outs: dict, shape: Any) -> Tensor:
         target = d.target
@@ -917,6 +922,24 @@ def _product_names(d: Any) -> list[str] | None:
         if a is not None and b is not None:
             return a + b
     return None
+
+
+def _result_dtype(decl: OpDecl, local: Mapping[str, Any]) -> str:
+    """"bool" where the result is boolean: a layout op (select, slice, reshape) of a boolean mask, a
+    comparison; the prover's numbers otherwise."""
+    if isinstance(decl.result, str):
+        if decl.result == "compare":
+            return "bool"
+        want = decl.tensor_params[0].pattern.dtype if decl.tensor_params else None
+    else:
+        want = decl.result.dtype
+    if want == "bool":
+        return "bool"
+    for p in decl.tensor_params:
+        t = local.get(p.name)
+        if p.pattern.dtype == want and isinstance(t, Tensor):
+            return t.dtype
+    return "T"
 
 
 def _same_extent(a: Any, b: Any, ev: Evaluator) -> bool:

@@ -24,9 +24,10 @@ from typing import Any, Mapping
 
 from ..ops.decl import OpDecl
 
-TEMPLATE_STRATEGY = ("sr-ir-template/1 means(exact rationals, real functions in float64) vs torch float64; "
+TEMPLATE_STRATEGY = ("sr-ir-template/2 means(exact rationals, real functions in float64) vs torch float64; "
                      "synthetic match, rule-prover instances (attributes per element, distinct floats, runs 0/1/2), "
-                     "optional operands present/absent, shape-derived list attributes; rtol=atol=1e-8")
+                     "optional operands present/absent, masks boolean and additive, shape-derived list attributes; "
+                     "rtol=atol=1e-8")
 RTOL = 1e-8
 DRAWS = 2  # random inputs per instance of the op's own configurations (1 for the others)
 VARIANTS = 10  # attribute combinations beyond the configurations (covering ones first)
@@ -196,7 +197,7 @@ def check_template(decl: OpDecl, ops: Mapping[str, OpDecl], seed: int = 0, patte
         out["message"] = "no torch template" if decl.torch is None else "no means: the template cannot be checked"
         return out
     from .algebra import Exact
-    from .obligation import classify_where, concrete_instances, variant_instances
+    from .obligation import classify_where, concrete_instances, free_dtype_operands, variant_instances
     from .semantics import SemanticsError
 
     rng = random.Random(seed)
@@ -229,6 +230,10 @@ def check_template(decl: OpDecl, ops: Mapping[str, OpDecl], seed: int = 0, patte
         except SemanticsError as e:
             skipped.append(f"{rule.name}: {e}")
             continue
+        masks = free_dtype_operands(rule, ops)
+        if masks:  # a mask is boolean or additive: the template must agree both ways
+            insts = insts[:n_main] + [i.with_bools(masks) for i in insts[:n_main]] + insts[n_main:]
+            n_main *= 2
         for k, inst in enumerate(insts):
             for _ in range(DRAWS if k < n_main and not patterns else 1):
                 got = _compare(rule, ops, inst, rng)

@@ -29,6 +29,7 @@ from .obligation import (
     channel_dim,
     classify_where,
     concrete_instances,
+    free_dtype_operands,
     parametric_instance,
     rule_dims,
     variant_instances,
@@ -180,9 +181,15 @@ def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, v
         res.message = "no sizes and attributes satisfy the side conditions and the ops' constraints"
         return
 
+    masks = free_dtype_operands(rule, ops)
+    if masks:  # a mask is boolean (keeps or drops keys) or additive: both, at every instance
+        insts = insts + [i.with_bools(masks) for i in insts]
+
     # ---- tier 1: random exact rationals ----------------------------------------------------------
     # (also on every combination of attribute values: interactions the bounded sizes may not meet)
     extra = variant_instances(rule, ops, where, lambda: Exact("standin"), seed) if violate is None else []
+    if masks:
+        extra = extra + [i.with_bools(masks) for i in extra]
     # an instance where the match holds but the conclusion cannot be built refutes the rule (the
     # engine would apply it there); a numeric counterexample elsewhere, with its replay, comes first
     bad = next((i for i in insts + extra if i.ill_typed), None)
