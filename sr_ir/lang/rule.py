@@ -141,7 +141,8 @@ class Rule:
         names = [b.op for b in self.bindings]
         for node in conclusion_trees(self.conclusion):
             for sub in A.walk(node):
-                if isinstance(sub, A.Call) and sub.fn not in names and sub.fn not in BUILTINS:
+                if (isinstance(sub, A.Call) and sub.fn not in names and sub.fn not in BUILTINS
+                        and sub.fn not in (self.functions or ())):  # a scalar function is not an op
                     names.append(sub.fn)
         return tuple(names)
 

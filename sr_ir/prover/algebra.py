@@ -27,6 +27,11 @@ from .axioms import Theory
 from .semantics import Extent, Joined, Merged, NeedConcrete, SemanticsError
 
 
+class NotReal(ValueError):
+    """A value with no real number (a negative base to a fractional power): the sample is undefined,
+    as NaN is in torch; draw another."""
+
+
 def _idx_int(v: Any) -> int | None:
     if isinstance(v, bool):
         return None
@@ -118,7 +123,7 @@ class Exact:
             e = _idx_int(b)
             if e is None:
                 if float(a) < 0:  # a real power of a negative number: outside the domain
-                    raise ValueError(f"{a} ^ {b} is not real")
+                    raise NotReal(f"{a} ^ {b} is not real")
                 return float(a) ** float(b)
             return a**e
         raise SemanticsError(f"unknown operator {op}")

@@ -81,6 +81,7 @@ class Instance:
     combo: dict[str, Any] | None = field(default=None, compare=False)  # the attribute choice it was built from
     ill_typed: str | None = field(default=None, compare=False)  # why the conclusion cannot be built here
     bools: tuple[str, ...] = ()  # operands of a free dtype (a mask: bool or additive) taken boolean here
+    uniform_runs: bool = False  # the operands of a run all the same size (else each its own, see build)
 
     def record(self) -> dict[str, Any]:
         """The instance as JSON data (certificates list every instance a tier checked)."""
@@ -576,7 +577,7 @@ def build(
             mine = private.get(name, set())
             for k in range(int(inst.dims.get("#" + name, 1))):
                 shape_k = shape
-                if k and mine:
+                if k and mine and not inst.uniform_runs:
                     env_k = {**env, **{d: env[d] + k for d in mine if isinstance(env.get(d), int)}}
                     shape_k = _eval_shape(s, env_k, ev)
                 leaves[f"{name}#{k}"] = make_leaf(name, shape_k, f"{name}#{k}")
@@ -681,7 +682,8 @@ def _conclude(rule, ops, alg, ev, env, leaves, valuation, bool_tensors, where, c
                 raise
             raise IllTyped(f"the conclusion cannot be built where the match holds: {e}") from None
         if not isinstance(rhs, Tensor) or tuple(rhs.shape) != tuple(lhs.shape):
-            raise ShapeMismatch(
+            # the match holds here and the new node has another shape: a wrong rule, at this instance
+            raise IllTyped(
                 f"the rewrite's shapes differ: {A.show(c.target)} is {_fmt(lhs.shape)}, the new node gives "
                 f"{_fmt(getattr(rhs, 'shape', ()))}")
         env["__rhs__"] = rhs
@@ -893,7 +895,7 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
                        configs: list[tuple[int, str]], seed: int = 0, violate: Any = None,
                        fixed_variants: list[dict[str, Any]] | None = None, salt: int = 0,
                        cover: bool = False, derived: bool = False, max_cands: int = 12,
-                       evaluate: bool = True) -> list[Instance]:
+                       evaluate: bool = True, uniform_runs: bool = False) -> list[Instance]:
     """One valid instance per (channel dim size, channel position) config: `start`, `middle`, `end`.
     With `cover`, further instances (up to MAX_BOUNDED in all) for attribute values the configs did
     not meet, so that every value of every attribute is tried."""
@@ -927,7 +929,7 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
         for rank in [want] + [r for r in RUN_RANKS if r != want] if variadics else [0]:
             got = _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadics, rank, variants,
                                 attrs_choice, fixed_variants is not None, degenerate, violate, rng, k, max_cands,
-                                evaluate, ill)
+                                evaluate, ill, uniform_runs)
             if got is not None:
                 out.append(got[0])
                 used.append(got[1])
@@ -947,7 +949,7 @@ def concrete_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_
 
 
 def _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadics, rank, variants, attrs_choice,
-                  fixed, degenerate, violate, rng, salt, max_cands=12, evaluate=True, ill=None):
+                  fixed, degenerate, violate, rng, salt, max_cands=12, evaluate=True, ill=None, uniform_runs=False):
     """The cheapest valid instance for one config at one rank of the runs of dims: (instance,
     the attribute combination it uses), or None. An instance where the match holds but the
     conclusion cannot be built goes to `ill`."""
@@ -969,7 +971,7 @@ def _one_instance(rule, ops, where, alg_factory, cdim, csize, pos, dims, variadi
         for t in tries:
             for av in group:
                 inst = _instance(rule, ops, where, alg_factory, cdim, csize, pos, t, variadics, av, degenerate,
-                                 violate, rank, salt)
+                                 violate, rank, salt, uniform_runs=uniform_runs)
                 if inst is not None and inst.ill_typed:  # a counterexample; a valid instance may still give a replay
                     if ill is not None and not ill:
                         ill.append(inst)
@@ -1038,9 +1040,14 @@ def variant_instances(rule: Rule, ops: Mapping[str, OpDecl], where: Where, alg_f
     combos, _ = _all_variants(rule, ops, cap, derived, where)
     if len(combos) <= 1 and not rule_dims(rule, ops)[1]:
         return out
+    private = any(run_private_dims(rule).values())
     for k, combo in enumerate(combos):
-        out += concrete_instances(rule, ops, where, alg_factory, [(4, "middle")], seed, fixed_variants=[combo],
-                                  salt=4 + k, max_cands=max_cands, evaluate=evaluate)
+        got = concrete_instances(rule, ops, where, alg_factory, [(4, "middle")], seed, fixed_variants=[combo],
+                                 salt=4 + k, max_cands=max_cands, evaluate=evaluate)
+        if private and not got:  # a combination valid only when a run's operands agree (concat along dim 0)
+            got = concrete_instances(rule, ops, where, alg_factory, [(4, "start")], seed, fixed_variants=[combo],
+                                     salt=4 + k, max_cands=max_cands, evaluate=evaluate, uniform_runs=True)
+        out += got
     return out
 
 
@@ -1073,7 +1080,7 @@ def _alternatives(c: Any) -> list[tuple[A.Name, Any]] | None:
 
 
 def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics, attrs_choice, degenerate,
-              violate=None, rank=1, salt=0, channel=None, runs=None):
+              violate=None, rank=1, salt=0, channel=None, runs=None, uniform_runs=False):
     alg = alg_factory()
     dims: dict[str, Any] = {k: v for k, v in sizes.items() if not k.startswith("*")}
     if cdim is not None:
@@ -1146,7 +1153,8 @@ def _instance(rule, ops, where, alg_factory, cdim, csize, pos, sizes, variadics,
             env[name] = attrs[name]
     if any(isinstance(v, int) and v < 1 for k, v in dims.items() if not k.startswith("#")):
         return None
-    inst = Instance(dims, attrs, c, _label(dims, attrs, c), attrs_choice)
+    inst = Instance(dims, attrs, c, _label(dims, attrs, c) + (", runs of one size" if uniform_runs else ""),
+                    attrs_choice, uniform_runs=uniform_runs)
     if rule.info.channel and c is not None:  # a condition on the channel's position (`c >= start`)
         env[rule.info.channel] = c
     try:

@@ -32,6 +32,11 @@ class SemanticsError(Exception):
     """The rule or semantics cannot be evaluated (a bug in the rule text, reported to the user)."""
 
 
+class OutOfShape(SemanticsError):
+    """A read outside a tensor's shape: a bug in a rule; in an op's means, an instance torch rejects
+    (operands whose shapes do not broadcast)."""
+
+
 @dataclass(frozen=True)
 class Extent:
     """A symbolic axis length: `full` = {c} + R, `rest` = R (c dropped), `gen` = an axis without c."""
@@ -116,8 +121,8 @@ class Tensor:
             idx = tuple(0 if (e == 1 and isinstance(e, int)) else i for i, e in zip(idx, self.shape))
             for i, e in zip(idx, self.shape):
                 if isinstance(e, int) and isinstance(i, int) and not 0 <= i < e:
-                    raise SemanticsError(f"{self.name}{list(idx)} reads outside its shape {list(self.shape)} "
-                                         f"(an index that is a dim name is its size, not a range: use `:`)")
+                    raise OutOfShape(f"{self.name}{list(idx)} reads outside its shape {list(self.shape)} "
+                                     f"(an index that is a dim name is its size, not a range: use `:`)")
         try:
             return self._memo[idx]
         except KeyError:
@@ -633,12 +638,12 @@ class Evaluator:
             # an intermediate indexed like the result (`mu[*I]`) has the result's shape, so that
             # builtins that need a shape (reduce_mean) can read it
             same = d is final or d.target.indices == final.target.indices
-            outs[name] = self._defined(d, local, outs, shape if same else None)
+            outs[name] = self._defined(d, local, outs, shape if same else None, decl.name)
         out = outs.get("out") or outs[defs[-1].target.base]
         out.dtype = _result_dtype(decl, local)
         return out
 
-    def _defined(self, d: A.IndexEq, local: dict, outs: dict, shape: Any) -> Tensor:
+    def _defined(self, d: A.IndexEq, local: dict, outs: dict, shape: Any, decl_name: str = "op") -> Tensor:
         target = d.target
         n_fixed = sum(1 for i in target.indices if not isinstance(i, A.Variadic))
         if shape is not None and (len(shape) < n_fixed or (n_fixed == len(target.indices) and len(shape) != n_fixed)):
@@ -661,6 +666,8 @@ class Evaluator:
             self.scalar_calls += 1
             try:
                 return self.ev(d.value, env)
+            except OutOfShape as e:  # the op reads its operands where torch would not run it
+                raise InstanceError(f"{decl_name}: {e}") from None
             finally:
                 self.scalar_calls -= 1
 

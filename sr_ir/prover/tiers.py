@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from ..lang import ast as A
 from ..lang.rule import Rule
 from ..ops.decl import OpDecl
-from .algebra import Exact, Sym
+from .algebra import NotReal, Exact, Sym
 from .axioms import Theory
 from .obligation import (
     Instance,
@@ -90,7 +90,7 @@ def exact_check(rule: Rule, ops: Mapping[str, OpDecl], where: Where, inst: Insta
         values = _values(rule, alg, rng, phase)
         try:
             ob = build(rule, ops, alg, inst, val, where, values, first_diff=True)
-        except ZeroDivisionError:
+        except (ZeroDivisionError, NotReal):
             continue
         if not all(bool(a) for a in ob.assumptions):
             continue
@@ -98,7 +98,7 @@ def exact_check(rule: Rule, ops: Mapping[str, OpDecl], where: Where, inst: Insta
             for label, l, r in ob.pairs:
                 if _differs(l, r):
                     return "mismatch", ob
-        except ZeroDivisionError:
+        except (ZeroDivisionError, NotReal):
             continue
         return "ok", ob
     return "unsat", None
@@ -175,7 +175,7 @@ def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, v
     where = classify_where(rule, conds)
     rng = random.Random(seed)
     insts = concrete_instances(rule, ops, where, lambda: Exact("standin"), _configs(rule, ops, configs), seed,
-                               violate, cover=violate is None)
+                               violate, cover=violate is None and report)
     if not insts:
         res.status = "vacuous"
         res.message = "no sizes and attributes satisfy the side conditions and the ops' constraints"
@@ -187,7 +187,8 @@ def _prove(rule, ops, res: Result, max_tier, seed, timeout_ms, conds, configs, v
 
     # ---- tier 1: random exact rationals ----------------------------------------------------------
     # (also on every combination of attribute values: interactions the bounded sizes may not meet)
-    extra = variant_instances(rule, ops, where, lambda: Exact("standin"), seed) if violate is None else []
+    # (a re-check of the rule without one condition, `report=False`, looks at the main sizes only)
+    extra = variant_instances(rule, ops, where, lambda: Exact("standin"), seed) if violate is None and report else []
     if masks:
         extra = extra + [i.with_bools(masks) for i in extra]
     # an instance where the match holds but the conclusion cannot be built refutes the rule (the

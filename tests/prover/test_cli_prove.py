@@ -101,10 +101,11 @@ def test_bundled_library_is_certified_and_proofs_holds_nothing_else(capsys):
     rs = load_rules()
     used = {op for r in rs.rules for op in r.ops_used if rs.ops[op].torch and rs.ops[op].means}
     have = {p.name for p in (proofs / "templates").glob("*.json")}
-    want = {certificates.template_certificate_path(rs.ops[op]).name for op in used}
+    want = {certificates.template_certificate_path(rs.ops[op], rs.vocabulary).name for op in used}
     assert want <= have, sorted(want - have)
-    assert all(certificates.template_certificate(rs.ops[op]) for op in used)
-    known = {certificates.template_certificate_path(d).name for d in rs.ops.values() if d.torch and d.means}
+    assert all(certificates.template_certificate(rs.ops[op], rs.vocabulary) for op in used)
+    known = {certificates.template_certificate_path(d, rs.vocabulary).name for d in rs.ops.values()
+             if d.torch and d.means}
     assert not have - known, f"template certificates of ops that no longer exist: {sorted(have - known)}"
 
 
@@ -182,6 +183,8 @@ def test_a_template_that_cannot_be_compared_is_said_so(rule_dir, capsys):
     # the means uses a function with no real definition: the proof holds for any such function, the
     # template cannot be compared with it; the run says so instead of passing it silently
     d = rule_dir("u.rules", """
+function leaky(x, s)
+
 op leaky(x: T[*B], slope: float = 0.01) -> T[*B]
   means out[*I] = leaky(x[*I], slope)
   torch "F.leaky_relu({x}, {slope})"

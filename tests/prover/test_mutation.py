@@ -24,7 +24,7 @@ from sr_ir.prover.axioms import Theory
 from sr_ir.prover.tiers import CONFIGS, prove_rule
 
 FAMILIES = ("norms.rules", "elementwise.rules", "arith.rules", "embedding.rules", "attention.rules",
-            "pooling.rules", "batch_norm.rules", "conv.rules", "channels.rules")
+            "pooling.rules", "batch_norm.rules", "conv.rules", "linear.rules", "layout.rules")
 PER_RULE = 3
 KILLS = ("refuted", "refuted-uf", "vacuous")
 

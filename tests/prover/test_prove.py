@@ -11,7 +11,7 @@ LIB = load_rules()
 
 @pytest.mark.parametrize("name", [
     "layer_norm.compensate", "compensated_layer_norm.compose", "rms_norm.compensate",
-    "attention.const_value_dim", "attention.const_key_dim", "conv2d.depthwise_const", "relu.const",
+    "attention.const_value_dim", "channels.attention.const_key_dim", "conv2d.depthwise_const", "relu.const",
     "mul.zero_scale", "embedding.const_column", "layer_norm_channels.compensate",
 ])
 def test_library_rules_reach_the_parametric_tier(name):

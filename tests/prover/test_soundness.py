@@ -37,9 +37,9 @@ def test_a_real_counterexample_is_searched_at_every_instance(rule_dir):
     # matters and the rule holds there; a stand-in softmax differs at s = 1 all the same
     rs = _load(rule_dir, """
 rule t.first_key_only
-  match y = attention(q: [l, e], k: [s, e], v: [s, ev], mask: [l, s])
-  where v[0, c] == kv, forall i < l: exists t < s: mask[i, t] == 1
-  then  y[:, c] == kv
+  match y = scaled_dot_product_attention(q: [b, l, e], k: [b, s, e], v: [b, s, ev], none, causal=cz, scale=sc)
+  where cz == false, v[:, 0, c] == kv
+  then  y[:, :, c] == kv
 """)
     r = rs.rule("t.first_key_only")
     where = classify_where(r)
