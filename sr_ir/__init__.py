@@ -5,29 +5,25 @@ from .errors import ParseError, SrIrError, TypeCheckError, UnsupportedOpError, V
 
 # The rest is imported on first use (PEP 562), so that light tools (`sr-ir prove --check`, the rule
 # loader) do not pay for importing torch.
-_LAZY = {
-    "parse": (".ir.parser", "parse"),
-    "Node": (".ir.program", "Node"),
-    "ParamRef": (".ir.program", "ParamRef"),
-    "Program": (".ir.program", "Program"),
-    "ValueRef": (".ir.program", "ValueRef"),
-    "TensorType": (".ir.types", "TensorType"),
-    "load": (".ir.persist", "load"),
-    "lower": (".frontend", "lower"),
-    "emit": (".backend", "emit"),
-    "minimize": (".minimization", "minimize"),
-    "Minimized": (".minimization", "Minimized"),
-}
+def _api() -> dict:
+    from .backend import emit
+    from .frontend import lower
+    from .ir.parser import parse
+    from .ir.persist import load
+    from .ir.program import Node, ParamRef, Program, ValueRef
+    from .ir.types import TensorType
+    from .minimization import Minimized, minimize
+
+    return {"emit": emit, "lower": lower, "parse": parse, "load": load, "Node": Node, "ParamRef": ParamRef,
+            "Program": Program, "ValueRef": ValueRef, "TensorType": TensorType, "Minimized": Minimized,
+            "minimize": minimize}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        mod, attr = _LAZY[name]
-        value = getattr(importlib.import_module(mod, __name__), attr)
-        globals()[name] = value
-        return value
+    api = _api()
+    if name in api:
+        globals().update(api)
+        return api[name]
     raise AttributeError(f"module 'sr_ir' has no attribute {name!r}")
 
 

@@ -10,7 +10,8 @@ import torch
 from ..backend import emit
 from ..errors import SrIrError
 from ..ir.persist import atomic_save_with, atomic_write
-from .inputs import add_model_arguments, load_program, rules_for, sample_inputs
+from ..ir.sampling import sample_inputs
+from .inputs import add_model_arguments, load_program, rules_for
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import SrIrError
 from ..ir.program import Program
-from ..ir.types import DTYPES, TensorType
+from ..ir.types import DTYPES
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,31 +112,6 @@ def _stem_name(path: Path) -> str:
 
     s = re.sub(r"[^a-z0-9_]", "_", path.stem.lower())
     return s if s and s[0].isalpha() else "model"
-
-
-def sample_inputs(program: Program, batch: int = 2, dtype: torch.dtype | None = None, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random inputs matching the program's input types (symbolic dims set to `batch`)."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _, t in program.inputs:
-        shape = [d if isinstance(d, int) else int(d.subs({s: batch for s in d.free_symbols})) for d in t.shape]
-        dt = dtype if (dtype is not None and t.torch_dtype.is_floating_point) else t.torch_dtype
-        if dt.is_floating_point:
-            out.append(torch.randn(shape, generator=g, dtype=dt))
-        else:
-            out.append(torch.randint(0, _index_bound(program, t), shape, generator=g, dtype=dt))
-    return tuple(out)
-
-
-def _index_bound(program: Program, t: TensorType) -> int:
-    # Integer inputs are indices (embeddings): keep them inside the smallest table they index.
-    bound = None
-    for node in program.nodes:
-        if node.op == "embedding":
-            w = program.params.get(node.operands[0].name) if hasattr(node.operands[0], "name") else None
-            if w is not None and isinstance(w.shape[0], int):
-                bound = w.shape[0] if bound is None else min(bound, w.shape[0])
-    return bound or 2
 
 
 def parse_shapes(values: Sequence[str]) -> list[list[int]]:

@@ -2,15 +2,34 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Sequence
 
 from ..errors import SrIrError
 
-# Subcommand modules in sr_ir/cli/, in the order `--help` lists them. Each defines
-# `register(subparsers)` which adds its parser and sets `func(args) -> int`.
+# Subcommands in the order `--help` lists them. Each module defines `register(subparsers)`, which adds
+# its parser and sets `func(args) -> int`; a module is imported only when its command is registered.
 COMMANDS = ["demo", "lower", "show", "emit", "prove", "minimize", "squeeze_release"]
+
+
+def _command(name: str):
+    if name == "demo":
+        from . import demo as m
+    elif name == "lower":
+        from . import lower as m
+    elif name == "show":
+        from . import show as m
+    elif name == "emit":
+        from . import emit as m
+    elif name == "prove":
+        from . import prove as m
+    elif name == "minimize":
+        from . import minimize as m
+    elif name == "squeeze_release":
+        from . import squeeze_release as m
+    else:
+        raise KeyError(name)
+    return m
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -21,7 +40,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS if only is None else [only]:
-        importlib.import_module(f"{__package__}.{name}").register(sub)
+        _command(name).register(sub)
     return parser
 
 

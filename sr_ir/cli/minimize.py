@@ -11,7 +11,8 @@ import torch
 
 from ..errors import SrIrError, VerificationError
 from ..ir.persist import atomic_save_with
-from .inputs import add_model_arguments, example_inputs_for, load_factory, rules_for, sample_inputs
+from ..ir.sampling import sample_inputs
+from .inputs import add_model_arguments, example_inputs_for, load_factory, rules_for
 
 OUTPUT_KINDS = (".pt2", ".sr", ".onnx")
 

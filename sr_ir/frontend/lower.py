@@ -21,10 +21,11 @@ from torch.export import Dim, ExportedProgram
 
 from ..errors import SrIrError, UnsupportedOpError
 from ..ir.checker import check_program
-from ..ir.program import Node, ParamRef, Program, ValueRef
+from ..ir.program import Node, ParamRef, Program, ValueRef, fresh_name
 from ..ir.types import DTYPE_NAMES, TensorType, normalize_dim, symbol
 from ..lang.loader import RuleSet, default_rules
 from .raising import raise_program
+from ..rewrite.rulebook import RuleBook
 
 
 def export_model(model: nn.Module, example_inputs: Sequence[Any], dynamic_batch: bool = True) -> ExportedProgram:
@@ -56,11 +57,15 @@ def lower(
     rules: RuleSet | None = None,
     name: str | None = None,
     check: bool = True,
+    raise_book: RuleBook | None = None,
 ) -> Program:
     """Lower `model` (or an ExportedProgram) to a type-checked Program holding its weights.
 
     A module emitted by sr-ir is read back from the program it was generated from, with its current
-    weights (after fine-tuning, say), when its parameters and the example inputs still fit that program."""
+    weights (after fine-tuning, say), when its parameters and the example inputs still fit that program.
+
+    `raise_book` runs the raise rules (default: every certified `raise.*` rule); its `used` afterwards
+    names the rules that raised something."""
     rules = rules or default_rules()
     emitted = _emitted_program(model, example_inputs)
     if emitted is not None:
@@ -79,8 +84,9 @@ def lower(
         if not dynamic_batch or isinstance(model, ExportedProgram):
             raise
         # model libraries build masks from the batch size (arange over it): lower at static shapes
-        return lower(model, example_inputs, dynamic_batch=False, rules=rules, name=name, check=check)
-    prog = raise_program(_without_identity_views(prog), rules)
+        return lower(model, example_inputs, dynamic_batch=False, rules=rules, name=name, check=check,
+                     raise_book=raise_book)
+    prog = raise_program(_without_identity_views(prog), rules, raise_book)
     if check:
         check_program(prog, rules)
     return prog
@@ -172,10 +178,7 @@ class _Lowering:
     # ---- naming and types -----------------------------------------------------------------
     def fresh(self, base: str) -> str:
         base = re.sub(r"[^A-Za-z0-9_.]", "_", base) or "v"
-        name, i = base, 1
-        while name in self.used_names:
-            name = f"{base}_{i}"
-            i += 1
+        name = fresh_name(base, self.used_names)
         self.used_names.add(name)
         return name
 

@@ -16,7 +16,7 @@ import torch
 
 from ..backend.run import run_node
 from ..errors import SrIrError
-from ..ir.program import Node, ParamRef, Program, ValueRef
+from ..ir.program import Node, ParamRef, Program, ValueRef, fresh_name
 from ..ir.types import TensorType
 from ..lang.functions import function_table
 from ..lang.loader import RuleSet
@@ -58,7 +58,7 @@ def fold_parameter_nodes(p: Program, rules: RuleSet) -> Program:
         except SrIrError:
             kept.append(n)
             continue
-        name = _fresh_param(q, n.name)
+        name = fresh_name(n.name, q.params)
         q.weights[name] = val.detach().contiguous()
         q.params[name] = TensorType.of(q.weights[name])
         if all(o.name in q.buffers for o in n.operands if isinstance(o, ParamRef)):
@@ -95,8 +95,3 @@ def _key(o: Any) -> Any:
     return ("c", repr(o))
 
 
-def _fresh_param(p: Program, base: str) -> str:
-    name, k = base, 1
-    while name in p.params:
-        name, k = f"{base}_{k}", k + 1
-    return name

@@ -9,6 +9,7 @@ import lark
 import sympy
 
 from ..errors import Loc, ParseError
+from ..syntax import parsing
 from ..resources import grammar_path
 from .program import Node, ParamRef, Program, ValueRef
 from .types import TensorType, normalize_dim, symbol
@@ -197,38 +198,14 @@ def _attr(x: Any) -> Any:
 
 def parse(text: str, filename: str = "<string>", *, check: bool = True) -> Program:
     """Parse program text. With `check`, also type-check every op against its declaration."""
-    try:
+    def build() -> Program:
         tree = _parser().parse(text)
-        prog = _Build(filename).transform(tree.children[0] if tree.data == "start" else tree)
-    except lark.exceptions.UnexpectedInput as e:
-        raise ParseError(_describe(e), Loc(filename, e.line, e.column)) from None
-    except lark.exceptions.VisitError as e:
-        if isinstance(e.orig_exc, ParseError):
-            err = e.orig_exc
-            if err.loc is None:
-                meta = getattr(e.obj, "meta", None)
-                err.loc = Loc(filename, getattr(meta, "line", 0), getattr(meta, "column", 0))
-            raise err from None
-        if isinstance(e.orig_exc, (ValueError, TypeError, ZeroDivisionError)):
-            meta = getattr(e.obj, "meta", None)
-            raise ParseError(str(e.orig_exc), Loc(filename, getattr(meta, "line", 0), getattr(meta, "column", 0))) from None
-        raise
+        return _Build(filename).transform(tree.children[0] if tree.data == "start" else tree)
+
+    # a transformer error that is not about the text (a bug) keeps its traceback
+    prog = parsing(filename, build, passthrough=(AssertionError, AttributeError, KeyError, IndexError, RecursionError))
     if check:
         from .checker import check_program
 
         check_program(prog)
     return prog
-
-
-def _describe(e: lark.exceptions.UnexpectedInput) -> str:
-    if isinstance(e, lark.exceptions.UnexpectedCharacters):
-        return f"unexpected character {e.char!r}"
-    if isinstance(e, lark.exceptions.UnexpectedToken):
-        if e.token.type == "$END":
-            return "unexpected end of input"
-        expected = sorted(x for x in e.expected if not x.startswith("__"))[:6]
-        hint = f" (expected {', '.join(expected)})" if expected else ""
-        return f"unexpected {e.token.type.lower()} {str(e.token)!r}{hint}"
-    if isinstance(e, lark.exceptions.UnexpectedEOF):
-        return "unexpected end of input"
-    return str(e).splitlines()[0]

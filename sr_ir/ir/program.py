@@ -3,12 +3,21 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Union
+from typing import Any, Container, Iterator, Union
 
 import torch
 
 from ..errors import Loc
 from .types import TensorType
+
+
+def fresh_name(base: str, *taken: Container[str]) -> str:
+    """`base`, or `base_1`, `base_2`, ... : the first that none of `taken` holds. Every new value and
+    parameter name in sr-ir comes from here, so names stay readable and never collide."""
+    name, k = base, 1
+    while any(name in t for t in taken):
+        name, k = f"{base}_{k}", k + 1
+    return name
 
 
 @dataclass(frozen=True)

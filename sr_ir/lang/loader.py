@@ -19,6 +19,7 @@ import lark
 from ..errors import Loc, ParseError, TypeCheckError
 from ..ops.decl import AtenMapping, AttrParam, OpDecl, TensorParam, TensorPattern
 from ..resources import data_dir, grammar_path
+from ..syntax import parsing
 from . import ast as A
 from . import functions as Fn
 from . import rule as R
@@ -431,23 +432,9 @@ def parse_rule_text(text: str, filename: str, builder: type[ExprBuilder] = _Decl
 
 def _parse(text: str, filename: str, builder: type[ExprBuilder] = _DeclBuilder) -> tuple[list[Any], list]:
     """The items of a file and its call sites (name, loc) in file order."""
-    try:
-        tree = rules_parser().parse(text)
-        b = builder(filename)
-        return list(b.transform(tree).children), b.call_sites
-    except lark.exceptions.UnexpectedInput as e:
-        from ..ir.parser import _describe
-
-        raise ParseError(_describe(e), Loc(filename, e.line, e.column)) from None
-    except lark.exceptions.VisitError as e:
-        if isinstance(e.orig_exc, ParseError):
-            err = e.orig_exc
-            if err.loc is None:
-                meta = getattr(e.obj, "meta", None)
-                err.loc = Loc(filename, getattr(meta, "line", 0), getattr(meta, "column", 0))
-            raise err from None
-        meta = getattr(e.obj, "meta", None)
-        raise ParseError(str(e.orig_exc), Loc(filename, getattr(meta, "line", 0), getattr(meta, "column", 0))) from None
+    b = builder(filename)
+    items = parsing(filename, lambda: b.transform(rules_parser().parse(text)).children)
+    return list(items), b.call_sites
 
 
 def rule_files(paths: Iterable[Path]) -> list[Path]:

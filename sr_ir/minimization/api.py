@@ -13,7 +13,8 @@ from torch.export import ExportedProgram
 
 from ..errors import SrIrError
 from ..ir.checker import check_program
-from ..ir.program import Node, ParamRef, Program, ValueRef
+from ..ir.program import Node, ParamRef, Program, ValueRef, fresh_name
+from ..ir.sampling import sample_inputs
 from ..ir.types import TensorType
 from ..lang.loader import RuleSet, default_rules, load_rules
 from .applying import apply_plan
@@ -111,12 +112,8 @@ def with_input_gathers(p: Program, rs: RuleSet) -> Program:
         axes = [a for a in range(1, ty.rank) if isinstance(ty.shape[a], int)]
         for a in axes:
             base = f"{name}_kept" if len(axes) == 1 else f"{name}_kept_{a}"
-            pname = base
-            while pname in p.params:
-                pname += "_"
-            vname = base
-            while vname in taken:
-                vname += "_"
+            pname = fresh_name(base, p.params)
+            vname = fresh_name(base, taken)
             taken.add(vname)
             p.weights[pname] = torch.arange(int(ty.shape[a]), dtype=torch.int64)
             p.params[pname] = TensorType.of(p.weights[pname])
@@ -187,14 +184,19 @@ def minimize(
 
     rs = resolve_rules(rules)
     t0 = time.perf_counter()
+    raise_book = None
     if isinstance(model, Program):
         original = model
     else:
         if not example_inputs and not isinstance(model, ExportedProgram):
             raise SrIrError("minimize needs example inputs for an nn.Module")
-        original = lower(model, example_inputs, rules=rs)
+        raise_book = RuleBook(rs, strict=strict, stage="raise")
+        original = lower(model, example_inputs, rules=rs, raise_book=raise_book)
     t_lower = time.perf_counter() - t0
     program, report = minimize_program(original, rs, progress=progress, strict=strict)
+    if raise_book is not None:  # what raising applied is part of what ran
+        report.rules_used = sorted({*report.rules_used, *raise_book.used})
+        report.refused_rules = dict(sorted({**raise_book.refused, **report.refused_rules}.items()))
     module = emit(program, rs)
     report.seconds["lower"] = t_lower
     report.buffers_after = _buffer_bytes(program)
@@ -209,8 +211,6 @@ def minimize(
 
 
 def _sample(p: Program) -> list[torch.Tensor]:
-    from ..cli.inputs import sample_inputs
-
     return list(sample_inputs(p, batch=2))
 
 

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import SrIrError
 from ..ir.checker import infer_node
-from ..ir.program import Node, ParamRef, Program, ValueRef
+from ..ir.program import Node, ParamRef, Program, ValueRef, fresh_name
 from ..ir.types import TensorType, normalize_dim
 from ..lang.tensor_eval import Arr, Facts, RuleEvalError, lanes_value, lift
 from ..rewrite.compiled import CompiledRule
@@ -472,7 +472,7 @@ def _materialize(g: Graph, states: dict[str, _State]) -> Program:
         for nm, old in vs:
             if old is t or (old.shape == t.shape and old.dtype == t.dtype and torch.equal(old, t)):
                 return nm
-        nm = base if not vs and (orig is not None or base not in p.params) else _fresh(p, base, vs)
+        nm = base if not vs and (orig is not None or base not in p.params) else fresh_name(base, p.params, {base, *(nm for nm, _ in vs)})
         vs.append((nm, t))
         return nm
 
@@ -505,14 +505,6 @@ def _materialize(g: Graph, states: dict[str, _State]) -> Program:
     p.output_types = [env[o] for o in p.outputs]
     p.drop_unused_params()
     return p
-
-
-def _fresh(p: Program, base: str, taken: list[tuple[str, Any]]) -> str:
-    names = {nm for nm, _ in taken}
-    k = 1
-    while f"{base}_{k}" in p.params or f"{base}_{k}" in names:
-        k += 1
-    return f"{base}_{k}"
 
 
 def _check_consistent(g: Graph, states: dict[str, _State]) -> None:

@@ -15,10 +15,11 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import SrIrError
+from ..errors import SrIrError, TypeCheckError
 from ..ir.checker import infer_node
-from ..ir.program import Node, ParamRef, Program, ValueRef
+from ..ir.program import Node, ParamRef, Program, ValueRef, fresh_name
 from ..ir.types import TensorType
+from ..ops.shape_functions import ShapeError
 from ..lang import ast as A
 from ..lang.tensor_eval import Arr, LaneEval, RuleEvalError, lift
 from .compiled import CompiledRule
@@ -50,7 +51,11 @@ def substitute(p: Program, book: RuleBook, functions: Mapping[str, Any], max_rou
                     new = _build(cr, m, g, book, functions)
                     if new is None:
                         continue
-                    p = _splice(p, node, new, book.ruleset.ops)
+                    try:
+                        p = _splice(p, node, new, book.ruleset.ops)
+                    except ShapeError as e:  # a proved rule cannot do this; a forged or edited one can
+                        raise TypeCheckError(f"rule '{cr.rule.name}' rewrote %{node.name} into an ill-typed "
+                                             f"graph: {e}", node.loc) from None
                     book.record(cr)
                     replaced.append(node.name)
                     done = True
@@ -210,9 +215,7 @@ def _splice(p: Program, root: Node, built: tuple[Node, _New], ops) -> Program:
     taken = {n.name for n in q.nodes} | {n for n, _ in q.inputs}
     rename: dict[str, str] = {}
     for n in new.nodes:
-        nm, k = n.name, 1
-        while nm in taken:
-            nm, k = f"{n.name}_{k}", k + 1
+        nm = fresh_name(n.name, taken)
         taken.add(nm)
         rename[n.name] = nm
         n.name = nm
@@ -225,9 +228,7 @@ def _splice(p: Program, root: Node, built: tuple[Node, _New], ops) -> Program:
     pname: dict[str, str] = {}
     for tmp, t in new.params.items():
         base = tmp.split("|", 1)[1]
-        nm, k = base, 1
-        while nm in used or nm in pname.values():
-            nm, k = f"{base}_{k}", k + 1
+        nm = fresh_name(base, used, pname.values())
         pname[tmp] = nm
         q.weights[nm] = t
         q.params[nm] = TensorType.of(t)

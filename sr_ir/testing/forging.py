@@ -11,11 +11,12 @@ Only tests use this: a forged rule is exactly what a certificate exists to keep 
 from __future__ import annotations
 
 from dataclasses import replace as dc_replace
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from ..lang import ast as A
 from ..lang.loader import RuleSet, parse_rule_text, resolved_rule
 from ..lang.rule import ForwardFact, Rewrite, Rule
+from ..ops.decl import OpDecl
 from ..rewrite.rulebook import default_certifier
 
 
@@ -46,31 +47,99 @@ def trusting(names: Iterable[str]) -> Callable[[Rule, RuleSet], str | None]:
     return certify
 
 
-def mutated(rule: Rule) -> Rule | None:
-    """The rule with its conclusion changed in a way that changes what it computes: a fact's value
-    plus one; a rewrite's first term added to an operand (`bias + t` -> `bias + t + t + 1`) or any other
-    argument computed from an expression, plus one; else its first drop of a parameter undone. None
-    when the conclusion offers nothing to change."""
+def mutations(rule: Rule, ops: dict[str, OpDecl]) -> Iterator[tuple[str, Rule]]:
+    """Every way this module knows to make the rule's conclusion compute something else, most
+    telling first, each with a one-line description: a fact's value plus one; in the right-hand side,
+    a float attribute plus one, an operand computed from an expression plus one (`bias + t` ->
+    `bias + t + 1`), a drop of a matched operand undone, two operands swapped, an integer attribute
+    plus one, a flag or a mode flipped. A mutant may be ill-typed or fail to apply; callers keep the
+    first one that the engine applies."""
     c = rule.conclusion
     if isinstance(c, ForwardFact):
-        return dc_replace(rule, conclusion=ForwardFact(c.target, A.BinOp("+", c.value, A.Num(1))))
+        yield f"{A.show(c.value)} -> {A.show(c.value)} + 1", dc_replace(
+            rule, conclusion=ForwardFact(c.target, A.BinOp("+", c.value, A.Num(1))))
+        return
     if not isinstance(c, Rewrite) or not isinstance(c.value, A.Call):
-        return None
-    args = list(c.value.args)
-    tensors = set(rule.info.tensors if rule.info else ())
-    params = {o.name for b in rule.bindings for o in b.operands if o.name}
-    for i, a in enumerate(args):  # an argument that computes something: change what it computes
-        if isinstance(a, (A.BinOp, A.Call)) and not (isinstance(a, A.Call) and a.fn == "drop"):
-            if isinstance(a, A.Call) and a.fn not in ("tensor",) and a.fn in _op_names(rule):
+        return
+    matched = {o.name for b in rule.bindings for o in b.operands if o.name} | {b.result for b in rule.bindings}
+    found: list[tuple[int, str, Any]] = []  # (rank, description, new right-hand side)
+    for path, call in _op_calls(c.value, ops):
+        decl = ops[call.fn]
+        for i, (param, a) in enumerate(_params_of(call, decl)):
+            if param is None:
                 continue
-            args[i] = A.BinOp("+", a, A.Num(1))
-            return dc_replace(rule, conclusion=Rewrite(c.target, A.Call(c.value.fn, tuple(args))))
-    for i, a in enumerate(args):  # a drop of an operand: drop nothing
-        if isinstance(a, A.Call) and a.fn == "drop" and isinstance(a.args[0], A.Name) and a.args[0].id in params & tensors:
-            args[i] = a.args[0]
-            return dc_replace(rule, conclusion=Rewrite(c.target, A.Call(c.value.fn, tuple(args))))
-    return None
+            at = path + (i,)
+            attr = decl.attr(param)
+            if attr is not None:
+                if isinstance(a, A.Num) and a.value is None:
+                    continue
+                if attr.kind == "float":
+                    found.append((0, f"{call.fn} {param}: {A.show(a)} -> {A.show(a)} + 1", _put(c.value, at, A.BinOp("+", a, A.Num(1)))))
+                elif attr.kind == "int":
+                    found.append((4, f"{call.fn} {param}: {A.show(a)} -> {A.show(a)} + 1", _put(c.value, at, A.BinOp("+", a, A.Num(1)))))
+                elif attr.kind == "bool" and isinstance(a, A.Num):
+                    found.append((5, f"{call.fn} {param}: {a.value} -> {not a.value}", _put(c.value, at, A.Num(not a.value))))
+                elif attr.kind == "str" and isinstance(a, A.Num) and isinstance(a.value, str):
+                    other = "none" if a.value != "none" else "tanh"
+                    found.append((5, f"{call.fn} {param}: {a.value!r} -> {other!r}", _put(c.value, at, A.Num(other))))
+                continue
+            if isinstance(a, A.Call) and a.fn == "drop" and isinstance(a.args[0], A.Name) and a.args[0].id in matched:
+                found.append((2, f"{A.show(a)} -> {a.args[0].id}", _put(c.value, at, a.args[0])))
+            elif _computed(a, ops):
+                found.append((1, f"{A.show(a)} -> {A.show(a)} + 1", _put(c.value, at, A.BinOp("+", a, A.Num(1)))))
+        tensor_args = [(i, a) for i, (param, a) in enumerate(_params_of(call, decl))
+                       if (isinstance(a, (A.Name, A.Spread)) or isinstance(a, A.Call) and a.fn in ops)
+                       and (param is None or decl.attr(param) is None)]
+        for (i, a), (j, b) in zip(tensor_args, tensor_args[1:]):
+            if a != b:
+                swapped = _put(_put(c.value, path + (i,), b), path + (j,), a)
+                found.append((3, f"{call.fn}: {A.show(a)} and {A.show(b)} swapped", swapped))
+    for _, why, value in sorted(found, key=lambda f: f[0]):
+        yield why, dc_replace(rule, conclusion=Rewrite(c.target, value))
 
 
-def _op_names(rule: Rule) -> set[str]:
-    return set(rule.ops_used)
+def mutated(rule: Rule, ops: dict[str, OpDecl]) -> Rule | None:
+    """The first of `mutations(rule, ops)`, or None when the conclusion offers nothing to change."""
+    return next((m for _, m in mutations(rule, ops)), None)
+
+
+def _op_calls(e: Any, ops: dict[str, OpDecl], path: tuple[int, ...] = ()) -> Iterator[tuple[tuple[int, ...], A.Call]]:
+    """Op calls of a right-hand side, outermost first, each with the argument path that reaches it
+    (through `each(i < n, body)`, whose body is argument 1)."""
+    if not isinstance(e, A.Call):
+        return
+    if e.fn in ops:
+        yield path, e
+    for i, a in enumerate(e.args):
+        if isinstance(a, A.Call) and (a.fn in ops or a.fn == "each"):
+            yield from _op_calls(a, ops, path + (i,))
+
+
+def _params_of(call: A.Call, decl: OpDecl) -> list[tuple[str | None, Any]]:
+    """(parameter, argument) for each argument of an op call; a variadic run maps to its parameter."""
+    params = decl.param_names
+    var = next((t.name for t in decl.tensor_params if t.variadic), None)
+    if var is None:
+        return [(params[i] if i < len(params) else None, a) for i, a in enumerate(call.args)]
+    at = params.index(var)
+    n_after = len(params) - at - 1
+    raw = list(call.args)
+    out = [(params[i], a) for i, a in enumerate(raw[:at])]
+    out += [(var, a) for a in raw[at:len(raw) - n_after]]
+    out += [(params[at + 1 + k], a) for k, a in enumerate(raw[len(raw) - n_after:])]
+    return out
+
+
+def _computed(a: Any, ops: dict[str, OpDecl]) -> bool:
+    """An operand the engine evaluates (a new parameter), not one it wires (a matched value, an op)."""
+    if isinstance(a, A.Call):
+        return a.fn not in ops and a.fn not in ("drop", "each")
+    return isinstance(a, (A.BinOp, A.Neg, A.Index))
+
+
+def _put(e: Any, path: tuple[int, ...], new: Any) -> Any:
+    if not path:
+        return new
+    args = list(e.args)
+    args[path[0]] = _put(args[path[0]], path[1:], new)
+    return A.Call(e.fn, tuple(args))
