@@ -10,7 +10,7 @@ import torch
 from ..backend import emit
 from ..frontend import lower
 from ..models.lenet import lenet300_100
-from ..verify import as_dtype, cast_inputs, compare
+from ..comparison import as_dtype, cast_inputs, compare
 from .show import op_sizes
 
 

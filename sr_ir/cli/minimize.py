@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..comparison import difference, flat_outputs
 from ..errors import SrIrError, VerificationError
 from ..ir.persist import atomic_save_with
 from ..ir.sampling import sample_inputs
@@ -119,14 +120,10 @@ def _write_onnx(result: Any, out: str, inputs: tuple[Any, ...]) -> str:
         got = sess.run(None, feeds)
         with torch.no_grad():
             want = module(*xs)
-        want = [want] if isinstance(want, torch.Tensor) else list(want)
-        for i, (g, w) in enumerate(zip(got, want)):
-            g = torch.from_numpy(g).double()
-            w = w.double()
-            scale = float(w.abs().max()) or 1.0
-            rel = float((g - w).abs().max()) / scale
-            if rel > (1e-9 if module_dtype(module) == torch.float64 else 1e-4):
-                raise VerificationError(f"{out}: onnxruntime output {i} differs from the module by {rel:.3g} (relative); not written")
+        d = difference(flat_outputs(want), [torch.from_numpy(g) for g in got])
+        if not d.within(1e-9 if module_dtype(module) == torch.float64 else 1e-4):
+            raise VerificationError(f"{out}: onnxruntime output {d.worst_output} differs from the module by "
+                                    f"{d.max_rel:.3g} (relative); not written")
 
     atomic_save_with(out, writer)
     return out

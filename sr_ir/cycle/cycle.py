@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..comparison import compare
 from ..errors import SrIrError, VerificationError
 from . import checkpoint as ckpt
 from . import ddp
@@ -154,16 +155,12 @@ def check_same_function(a: nn.Module, b: nn.Module, inputs: Sequence[torch.Tenso
     b.eval()
     worst_abs, worst_rel = 0.0, 0.0
     for x in inputs:
-        ya, yb = a(x), b(x)
-        if ya.shape != yb.shape:
-            raise VerificationError(f"minimized module returns shape {tuple(yb.shape)}, original {tuple(ya.shape)}")
-        err = float((ya - yb).abs().max())
-        worst_abs = max(worst_abs, err)
-        worst_rel = max(worst_rel, err / max(float(ya.abs().max()), 1e-12))
-    if not worst_rel <= tolerance:  # also catches NaN
-        raise VerificationError(
-            f"minimized module differs from the pruned one by {worst_rel:.3g} (relative), tolerance {tolerance:g}"
-        )
+        d = compare(a, b, (x,))
+        if not d.within(tolerance):  # also NaN, and non-finite values the original does not have
+            raise VerificationError(
+                f"minimized module differs from the pruned one by {d.max_rel:.3g} (relative), tolerance {tolerance:g}"
+            )
+        worst_abs, worst_rel = max(worst_abs, d.max_abs), max(worst_rel, d.max_rel)
     return {"max_abs_err": worst_abs, "max_rel_err": worst_rel}
 
 

@@ -25,7 +25,7 @@ from .report import MinimizeReport, removal_rows
 from ..rewrite.rulebook import RuleBook
 from ..rewrite.substitution import substitute
 from ..lang.functions import function_table
-from .verify import compare
+from .verify import same_function
 
 RulesArg = RuleSet | str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None
 
@@ -204,7 +204,7 @@ def minimize(
         t1 = time.perf_counter()
         reference = model if isinstance(model, nn.Module) else model.module() if isinstance(model, ExportedProgram) else emit(original, rs)
         inputs = list(example_inputs) if example_inputs else _sample(original)
-        report.verification = compare(reference, module, inputs, n_random=n_random, tolerance=tolerance).to_dict()
+        report.verification = same_function(reference, module, inputs, n_random=n_random, tolerance=tolerance).to_dict()
         report.seconds["verify"] = time.perf_counter() - t1
     report.seconds["total"] = time.perf_counter() - t0
     return Minimized(module, program, report, original)

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..comparison import cast_inputs, compare, flat_outputs, random_like
 from ..errors import VerificationError
 
 # Relative to max |y| of the original output: float64 rounding gives ~1e-15, float32 ~1e-7.
@@ -45,42 +46,11 @@ class VerificationReport:
         return out
 
 
-def random_like(example: Sequence[Any], seed: int, batch: int | None = None) -> list[Any]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for x in example:
-        if not isinstance(x, torch.Tensor):
-            out.append(x)
-            continue
-        shape = list(x.shape)
-        if batch is not None and shape:
-            shape[0] = batch
-        if x.is_floating_point():
-            scale = float(x.detach().abs().max()) if x.numel() else 1.0
-            out.append(torch.randn(shape, generator=g, dtype=x.dtype) * max(scale / 3, 1.0))
-        else:
-            hi = int(x.max()) + 1 if x.numel() else 2
-            out.append(torch.randint(0, max(hi, 1), shape, generator=g, dtype=x.dtype))
-    return out
-
-
-def _flat(y: Any) -> list[torch.Tensor]:
-    if isinstance(y, torch.Tensor):
-        return [y]
-    if isinstance(y, (list, tuple)):
-        return [t for z in y for t in _flat(z)]
-    if isinstance(y, dict):
-        return [t for z in y.values() for t in _flat(z)]
-    return []
-
-
-def _cast(xs: Sequence[Any], dtype: torch.dtype) -> list[Any]:
-    return [x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in xs]
-
-
-def compare(original: nn.Module, minimized: nn.Module, example: Sequence[Any], *, n_random: int = 3,
-            dtypes: Sequence[torch.dtype] = (torch.float32, torch.float64), tolerance: dict | None = None,
-            raise_on_mismatch: bool = True) -> VerificationReport:
+def same_function(original: nn.Module, minimized: nn.Module, example: Sequence[Any], *, n_random: int = 3,
+                  dtypes: Sequence[torch.dtype] = (torch.float32, torch.float64), tolerance: dict | None = None,
+                  raise_on_mismatch: bool = True) -> VerificationReport:
+    """Compare the two modules on `example` and `n_random` random inputs like it, in each dtype;
+    VerificationError at the first output beyond the tolerance (unless `raise_on_mismatch` is off)."""
     tol = {**TOLERANCE, **(tolerance or {})}
     stored = _param_dtype(minimized)
     if stored in tol:
@@ -128,29 +98,20 @@ def _as_dtype(model: nn.Module, dtype: torch.dtype):
 
 def _check_all(a: nn.Module, b: nn.Module, inputs: list, dtype: torch.dtype, tol: dict, rep: "VerificationReport",
                raise_on_mismatch: bool) -> None:
-    if True:
-        for label, xs in inputs:
-            xs = _cast(xs, dtype)
+    for label, xs in inputs:
+        xs = cast_inputs(xs, dtype)
+        try:
+            d = compare(a, b, xs)
+        except VerificationError as e:
+            raise VerificationError(f"{label} inputs ({str(dtype)[6:]}): {e}") from None
+        rep.checks.append(Check(label, str(dtype).replace("torch.", ""), d.max_abs, d.max_rel, d.worst_output, d.position))
+        if raise_on_mismatch and not d.within(tol[dtype]):
             with torch.no_grad():
-                ya, yb = _flat(a(*xs)), _flat(b(*xs))
-            if len(ya) != len(yb):
-                raise VerificationError(f"{label} inputs ({dtype}): {len(ya)} outputs before, {len(yb)} after")
-            for i, (u, v) in enumerate(zip(ya, yb)):
-                if u.shape != v.shape:
-                    raise VerificationError(
-                        f"{label} inputs ({dtype}): output {i} has shape {tuple(u.shape)} before, {tuple(v.shape)} after"
-                    )
-                u64, v64 = u.double(), v.double()
-                d = (u64 - v64).abs()
-                max_abs = float(d.max()) if d.numel() else 0.0
-                scale = float(u64.abs().max()) if u64.numel() else 0.0
-                rel = max_abs / scale if scale > 0 else max_abs
-                pos = [int(j) for j in torch.unravel_index(d.argmax(), d.shape)] if d.numel() else []
-                rep.checks.append(Check(label, str(dtype).replace("torch.", ""), max_abs, rel, i, pos))
-                bad = not torch.isfinite(v64).all() and torch.isfinite(u64).all()
-                if raise_on_mismatch and (rel > tol[dtype] or bad):
-                    raise VerificationError(
-                        f"minimized model differs from the original on {label} inputs in {str(dtype)[6:]}: "
-                        f"output {i} at {pos}: {float(u64[tuple(pos)]):.9g} vs {float(v64[tuple(pos)]):.9g} "
-                        f"(max relative error {rel:.3g} > {tol[dtype]:.0e}); nothing was written"
-                    )
+                u = flat_outputs(a(*xs))[d.worst_output].double()
+                v = flat_outputs(b(*xs))[d.worst_output].double()
+            at = tuple(d.position)
+            raise VerificationError(
+                f"minimized model differs from the original on {label} inputs in {str(dtype)[6:]}: "
+                f"output {d.worst_output} at {d.position}: {float(u[at]):.9g} vs {float(v[at]):.9g} "
+                f"(max relative error {d.max_rel:.3g} > {tol[dtype]:.0e}); nothing was written"
+            )

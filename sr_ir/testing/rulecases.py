@@ -368,7 +368,7 @@ def run_case(case: RuleCase, rules: "RuleSet | None" = None, book: "RuleBook | N
     from ..ir.checker import check_program
     from ..ir.parser import parse
     from ..minimization import minimize_program
-    from ..minimization.verify import compare
+    from ..minimization.verify import same_function
 
     rs = rules if rules is not None else case_rules(case)
     program = parse(case.text, case.name, check=False)
@@ -378,7 +378,7 @@ def run_case(case: RuleCase, rules: "RuleSet | None" = None, book: "RuleBook | N
     minimized, report = minimize_program(program, rs, book=book)
     text = minimized.to_text()
     inputs = example_inputs(program, case.directives)
-    rep = compare(reference, emit(minimized, rs), inputs, n_random=2, dtypes=(torch.float64,),
+    rep = same_function(reference, emit(minimized, rs), inputs, n_random=2, dtypes=(torch.float64,),
                   tolerance={torch.float64: TOLERANCE})
     worst = rep.worst("float64")
     return CaseResult(case, program, minimized, text, report, worst.max_rel if worst else 0.0)

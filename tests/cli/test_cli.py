@@ -8,7 +8,7 @@ import torch
 from sr_ir.cli.main import main
 from sr_ir.ir.persist import load
 from sr_ir.models.lenet import lenet300_100
-from sr_ir.verify import compare
+from sr_ir.comparison import compare
 
 LENET = "sr_ir.models.lenet:lenet300_100"
 

@@ -11,7 +11,7 @@ from sr_ir.frontend import lower
 from sr_ir.models.cnn import SmallCNN
 from sr_ir.models.convnext import convnext_tiny
 from sr_ir.models.lenet import lenet300_100
-from sr_ir.verify import compare
+from sr_ir.comparison import compare
 
 from .models import PreLNEncoder, UsesUnsupportedOp
 
