@@ -1,4 +1,4 @@
-"""Locate the project's data folders (grammar/, rules/, proofs/, backends/).
+"""Locate the project's data folders (grammar/, rules/, proofs/, prelude/).
 
 From a checkout they sit beside the `sr_ir` package; in an installed wheel they are packaged
 inside it as `sr_ir/_data/<name>` (see pyproject.toml). Never relative to the working directory.
@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
-DATA_DIRS = ("grammar", "rules", "proofs", "backends")
+DATA_DIRS = ("grammar", "rules", "proofs", "prelude")
 
 
 @lru_cache(maxsize=None)

@@ -1,4 +1,4 @@
-"""The wheel carries grammar/, rules/, proofs/ and backends/, and an installed copy finds them."""
+"""The wheel carries grammar/, rules/, proofs/ and prelude/, and an installed copy finds them."""
 import subprocess
 import sys
 import zipfile
@@ -24,7 +24,7 @@ def wheel(tmp_path_factory):
 
 def test_wheel_contains_data_folders(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for rel in ("grammar/ir.lark", "grammar/rules.lark", "rules/ops/core.rules", "backends/pytorch/prelude.py"):
+    for rel in ("grammar/ir.lark", "grammar/rules.lark", "rules/ops/core.rules", "prelude/pytorch.py"):
         assert f"sr_ir/_data/{rel}" in names, rel
     assert any(n.startswith("sr_ir/_data/proofs/") for n in names)
     assert any(n.endswith("entry_points.txt") for n in names)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..errors import SrIrError
 from ..ir.checker import attrs_with_defaults, bind_operands
 from ..ir.program import Node
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,7 @@
 Each node becomes one line of `forward`, rendered from its op's `torch` template in rules/. Parameters
 keep their original dotted names as state_dict keys (containers are created for the prefixes), so a
 minimized model's state_dict reads like the original's. Helper functions used by templates (`P.name`)
-are copied from backends/pytorch/prelude.py (and sr_ir/nn/functional.py) into the generated source.
+are copied from prelude/pytorch.py (and sr_ir/nn/functional.py) into the generated source.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ _P_CALL = re.compile(r"\bP\.([A-Za-z_][A-Za-z0-9_]*)")
 
 def _prelude_sources() -> dict[str, str]:
     """Function name -> source text, from the prelude files."""
-    files = [data_dir("backends") / "pytorch" / "prelude.py"]
+    files = [data_dir("prelude") / "pytorch.py"]
     nn_functional = Path(__file__).resolve().parent.parent / "nn" / "functional.py"
     if nn_functional.is_file():
         files.append(nn_functional)

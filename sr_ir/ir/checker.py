@@ -8,8 +8,8 @@ import sympy
 from ..errors import TypeCheckError
 from ..lang import ast as A
 from ..lang.evaluate import EvalError, eval_cond, eval_expr
-from ..ops.decl import AttrParam, OpDecl, TensorParam, TensorPattern
-from ..ops.shape_functions import SHAPE_FUNCTIONS, ShapeError
+from .opdecl import AttrParam, OpDecl, TensorParam, TensorPattern
+from .shape_functions import SHAPE_FUNCTIONS, ShapeError
 from .program import Node, ParamRef, Program, ValueRef
 from .types import TensorType, dims_equal, normalize_dim
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import sympy
 
-from ..ir.types import Dim, TensorType, dims_equal, normalize_dim
+from .types import Dim, TensorType, dims_equal, normalize_dim
 
 
 class ShapeError(Exception):
@@ -217,7 +217,7 @@ def expand(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
 @shape_function
 def cast(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
     (x,) = operands
-    from ..ir.types import DTYPES
+    from .types import DTYPES
 
     if attrs["dtype"] not in DTYPES:
         raise ShapeError(f"unknown dtype {attrs['dtype']!r}")

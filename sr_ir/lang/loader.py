@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import lark
 
 from ..errors import Loc, ParseError, TypeCheckError
-from ..ops.decl import AtenMapping, AttrParam, OpDecl, TensorParam, TensorPattern
+from ..ir.opdecl import AtenMapping, AttrParam, OpDecl, TensorParam, TensorPattern
 from ..resources import data_dir, grammar_path
 from ..syntax import parsing
 from . import ast as A
@@ -506,7 +506,7 @@ def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) 
 
 def resolved_rule(r: R.Rule, rs: RuleSet, sites: Any = None) -> R.Rule:
     """A parsed rule checked against the rule set's ops and vocabulary, its names resolved."""
-    r = R.resolve(_name_operands(r, rs.ops), rs.ops)
+    r = R.resolve(name_operands(r, rs.ops), rs.ops)
     _check_rule_vocabulary(r, rs, sites or {})
     return replace(r, functions=tuple(_functions_of(r, rs)), vocabulary=rs.vocabulary)
 
@@ -646,7 +646,7 @@ def _with_origin(r: R.Rule, origin: Path) -> R.Rule:
     return replace(r, origin=origin.resolve())
 
 
-def _name_operands(r: R.Rule, ops: dict[str, OpDecl]) -> R.Rule:
+def name_operands(r: R.Rule, ops: dict[str, OpDecl]) -> R.Rule:
     """Positional match operands -> the op's parameter names."""
     from ..errors import TypeCheckError
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..errors import Loc, TypeCheckError
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 from . import ast as A
 
 

@@ -137,10 +137,10 @@ def _list_binop(op: str, a: Any, b: Any) -> Any:
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             raise RuleEvalError(f"lists of lengths {len(a)} and {len(b)} in {op}")
-        return [_scalar_binop(op, x, y) for x, y in zip(a, b)]
+        return [scalar_binop(op, x, y) for x, y in zip(a, b)]
     if isinstance(a, list):
-        return [_scalar_binop(op, x, b) for x in a]
-    return [_scalar_binop(op, a, y) for y in b]
+        return [scalar_binop(op, x, b) for x in a]
+    return [scalar_binop(op, a, y) for y in b]
 
 
 def _norm(v: Any) -> Any:
@@ -149,7 +149,7 @@ def _norm(v: Any) -> Any:
     return v
 
 
-def _scalar_binop(op: str, a: Any, b: Any) -> Any:
+def scalar_binop(op: str, a: Any, b: Any) -> Any:
     if isinstance(a, list) or isinstance(b, list):
         return _list_binop(op, a, b)
     if a is None or b is None or isinstance(a, str) or isinstance(b, str):
@@ -182,7 +182,7 @@ _TORCH_CMP: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
-def _plain_cmp(op: str, a: Any, b: Any) -> bool:
+def plain_cmp(op: str, a: Any, b: Any) -> bool:
     if isinstance(a, tuple):
         a = list(a)
     if isinstance(b, tuple):
@@ -190,7 +190,7 @@ def _plain_cmp(op: str, a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         if op not in ("==", "!="):
             raise RuleEvalError("lists compare with == or != only")
-        eq = len(a) == len(b) and all(_plain_cmp("==", x, y) for x, y in zip(a, b))
+        eq = len(a) == len(b) and all(plain_cmp("==", x, y) for x, y in zip(a, b))
         return eq if op == "==" else not eq
     if isinstance(a, (sympy.Basic, int)) and isinstance(b, (sympy.Basic, int)) and not isinstance(a, bool) \
             and not isinstance(b, bool) and (isinstance(a, sympy.Basic) or isinstance(b, sympy.Basic)):
@@ -259,7 +259,7 @@ class LaneEval:
         if isinstance(e, A.Neg):
             v = self.expr(e.operand)
             if _is_plain(v):
-                return _scalar_binop("*", -1, v) if not isinstance(v, list) else [_scalar_binop("*", -1, x) for x in v]
+                return scalar_binop("*", -1, v) if not isinstance(v, list) else [scalar_binop("*", -1, x) for x in v]
             return Arr(-v.t, v.names)
         if isinstance(e, A.BinOp):
             return self.binop(e.op, self.expr(e.left), self.expr(e.right))
@@ -273,7 +273,7 @@ class LaneEval:
 
     def binop(self, op: str, a: Any, b: Any) -> Any:
         if _is_plain(a) and _is_plain(b):
-            return _scalar_binop(op, a, b)
+            return scalar_binop(op, a, b)
         if isinstance(a, list) or isinstance(b, list):
             raise self.err("a list and a tensor in one expression")
         (ta, tb), names = align(a, b)
@@ -545,7 +545,7 @@ class LaneEval:
                 return self._bind_value(w.right.id, self.expr(w.left))
             a, b = self.expr(w.left), self.expr(w.right)
             if _is_plain(a) and _is_plain(b):
-                return _plain_cmp(w.op, a, b)
+                return plain_cmp(w.op, a, b)
             (ta, tb), names = align(a, b)
             if ta.is_floating_point() or tb.is_floating_point():
                 ta, tb = ta.to(torch.float64), tb.to(torch.float64)

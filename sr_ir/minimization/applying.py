@@ -428,9 +428,9 @@ def _accumulate(st: _State, ev, a, m: Match, n: int, is_tensor: bool) -> Any:
         total = term * n
         if not isinstance(total, float):
             total = normalize_dim(total)
-    from ..lang.tensor_eval import _scalar_binop
+    from ..lang.tensor_eval import scalar_binop
 
-    return _scalar_binop("+" if a.sign > 0 else "-", base, total)
+    return scalar_binop("+" if a.sign > 0 else "-", base, total)
 
 
 def _materialize_value(st: _State, v: Any, param: str, is_tensor: bool, m: Match, decl) -> Any:

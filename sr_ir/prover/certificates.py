@@ -25,7 +25,7 @@ from typing import Any, Iterable
 from ..errors import SrIrError
 from ..lang import ast as A
 from ..lang.rule import Rule
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 from ..resources import data_dir
 
 # The strategy string is part of every hash: bump it when the prover's method changes.

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 from ..lang import ast as A
 from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule, conclusion_trees
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 from .algebra import Exact
 from .axioms import Theory
 from .obligation import Instance, Valuation, Where, build

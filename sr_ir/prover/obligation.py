@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..lang import ast as A
 from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule, run_private_dims
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 from .semantics import (
     Evaluator,
     Extent,

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from ..lang import ast as A
 from ..lang.rule import Rule
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 
 EXIT = {"proved": 0, "refuted": 1, "refuted-uf": 1, "vacuous": 1, "unknown": 2, "timeout": 2, "error": 3}
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..lang import ast as A
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 
 
 class NeedConcrete(Exception):

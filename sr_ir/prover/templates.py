@@ -22,7 +22,7 @@ import time
 from fractions import Fraction
 from typing import Any, Mapping
 
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 
 TEMPLATE_STRATEGY = ("sr-ir-template/2 means(exact rationals, real functions in float64) vs torch float64; "
                      "synthetic match, rule-prover instances (attributes per element, distinct floats, runs 0/1/2), "
@@ -130,7 +130,7 @@ def synthetic_rules(decl: OpDecl, ops: Mapping[str, OpDecl], patterns: tuple[str
     import json
 
     from ..lang import rule as R
-    from ..lang.loader import _name_operands, parse_rule_text
+    from ..lang.loader import name_operands, parse_rule_text
 
     res = "out"
     while res in decl.param_names:
@@ -173,7 +173,7 @@ def synthetic_rules(decl: OpDecl, ops: Mapping[str, OpDecl], patterns: tuple[str
         text = f"rule template.{decl.name}{suffix}\n  match {match}\n  then  {res} = {decl.name}({', '.join(cargs)})\n"
         try:
             (r,) = parse_rule_text(text, f"<template of {decl.name}>")
-            out.append(R.resolve(_name_operands(r, dict(ops)), dict(ops)))
+            out.append(R.resolve(name_operands(r, dict(ops)), dict(ops)))
         except Exception:
             if not patterns:
                 raise

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from ..lang import ast as A
 from ..lang.rule import Rule
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 from .algebra import NotReal, Exact, Sym
 from .axioms import Theory
 from .obligation import (

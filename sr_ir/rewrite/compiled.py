@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import TypeCheckError
 from ..lang import ast as A
 from ..lang.rule import ForwardFact, Rewrite, Rule
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ..ir.types import TensorType, dims_equal
 from ..lang import ast as A
 from ..lang.rule import Binding, Rule, run_private_dims
 from ..lang.tensor_eval import Facts, LaneEval, Operand, RuleEvalError
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 
 MAX_SPLITS = 64  # ways to split a variadic operand list over a rule's runs, per node
 
@@ -125,10 +125,10 @@ def _holds_static(ev: LaneEval, w: Any) -> bool:
 
 
 def _attr_required(ev: LaneEval, req: Any, val: Any) -> bool:
-    from ..lang.tensor_eval import _plain_cmp
+    from ..lang.tensor_eval import plain_cmp
 
     want = ev.expr(req)
-    return _plain_cmp("==", val, want)
+    return plain_cmp("==", val, want)
 
 
 def _bind_chain(rule: Rule, bi: int, node: Node, g: Graph, env: dict, refs: dict, nodes: list, slots: dict):

@@ -19,7 +19,7 @@ from ..errors import SrIrError, TypeCheckError
 from ..ir.checker import infer_node
 from ..ir.program import Node, ParamRef, Program, ValueRef, fresh_name
 from ..ir.types import TensorType
-from ..ops.shape_functions import ShapeError
+from ..ir.shape_functions import ShapeError
 from ..lang import ast as A
 from ..lang.tensor_eval import Arr, LaneEval, RuleEvalError, lift
 from .compiled import CompiledRule

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ..lang import ast as A
 from ..lang.loader import RuleSet, parse_rule_text, resolved_rule
 from ..lang.rule import ForwardFact, Rewrite, Rule
-from ..ops.decl import OpDecl
+from ..ir.opdecl import OpDecl
 from ..rewrite.rulebook import default_certifier
 
 
