@@ -371,7 +371,15 @@ def _evaluate(st: _State, cr: CompiledRule, m: Match, lanes: torch.Tensor, book:
             attrs[ap.name] = st.attrs[ap.name]
     # the removals themselves (positions were computed on the node before the rewrite)
     remap: dict[Any, Any] = {}
+    done: dict[tuple[Any, int], torch.Tensor] = {}
     for base, axis, pos in drops:
+        if isinstance(base, ValueRef) and (base, axis) in done:
+            # one value read twice (`add(h, h)`): the rule drops it once, at the same positions
+            if not torch.equal(done[(base, axis)], pos):
+                raise EngineError(f"%{st.node.name}: rule '{cr.name}' drops different positions of %{base.name}, "
+                                  f"which it reads twice")
+            continue
+        done[(base, axis)] = pos
         remap[base] = st.drop(remap.get(base, base), axis, pos)
     if cr.target is not None:
         out_axis = cr.target.axis % st.out_type().rank
