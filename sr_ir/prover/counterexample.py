@@ -151,10 +151,10 @@ def realize(rule: Rule, ops: Mapping[str, OpDecl], where: Where, inst: Instance,
     if real is not None:
         (ob, val, label, l, r), vals = real
         out["inputs"] = _inputs(ob, val)
-        out["values"] = {k: _num(v) for k, v in vals.items()}
+        out["values"] = {k: num(v) for k, v in vals.items()}
         out["at"] = label
-        out["lhs"] = _num(l)
-        out["rhs"] = _num(r)
+        out["lhs"] = num(l)
+        out["rhs"] = num(r)
         out["intermediates"] = _intermediates(rule, ob)
         try:
             out["replay"] = replay(rule, ops, inst, ob, vals)
@@ -163,11 +163,11 @@ def realize(rule: Rule, ops: Mapping[str, OpDecl], where: Where, inst: Instance,
     else:
         out["axiom_hint"] = ", ".join(axiom_hints(rule, ops))
         if model:
-            out["model"] = {str(k): _num(v) for k, v in list(model.items())[:40] if isinstance(v, Fraction)}
+            out["model"] = {str(k): num(v) for k, v in list(model.items())[:40] if isinstance(v, Fraction)}
         elif ob_found is not None:
             for label, l, r in ob_found.pairs:
                 if l != r:
-                    out["at"], out["lhs"], out["rhs"] = label, _num(l), _num(r)
+                    out["at"], out["lhs"], out["rhs"] = label, num(l), num(r)
                     break
     return out
 
@@ -200,7 +200,7 @@ def axiom_hints(rule: Rule, ops: Mapping[str, OpDecl]) -> list[str]:
     return [a.id for a in vocab.axioms.values() if set(a.functions) & used and a.id not in rule.axioms]
 
 
-def _num(v: Any) -> Any:
+def num(v: Any) -> Any:
     if isinstance(v, Fraction):
         return str(v) if v.denominator != 1 else int(v)
     if isinstance(v, float):
@@ -208,11 +208,11 @@ def _num(v: Any) -> Any:
     if isinstance(v, bool) or v is None or isinstance(v, (int, str)):
         return v
     if isinstance(v, list):
-        return [_num(x) for x in v]
+        return [num(x) for x in v]
     return str(v)
 
 
-def _full(t: Tensor, report: bool = False) -> list:
+def full(t: Tensor, report: bool = False) -> list:
     """Nested lists of a concrete tensor's entries; with `report`, an entry that cannot be computed
     (an intermediate divided by zero away from the counterexample's position) is named, not raised."""
     def rec(prefix: tuple, rest: tuple) -> Any:
@@ -231,12 +231,12 @@ def _full(t: Tensor, report: bool = False) -> list:
 def _inputs(ob, val) -> dict[str, Any]:
     out = {}
     for name, t in ob.leaves.items():
-        out[name] = _num(_deep(_full(t)))
+        out[name] = num(deep(full(t)))
     return out
 
 
-def _deep(x: Any) -> Any:
-    return [_deep(y) for y in x] if isinstance(x, list) else x
+def deep(x: Any) -> Any:
+    return [deep(y) for y in x] if isinstance(x, list) else x
 
 
 def _intermediates(rule: Rule, ob) -> dict[str, Any]:
@@ -247,7 +247,7 @@ def _intermediates(rule: Rule, ob) -> dict[str, Any]:
     for b in rule.bindings[1:]:
         t = env.get(b.result)
         if isinstance(t, Tensor):
-            out[b.result] = _num(_deep(_full(t, report=True)))
+            out[b.result] = num(deep(full(t, report=True)))
     if isinstance(c, Rewrite) and isinstance(c.value, A.Call):
         from .semantics import Evaluator
 
@@ -260,9 +260,9 @@ def _intermediates(rule: Rule, ob) -> dict[str, Any]:
             except Exception:
                 continue
             if isinstance(v, Tensor):
-                out[A.show(a)] = _num(_deep(_full(v, report=True)))
+                out[A.show(a)] = num(deep(full(v, report=True)))
             elif v is not None:
-                out[A.show(a)] = _num(v)
+                out[A.show(a)] = num(v)
     return out
 
 
@@ -360,11 +360,11 @@ class _Code:
         return decl.torch.format(**fields)
 
 
-def _render_attr(v: Any) -> str:
+def render_attr(v: Any) -> str:
     if isinstance(v, Fraction):
         return repr(float(v))
     if isinstance(v, list):
-        return "[" + ", ".join(_render_attr(x) for x in v) + "]"
+        return "[" + ", ".join(render_attr(x) for x in v) + "]"
     return repr(v)
 
 
@@ -408,11 +408,11 @@ def replay(rule: Rule, ops: Mapping[str, OpDecl], inst: Instance, ob, values: Ma
     runs = set(run_names(rule))
     for r in runs:
         ns[r] = []
-    from .obligation import _int_tensors
+    from .obligation import integer_operands
 
-    ints = _int_tensors(rule, ops)
+    ints = integer_operands(rule, ops)
     for name, t in ob.leaves.items():
-        arr = torch.tensor(_floatify(_full(t)), dtype=dt)
+        arr = torch.tensor(floatify(full(t)), dtype=dt)
         if t.dtype == "bool":
             arr = arr != 0
         elif name.split("#")[0] in ints:  # positions (gather, embedding) index as integers
@@ -449,7 +449,7 @@ def replay(rule: Rule, ops: Mapping[str, OpDecl], inst: Instance, ob, values: Ma
                 named[o.param] = o.name or "None"
         for name, bidx, aname, _ in table:
             if bidx == bi:
-                named[aname] = _render_attr(inst.attrs.get(name, ns.get(name)))
+                named[aname] = render_attr(inst.attrs.get(name, ns.get(name)))
         src = code.op(decl, [], named)
         lines.append(f"{b.result} = {src}")
         ns[b.result] = eval(src, ns)  # noqa: S307 - our own templates, our own numbers
@@ -491,8 +491,8 @@ def replay(rule: Rule, ops: Mapping[str, OpDecl], inst: Instance, ob, values: Ma
     }
 
 
-def _floatify(x: Any) -> Any:
-    return [_floatify(y) for y in x] if isinstance(x, list) else float(x)
+def floatify(x: Any) -> Any:
+    return [floatify(y) for y in x] if isinstance(x, list) else float(x)
 
 
 def _floatify_t(t: Any) -> Any:

@@ -285,14 +285,14 @@ def channel_dim(rule: Rule, ops: Mapping[str, OpDecl]) -> str | None:
 
 def _block_channel_dim(s: tuple[Any, ...], axis: int, block: Any) -> str | None:
     """The channel dim of a block use: the axis's annotation `n * h * w` without the block's `h * w`."""
-    from .semantics import _product_names
+    from .semantics import product_names
 
     fixed = [d for d in s if not isinstance(d, A.Variadic)]
     if len(fixed) != len(s) and axis >= 0:
         return None
     if not -len(s) <= axis < len(s):
         return None
-    names, blk = _product_names(s[axis]), _product_names(block)
+    names, blk = product_names(s[axis]), product_names(block)
     if names is None or blk is None:
         return None
     rest = list(names)
@@ -527,7 +527,7 @@ def build(
     for ix, val in where.substitutions:
         subst_by_tensor.setdefault(ix.base, []).append((ix, val))
     bool_tensors = _bool_tensors(rule, ops) | set(inst.bools)
-    int_tensors = _int_tensors(rule, ops)
+    int_tensors = integer_operands(rule, ops)
     small = min([v for v in inst.dims.values() if isinstance(v, int)] + [2])
 
     conflicts: list[Any] = []
@@ -730,7 +730,7 @@ def _check_channel_axes(rule: Rule, ops: Mapping[str, OpDecl], env: Mapping[str,
                                 f"{t.shape[u.axis]}) and the channel axis of length {want}: one rule, one channel axis")
 
 
-def _int_tensors(rule: Rule, ops: Mapping[str, OpDecl]) -> set[str]:
+def integer_operands(rule: Rule, ops: Mapping[str, OpDecl]) -> set[str]:
     out = set()
     for b in rule.bindings:
         decl = ops[b.op]

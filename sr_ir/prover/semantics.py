@@ -863,7 +863,7 @@ class Evaluator:
     def shape_value(self, d: Any, env: Mapping[str, Any]) -> Any:
         if isinstance(d, A.Name) and isinstance(env.get(d.id), Extent):
             return env[d.id]
-        prod_names = _product_names(d)
+        prod_names = product_names(d)
         if prod_names and any(isinstance(env.get(n), Extent) for n in prod_names):
             # an annotated merged axis (`x: [b, n * h * w]`) with symbolic sizes
             return Merged(tuple(env[n] if isinstance(env.get(n), Extent) else self.shape_value(A.Name(n), env)
@@ -920,12 +920,12 @@ def bind_pattern(dims: list[Any], shape: tuple[Any, ...], env: dict, ev: Evaluat
                 raise InstanceError(f"{what}: axis is {ext}, pattern wants {want}")
 
 
-def _product_names(d: Any) -> list[str] | None:
+def product_names(d: Any) -> list[str] | None:
     """`n * h * w` -> [n, h, w] (left to right); None for anything that is not a product of names."""
     if isinstance(d, A.Name):
         return [d.id]
     if isinstance(d, A.BinOp) and d.op == "*":
-        a, b = _product_names(d.left), _product_names(d.right)
+        a, b = product_names(d.left), product_names(d.right)
         if a is not None and b is not None:
             return a + b
     return None

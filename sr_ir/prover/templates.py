@@ -290,7 +290,7 @@ def _compare(rule: Any, ops: Mapping[str, OpDecl], inst: Any, rng: random.Random
     """Means vs template at one instance on one random draw: ("same"|"differs"|"means-undefined"|
     "template-error", detail), or None to draw again (a division by zero in the means)."""
     from .algebra import Exact
-    from .counterexample import _deep, _floatify, _full, _num
+    from .counterexample import deep, floatify, full, num
     from .obligation import Valuation, build, classify_where
     from .semantics import InstanceError, SemanticsError, Tensor
 
@@ -302,10 +302,10 @@ def _compare(rule: Any, ops: Mapping[str, OpDecl], inst: Any, rng: random.Random
         ob = build(rule, ops, alg, inst, Valuation(alg, _draw(rng)), classify_where(rule), values,
                    validate_only=True)
         result = ob.env[rule.root.result]
-        means = _deep(_full(result)) if isinstance(result, Tensor) and result.shape is not None else None
+        means = deep(full(result)) if isinstance(result, Tensor) and result.shape is not None else None
         if means is None:
             return "means-undefined", "the means gives no tensor"
-        inputs = {name: _deep(_full(t)) for name, t in ob.leaves.items()}
+        inputs = {name: deep(full(t)) for name, t in ob.leaves.items()}
     except (ZeroDivisionError, ValueError, OverflowError):
         return None
     except InstanceError as e:
@@ -319,7 +319,7 @@ def _compare(rule: Any, ops: Mapping[str, OpDecl], inst: Any, rng: random.Random
         return "template-error", f"{type(e).__name__}: {e}"
     import torch
 
-    want = torch.tensor(_floatify(means), dtype=torch.float64)
+    want = torch.tensor(floatify(means), dtype=torch.float64)
     if not isinstance(got, torch.Tensor):
         got = torch.tensor(float(got), dtype=torch.float64)
     got = got.to(torch.float64)
@@ -343,9 +343,9 @@ def _compare(rule: Any, ops: Mapping[str, OpDecl], inst: Any, rng: random.Random
 
 
 def _num_tree(x: Any) -> Any:
-    from .counterexample import _num
+    from .counterexample import num
 
-    return [_num_tree(y) for y in x] if isinstance(x, list) else _num(x)
+    return [_num_tree(y) for y in x] if isinstance(x, list) else num(x)
 
 
 def _cex(inst: Any, inputs: dict, replay: dict, at: tuple | None) -> dict:
@@ -368,16 +368,16 @@ def _namespace(rule: Any, ops: Mapping[str, OpDecl], inst: Any, ob: Any) -> tupl
     import torch.nn.functional as F
 
     from ..backend.run import prelude_helpers
-    from .counterexample import _floatify, _full, _render_attr
-    from .obligation import _int_tensors, run_names
+    from .counterexample import floatify, full, render_attr
+    from .obligation import integer_operands, run_names
 
     ns: dict[str, Any] = {"torch": torch, "F": F, "P": prelude_helpers()}
-    ints = _int_tensors(rule, ops)
+    ints = integer_operands(rule, ops)
     runs = set(run_names(rule))
     for r in runs:
         ns[r] = []
     for name, t in ob.leaves.items():
-        arr = torch.tensor(_floatify(_full(t)), dtype=torch.float64)
+        arr = torch.tensor(floatify(full(t)), dtype=torch.float64)
         base = name.split("#")[0]
         if t.dtype == "bool":
             arr = arr != 0
@@ -406,7 +406,7 @@ def _namespace(rule: Any, ops: Mapping[str, OpDecl], inst: Any, ob: Any) -> tupl
     named = {aname: name for name, bi, aname, _ in attr_table(rule, ops) if bi == 0}
     for a in decl.attr_params:
         v = inst.attrs.get(named.get(a.name, a.name), a.default)
-        fields[a.name] = _render_attr(v)
+        fields[a.name] = render_attr(v)
     for t in decl.tensor_params:
         fields.setdefault(t.name, "None")
     return ns, decl.torch.format(**fields)

@@ -52,7 +52,7 @@ def mutations(rule: Rule, ops: dict[str, OpDecl]) -> Iterator[tuple[str, Rule]]:
     telling first, each with a one-line description: a fact's value plus one; in the right-hand side,
     a float attribute plus one, an operand computed from an expression plus one (`bias + t` ->
     `bias + t + 1`), a drop of a matched operand undone, two operands swapped, an integer attribute
-    plus one, a flag or a mode flipped. A mutant may be ill-typed or fail to apply; callers keep the
+    plus one, a flag or a mode flipped; last, the left side's dropped channel moved by one. A mutant may be ill-typed or fail to apply; callers keep the
     first one that the engine applies."""
     c = rule.conclusion
     if isinstance(c, ForwardFact):
@@ -96,6 +96,12 @@ def mutations(rule: Rule, ops: dict[str, OpDecl]) -> Iterator[tuple[str, Rule]]:
                 found.append((3, f"{call.fn}: {A.show(a)} and {A.show(b)} swapped", swapped))
     for _, why, value in sorted(found, key=lambda f: f[0]):
         yield why, dc_replace(rule, conclusion=Rewrite(c.target, value))
+    t = c.target
+    if isinstance(t, A.Call) and t.fn == "drop" and len(t.args) >= 3 and isinstance(t.args[2], (A.Name, A.BinOp)):
+        # the channels the left side says go: one further on than those the right side stops computing
+        moved = A.BinOp("+", t.args[2], A.Num(1))
+        yield f"{A.show(t)}: channel {A.show(t.args[2])} -> {A.show(moved)}", dc_replace(
+            rule, conclusion=Rewrite(A.Call("drop", t.args[:2] + (moved,) + t.args[3:]), c.value))
 
 
 def mutated(rule: Rule, ops: dict[str, OpDecl]) -> Rule | None:

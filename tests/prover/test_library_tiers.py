@@ -73,7 +73,6 @@ TIERS = {
     "channels.conv2d.drop_depthwise_nobias": "parametric",
     "conv2d.depthwise_zero": "parametric",
     "conv2d.depthwise_const": "parametric",
-    "conv2d.depthwise_dead": "parametric",
     "relu.const": "parametric",
     "relu.const_maps": "parametric",
     "channels.relu.drop_channel": "parametric",
