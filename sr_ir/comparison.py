@@ -63,7 +63,7 @@ def difference(reference: Sequence[torch.Tensor], candidate: Sequence[torch.Tens
         if rel >= max_rel or rel != rel:
             max_rel, worst = rel, i
             pos = [int(j) for j in torch.unravel_index(torch.nan_to_num(d, nan=float("inf")).argmax(), d.shape)]
-        max_abs = max(max_abs, err)
+        max_abs = err if err != err or max_abs != max_abs else max(max_abs, err)  # a NaN stays NaN
     dtype = str(reference[0].dtype).replace("torch.", "") if reference else "none"
     return Difference(max_abs, max_rel, worst, dtype, pos, finite)
 
