@@ -26,6 +26,10 @@ from ..errors import Loc, TypeCheckError
 from ..ir.opdecl import OpDecl
 from . import ast as A
 
+# Rules named `raise.*` are applied while lowering (ATen chains raised into structured ops); every
+# other rule is a minimization rule.
+RAISE_PREFIX = "raise."
+
 
 @dataclass(frozen=True)
 class Operand:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from ..errors import SrIrError, TypeCheckError
 from ..lang import ast as A
 from ..lang.loader import RuleSet
-from ..lang.rule import Rule
+from ..lang.rule import RAISE_PREFIX, Rule
 from .compiled import CompiledRule, compile_rule
 
 
@@ -22,7 +22,6 @@ class UncertifiedRuleError(SrIrError):
     """A rule the engine needs has no current certificate."""
 
 
-RAISE_PREFIX = "raise."
 
 
 @dataclass

@@ -164,6 +164,8 @@ TIERS = {
     "raise.rope": "parametric",
     "raise.attention.heads": "bounded",
     "raise.attention.heads_masked": "bounded",
+    "raise.attention.heads_rope": "bounded",
+    "raise.attention.heads_rope_masked": "bounded",
     "raise.attention.heads_rope_grouped": "bounded",
     "raise.attention.heads_rope_grouped_masked": "bounded",
     "raise.multihead.unpack": "bounded",

@@ -565,6 +565,32 @@ def attention_rope():
     return m.eval(), (_randn(g, 2, L, 8),)
 
 
+class AttentionRopeMHA(nn.Module):
+    """RoPE attention with one key/value head per query head (no repeat_kv), without and with a mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.plain = _Attention(8, 2, 2, 4, bias=False, rope=True)
+        self.masked = _Attention(8, 2, 2, 4, bias=False, rope=True)
+        self.register_buffer("mask", _band_mask())
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.plain(x), self.masked(x, self.mask)], -1))
+
+
+def attention_rope_mha():
+    """Head 1 is dead (its output projection columns are zero); the query rows of pair (0, 2) of head 0
+    are zero."""
+    g = _gen(14)
+    m = _init(AttentionRopeMHA(), g)
+    with torch.no_grad():
+        for a in (m.plain, m.masked):
+            a.q_proj.weight[[0, 2]] = 0
+            a.o_proj.weight[:, 4:8] = 0
+    return m.eval(), (_randn(g, 2, L, 8),)
+
+
 class MultiHead(nn.Module):
     """nn.MultiheadAttention three ways: need_weights=False, with a key padding mask, need_weights=True."""
 
@@ -705,6 +731,7 @@ CASES: dict[str, Callable[[], tuple[Any, tuple[torch.Tensor, ...]]]] = {
     "maps_layout": maps_layout,
     "attention": attention,
     "attention_rope": attention_rope,
+    "attention_rope_mha": attention_rope_mha,
     "multihead": multihead,
     "prefix_tokens": prefix_tokens,
     "compensated_norms": compensated_norms,
@@ -860,6 +887,8 @@ FIRES: dict[str, str] = {
     "raise.rope": "attention_rope",
     "raise.attention.heads": "attention",
     "raise.attention.heads_masked": "attention",
+    "raise.attention.heads_rope": "attention_rope_mha",
+    "raise.attention.heads_rope_masked": "attention_rope_mha",
     "raise.attention.heads_rope_grouped": "attention_rope",
     "raise.attention.heads_rope_grouped_masked": "attention_rope",
     "raise.multihead.unpack": "multihead",

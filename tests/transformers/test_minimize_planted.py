@@ -9,7 +9,14 @@ from sr_ir.minimization import minimize
 from sr_ir.models.transformers import build, example_ids, small_config
 from sr_ir.testing import plant, trainable_param_count
 
-FAMILIES = ["pre_ln", "post_ln", "gpt", "llama"]
+FAMILIES = ["pre_ln", "post_ln", "gpt", "llama", "llama_mha"]
+
+
+def _build(family: str, **kw):
+    """`llama_mha`: the Llama family with one key/value head per query head (no repeat_kv)."""
+    if family == "llama_mha":
+        return build("llama", small_config("llama", n_kv_heads=small_config("llama").n_heads), **kw)
+    return build(family, **kw)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -31,7 +38,7 @@ def _heads_by_layer(p) -> list[list]:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_planted_family_minimizes_to_known_count(family):
-    model = build(family, seed=4)
+    model = _build(family, seed=4)
     plan = plant(model, seed=11)
     ids = example_ids(model.cfg, batch=3)
     res = minimize(model, (ids,))
@@ -51,7 +58,7 @@ def test_planted_family_minimizes_to_known_count(family):
     assert not rep.refused_rules, rep.refused_rules
     assert trainable_param_count(res.module) == plan.minimal_param_count()
     # float32 copy of the same model: rounding level
-    m32 = build(family, seed=4, dtype=torch.float32)
+    m32 = _build(family, seed=4, dtype=torch.float32)
     plant(m32, seed=11)
     r32 = minimize(m32, (ids,))
     assert _rel(r32.module(other), m32(other)) <= 2e-5
