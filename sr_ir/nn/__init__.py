@@ -1,4 +1,4 @@
-"""Torch modules and functionals that sr-ir emits: exact compensated norms and explicit-heads attention."""
+"""Torch modules and functionals that sr-ir emits: exact compensated norms."""
 from .compensated_norm import CompensatedLayerNorm, CompensatedRMSNorm
 from .functional import compensated_layer_norm, compensated_rms_norm, rms_norm
 

@@ -1,4 +1,4 @@
-"""Functional forms of the exact norms and of explicit-heads attention.
+"""Functional forms of the exact norms (and `rms_norm`, `cast`) that emitted code uses.
 
 This module imports nothing but torch: the PyTorch emitter copies each function a program uses into the
 generated source (as `P.<name>`), so every public function here is self-contained (torch and F only, no

@@ -2,7 +2,7 @@
 
 It knows from the Plan which channels, heads and units go, and builds the smaller model by hand:
 weights sliced, constants folded into biases, norms compensated, heads with their own widths through
-`sr_ir.nn.functional.head_attention`. It checks a Plan (the structure really is exactly removable and the
+a private per-head attention written here (`_head_attention`), not through the IR's ops. It checks a Plan (the structure really is exactly removable and the
 minimal count is reachable) independently of the rule engine, and with `naive_norms=True` it shows what
 peers get when they slice LayerNorm/RMSNorm statistics instead of compensating.
 """
