@@ -88,7 +88,11 @@ def run(family: str, size: str, seed: int = 0) -> dict:
         "err_naive_norm_slicing_f64": naive,
         "components": plan.components(),
         "removed_by_cause": by_cause(plan),
-        "removed": res.report.transformer,
+        "attention_nodes": (res.report.ops_before.get("scaled_dot_product_attention", 0),
+                            res.report.ops_after.get("scaled_dot_product_attention", 0)),
+        "nodes": (sum(res.report.ops_before.values()), sum(res.report.ops_after.values())),
+        "rules_used": len(res.report.rules_used),
+        "passes": res.report.passes,
         "minimize_seconds": seconds,
     }
 
@@ -119,12 +123,11 @@ def main() -> None:
     for r in rows:
         print(f"| {r['family']} | " + " | ".join(f"{v:,}" for v in r["removed_by_cause"].values()) + " |")
     print()
-    print("| family | heads | kv heads | qk dims | v dims (folded) | gated units | residual channels |")
-    print("|---|---|---|---|---|---|---|")
+    print("| family | attention nodes (one per head) | nodes | distinct rules applied | passes |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        t = r["removed"]
-        print(f"| {r['family']} | {t['heads']} | {t['kv_heads']} | {t['qk_dims']} | {t['v_dims']} ({t['v_dims_folded']}) | "
-              f"{t['gated_units']} | {t['residual_channels']} |")
+        (a0, a1), (n0, n1) = r["attention_nodes"], r["nodes"]
+        print(f"| {r['family']} | {a0} -> {a1} | {n0} -> {n1} | {r['rules_used']} | {r['passes']} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

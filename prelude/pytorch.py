@@ -34,4 +34,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask, causal: b
     to another dtype after emission keeps its masks' constants in the dtype they were built in)."""
     if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
         mask = mask.to(q.dtype)
+    if q.dim() == 3 and k.dim() == 3 and v.dim() == 3:
+        # one head as [b, l, d]: torch's fused CPU kernels take [b, h, l, d] only (the 3-d call falls
+        # back to the unfused math path, ~2.6x slower), so run it as one head of four dims
+        if mask is not None and mask.dim() >= 3:
+            mask = mask.unsqueeze(-3)
+        y = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), attn_mask=mask,
+                                           is_causal=causal, scale=scale)
+        return y.squeeze(1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)

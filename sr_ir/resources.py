@@ -5,6 +5,8 @@ inside it as `sr_ir/_data/<name>` (see pyproject.toml). Never relative to the wo
 """
 from __future__ import annotations
 
+import ast
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,3 +27,36 @@ def data_dir(name: str) -> Path:
 
 def grammar_path(filename: str) -> Path:
     return data_dir("grammar") / filename
+
+
+_HELPER_CALL = re.compile(r"\bP\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@lru_cache(maxsize=1)
+def prelude_sources() -> dict[str, str]:
+    """Function name -> source text of the helpers emitted code calls as `P.name`: prelude/pytorch.py
+    and sr_ir/nn/functional.py (read as text: nothing is imported or run)."""
+    files = [data_dir("prelude") / "pytorch.py", _PACKAGE / "nn" / "functional.py"]
+    out: dict[str, str] = {}
+    for f in files:
+        if not f.is_file():
+            continue
+        text = f.read_text()
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.FunctionDef):
+                out.setdefault(node.name, ast.get_source_segment(text, node) or "")
+    return out
+
+
+def helpers_called(code: str) -> list[str]:
+    """The prelude helpers `code` calls (`P.name`), and the ones those call, in a stable order."""
+    sources = prelude_sources()
+    seen: list[str] = []
+    todo = _HELPER_CALL.findall(code)
+    while todo:
+        name = todo.pop(0)
+        if name in seen or name not in sources:
+            continue
+        seen.append(name)
+        todo += _HELPER_CALL.findall(sources[name])
+    return sorted(seen)

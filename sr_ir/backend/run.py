@@ -19,11 +19,11 @@ from ..ir.opdecl import OpDecl
 @lru_cache(maxsize=1)
 def prelude_helpers() -> type:
     """The emitted code's helper class `P`, built from the prelude sources the emitter copies."""
-    from .torch_module import _prelude_sources
+    from ..resources import prelude_sources
 
     ns: dict[str, Any] = {"torch": torch, "F": F}
     body = {}
-    for name, src in _prelude_sources().items():
+    for name, src in prelude_sources().items():
         exec(compile(ast.parse(src), f"<prelude {name}>", "exec"), ns)  # noqa: S102 - the project's own prelude
         body[name] = staticmethod(ns[name])
     return type("P", (), body)

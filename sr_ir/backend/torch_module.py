@@ -14,7 +14,6 @@ import linecache
 import re
 import sys
 import types
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,24 +25,9 @@ from ..ir.printer import format_attr
 from ..ir.program import ParamRef, Program, ValueRef
 from ..ir.types import dim_str
 from ..lang.loader import RuleSet, default_rules
-from ..resources import data_dir
+from ..resources import prelude_sources
 
 _P_CALL = re.compile(r"\bP\.([A-Za-z_][A-Za-z0-9_]*)")
-
-
-def _prelude_sources() -> dict[str, str]:
-    """Function name -> source text, from the prelude files."""
-    files = [data_dir("prelude") / "pytorch.py"]
-    nn_functional = Path(__file__).resolve().parent.parent / "nn" / "functional.py"
-    if nn_functional.is_file():
-        files.append(nn_functional)
-    out: dict[str, str] = {}
-    for f in files:
-        text = f.read_text()
-        for node in ast.parse(text).body:
-            if isinstance(node, ast.FunctionDef):
-                out.setdefault(node.name, ast.get_source_segment(text, node) or "")
-    return out
 
 
 def _ident(name: str) -> str:
@@ -132,7 +116,7 @@ def emit_source(program: Program, rules: RuleSet | None = None, class_name: str 
     outs = [local(o) for o in program.outputs]
     ret = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ("," if len(outs) == 1 else "") + ")"
 
-    prelude = _prelude_sources()
+    prelude = prelude_sources()
     missing = sorted(h for h in helpers if h not in prelude)
     if missing:
         raise SrIrError(f"emission helpers not found in the prelude: {', '.join(missing)}")

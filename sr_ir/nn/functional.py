@@ -39,12 +39,16 @@ def compensated_layer_norm(
     `s1`, `s2`: sum and sum of squares of the constants the removed channels held. Equal, on the kept
     channels, to `F.layer_norm` over the full width. With `n_total == x.shape[-1]` it is LayerNorm.
     """
-    r = n_total - x.shape[-1]
+    k = x.shape[-1]
+    r = n_total - k
     if r < 0:
-        raise ValueError(f"compensated_layer_norm: n_total {n_total} is smaller than the kept width {x.shape[-1]}")
-    mu = (x.sum(-1, keepdim=True) + s1) / n_total
-    xc = x - mu
-    ss = (xc * xc).sum(-1, keepdim=True)
+        raise ValueError(f"compensated_layer_norm: n_total {n_total} is smaller than the kept width {k}")
+    if k == 0:
+        return x
+    # one fused pass for the kept channels' own statistics; sum_K (x - mu)^2 = k var_K + k (m_K - mu)^2
+    var_k, mean_k = torch.var_mean(x, -1, keepdim=True, correction=0)
+    mu = (k * mean_k + s1) / n_total
+    ss = k * var_k + k * (mean_k - mu) ** 2
     if r > 0:
         # sum_R (k_j - mu)^2 as spread about the constants' own mean plus r times the shift
         centre = s1 / r
@@ -53,7 +57,10 @@ def compensated_layer_norm(
         # no removed channel: s1 = s2 = 0 in any real use; this is the op's stated variance
         # (s2 - 2 mu s1 + r mu^2) all the same, so emitted code and proof agree for every attribute
         ss = ss + s2 - 2 * mu * s1
-    y = xc * torch.rsqrt(ss / n_total + eps)
+    inv = torch.rsqrt(ss / n_total + eps)
+    y = (x - mu) * inv  # not x * inv - mu * inv: a mean far from zero would cancel
+    if weight is not None and bias is not None:
+        return torch.addcmul(bias, y, weight)
     if weight is not None:
         y = y * weight
     if bias is not None:

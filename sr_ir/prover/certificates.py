@@ -26,7 +26,7 @@ from ..errors import SrIrError
 from ..lang import ast as A
 from ..lang.rule import Rule
 from ..ir.opdecl import OpDecl
-from ..resources import data_dir
+from ..resources import data_dir, helpers_called, prelude_sources
 
 # The strategy string is part of every hash: bump it when the prover's method changes.
 STRATEGY = ("sr-ir-prove/3 test(standin,relu; every covering attribute combination) bounded(z3; c-dim 3 at "
@@ -69,8 +69,12 @@ def op_semantics_text(decl: OpDecl) -> str:
     parts.append("-> " + (res if isinstance(res, str) else f"[{', '.join(A.show(d) for d in res.dims)}]"))
     parts += ["where " + A.show(w) for w in decl.where]
     parts += ["means " + A.show(m) for m in decl.means]
-    # the template is what the engine and the emitter run: a rule is certified through it
+    # the template is what the engine and the emitter run: a rule is certified through it, and
+    # through the source of every prelude helper the template calls
     parts.append("torch " + (decl.torch if decl.torch is not None else "<none>"))
+    if decl.torch is not None:
+        sources = prelude_sources()
+        parts += [f"helper {name}\n{sources[name]}" for name in helpers_called(decl.torch)]
     return "\n".join(parts)
 
 

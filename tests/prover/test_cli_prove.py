@@ -198,3 +198,16 @@ rule u.leaky.drop_channel
     assert "op 'leaky': torch template was not checked" in out
     assert "warning: " in out and "could not be compared with its means" in out
     assert "1 could not be compared (leaky)" in out
+
+
+def test_a_prelude_helper_edit_makes_the_certificates_that_use_it_stale(monkeypatch):
+    """A template that calls `P.attention` is certified through the helper's source too: editing the
+    helper in prelude/pytorch.py (here: a stand-in text) makes the attention rules' certificates stale."""
+    rs = load_rules()
+    rule = rs.rule("channels.attention.zero_query_dim")
+    assert certificates.status(rule, rs) == "current"
+    real = certificates.prelude_sources()
+    edited = dict(real, attention=real["attention"].replace("is_causal=causal", "is_causal=not causal"))
+    monkeypatch.setattr(certificates, "prelude_sources", lambda: edited)
+    assert certificates.status(rule, rs) == "stale"
+    assert certificates.status(rs.rule("channels.linear.fold_const"), rs) == "current"  # F.linear: no helper
