@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue
 import resource
 import time
 from typing import Any
@@ -137,7 +138,13 @@ def measure(method: str, args: dict[str, Any]) -> dict[str, Any]:
     q = ctx.Queue()
     p = ctx.Process(target=_run, args=(method, args, q))
     p.start()
-    out = q.get()
+    while True:  # a child that dies (a missing torch-pruning, say) must not leave us waiting forever
+        try:
+            out = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                raise SystemExit(f"minimize_convnext: the {method!r} run failed (exit {p.exitcode}); see above")
     p.join()
     return out
 

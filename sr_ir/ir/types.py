@@ -1,6 +1,8 @@
 """Tensor types: a dtype and a shape whose dims are integers or integer expressions over symbols."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 from dataclasses import dataclass
 from typing import Union
 
@@ -100,7 +102,15 @@ def _atom_str(a: sympy.Expr) -> str:
 def dims_equal(a: Dim, b: Dim) -> bool:
     if isinstance(a, int) and isinstance(b, int):
         return a == b
-    return sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0
+    if a == b:  # the same expression (normalized dims compare structurally)
+        return True
+    return _symbolic_equal(sympy.sympify(a), sympy.sympify(b))
+
+
+@lru_cache(maxsize=65536)
+def _symbolic_equal(a: sympy.Expr, b: sympy.Expr) -> bool:
+    # simplify is slow and the same few pairs come back for every node of a large model
+    return sympy.simplify(a - b) == 0
 
 
 @dataclass(frozen=True)
