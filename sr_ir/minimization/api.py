@@ -86,7 +86,9 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
         bar.close()
     p = _without_identity_gathers(p).drop_dead()
     report.finish(p, time.perf_counter() - t0, sorted(book.used))
-    report.refused_rules = dict(sorted(book.refused.items()))
+    # a rule the engine cannot run at all (proved or not) is refused too, so that its author hears of it
+    refused = {**{n: f"not runnable: {why}" for n, why in book.uncompiled.items()}, **book.refused}
+    report.refused_rules = dict(sorted(refused.items()))
     return p, report
 
 

@@ -177,6 +177,9 @@ def compile_rule(rule: Rule, ops: dict[str, OpDecl]) -> CompiledRule:
                     u = _index_use(sub, channel)
                     if u is not None:
                         uses.append(u)
+    if any(isinstance(sub, A.Unused) for w in rule.where for sub in A.walk(w)):
+        raise err("the engine does not run `where unused ...` conditions: it finds unread channels "
+                  "itself (a channel goes when every reader has a rule that stops reading it)")
     if isinstance(c, ForwardFact):
         if channel is None:
             raise err("a fact names a channel: `then y[*B, c] == value`")
@@ -189,7 +192,8 @@ def compile_rule(rule: Rule, ops: dict[str, OpDecl]) -> CompiledRule:
             raise err("no read names the channel plainly (`t[.., c, ..]`): its range is unknown")
         return cr
     if not isinstance(c, Rewrite):
-        return CompiledRule(rule, "backward", channel, conditions)
+        raise err("the engine does not run `then unused` conclusions: it finds unread channels itself "
+                  "(a channel goes when every reader has a rule that stops reading it)")
     value = c.value
     if not (isinstance(value, A.Call) and value.fn in ops):
         raise err("a rewrite's right side is an op call")

@@ -147,3 +147,18 @@ def test_what_a_rule_does_is_read_from_its_own_tree():
     assert not comp.composable and book.follow_up(comp).name == "compensated_layer_norm.compose"
     nobias = compiled["channels.linear.fold_const_nobias"]
     assert not nobias.composable and book.follow_up(nobias).name == "channels.linear.fold_const"
+
+
+def test_a_rule_the_engine_cannot_run_is_reported_not_silently_kept(tmp_path):
+    # a backward fact proves fine, but the engine finds unread channels itself: the author is told
+    text = USER_RULES + """
+rule user.leaky.unused
+  match y = leaky(x: [*B, n])
+  where unused y[*B, c]
+  then  unused x[*B, c]
+"""
+    d = _user_dir(tmp_path, prove=True, text=text)
+    res = minimize(_model(), (torch.randn(5, 9, dtype=torch.float64),), rules=d)
+    why = res.report.refused_rules["user.leaky.unused"]
+    assert why.startswith("not runnable:") and "unused" in why
+    assert "user.leaky.drop_channel" in res.report.rules_used  # the others still run
