@@ -51,6 +51,10 @@ def same_function(original: nn.Module, minimized: nn.Module, example: Sequence[A
                   raise_on_mismatch: bool = True) -> VerificationReport:
     """Compare the two modules on `example` and `n_random` random inputs like it, in each dtype;
     VerificationError at the first output beyond the tolerance (unless `raise_on_mismatch` is off)."""
+    for i, x in enumerate(example):
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise VerificationError(f"example input {i} holds NaN or infinite values: a comparison on it shows "
+                                    f"nothing; give finite example inputs (nothing was written)")
     tol = {**TOLERANCE, **(tolerance or {})}
     stored = _param_dtype(minimized)
     if stored in tol:
@@ -100,6 +104,11 @@ def _check_all(a: nn.Module, b: nn.Module, inputs: list, dtype: torch.dtype, tol
                raise_on_mismatch: bool) -> None:
     for label, xs in inputs:
         xs = cast_inputs(xs, dtype)
+        with torch.no_grad():
+            ya = flat_outputs(a(*xs))
+        if any(y.is_floating_point() and not bool(torch.isfinite(y).all()) for y in ya):
+            raise VerificationError(f"the original model's output holds NaN or infinite values on the {label} "
+                                    f"inputs in {str(dtype)[6:]}: nothing can be compared there (nothing was written)")
         try:
             d = compare(a, b, xs)
         except VerificationError as e:

@@ -92,3 +92,24 @@ def test_cli_writes_nothing_on_a_mismatch(tmp_path, monkeypatch, capsys):
     rc = main(["minimize", f"{__name__}:factory", "-o", str(out), "--quiet"])
     assert rc != 0 and "nothing was written" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_non_finite_example_inputs_or_outputs_are_refused():
+    """A NaN makes every comparison NaN: verification refuses instead of passing it."""
+    import pytest
+    import torch
+    from torch import nn
+
+    from sr_ir.errors import VerificationError
+    from sr_ir.minimization import minimize
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)).double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    x[1, 2] = float("nan")
+    with pytest.raises(VerificationError, match="example input 0 holds NaN"):
+        minimize(m, (x,))
+    with torch.no_grad():
+        m[2].bias[0] = float("nan")  # the model itself outputs NaN
+    with pytest.raises(VerificationError, match="original model's output holds NaN"):
+        minimize(m, (torch.randn(3, 4, dtype=torch.float64),))
