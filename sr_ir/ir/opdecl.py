@@ -68,3 +68,18 @@ class OpDecl:
     @property
     def param_names(self) -> list[str]:
         return [t.name for t in self.tensor_params] + [a.name for a in self.attr_params]
+
+    def parameters_of(self, args: "list[Any] | tuple[Any, ...]") -> list[tuple[str | None, Any]]:
+        """(parameter, argument) for each positional argument of a call: a variadic parameter takes
+        every argument up to the parameters after it; arguments beyond the last parameter get None."""
+        params = self.param_names
+        var = next((t.name for t in self.tensor_params if t.variadic), None)
+        if var is None:
+            return [(params[i] if i < len(params) else None, a) for i, a in enumerate(args)]
+        at = params.index(var)
+        n_after = len(params) - at - 1
+        args = list(args)
+        out: list[tuple[str | None, Any]] = [(params[i], a) for i, a in enumerate(args[:at])]
+        out += [(var, a) for a in args[at:len(args) - n_after]]
+        out += [(params[at + 1 + k], a) for k, a in enumerate(args[len(args) - n_after:])]
+        return out

@@ -235,22 +235,9 @@ def compile_rule(rule: Rule, ops: dict[str, OpDecl]) -> CompiledRule:
 
 
 def _args(rule: Rule, decl: OpDecl, raw: tuple[Any, ...], channel: str | None, err, ops) -> list[Arg]:
-    params = decl.param_names
-    var = next((t.name for t in decl.tensor_params if t.variadic), None)
-    items: list[tuple[str, Any]] = []
-    if var is not None:  # the variadic parameter takes every argument until the attributes after it
-        at = params.index(var)
-        n_after = len(params) - at - 1
-        for a in raw[:at]:
-            items.append((params[len(items)], a))
-        for a in raw[at:len(raw) - n_after]:
-            items.append((var, a))
-        for k, a in enumerate(raw[len(raw) - n_after:]):
-            items.append((params[at + 1 + k], a))
-    else:
-        if len(raw) > len(params):
-            raise err(f"{decl.name} takes {len(params)} arguments, the right side gives {len(raw)}")
-        items = [(params[i], a) for i, a in enumerate(raw)]
+    items = decl.parameters_of(raw)
+    if any(p is None for p, _ in items):
+        raise err(f"{decl.name} takes {len(decl.param_names)} arguments, the right side gives {len(raw)}")
     root = rule.root
     matched_operand = {o.param: o.name for o in root.operands if o.name is not None and not o.run}
     matched_attr = {}

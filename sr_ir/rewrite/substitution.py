@@ -108,18 +108,8 @@ def _build(cr: CompiledRule, m: Match, g: Graph, book: RuleBook, functions) -> t
 
 def _call(e: A.Call, ev: LaneEval, m: Match, g: Graph, root: Node, new: _New, top: bool) -> Node:
     decl = g.ops[e.fn]
-    params = decl.param_names
     var = next((t.name for t in decl.tensor_params if t.variadic), None)
-    items: list[tuple[str, Any]] = []
-    raw = list(e.args)
-    if var is not None:
-        at = params.index(var)
-        n_after = len(params) - at - 1
-        items = [(params[i], a) for i, a in enumerate(raw[:at])]
-        items += [(var, a) for a in raw[at:len(raw) - n_after]]
-        items += [(params[at + 1 + k], a) for k, a in enumerate(raw[len(raw) - n_after:])]
-    else:
-        items = [(params[i], a) for i, a in enumerate(raw)]
+    items = decl.parameters_of(e.args)
     ops: dict[str, Any] = {}
     attrs: dict[str, Any] = {}
     same_op = next((n for n in m.nodes if n.op == e.fn), None)

@@ -65,7 +65,7 @@ def mutations(rule: Rule, ops: dict[str, OpDecl]) -> Iterator[tuple[str, Rule]]:
     found: list[tuple[int, str, Any]] = []  # (rank, description, new right-hand side)
     for path, call in _op_calls(c.value, ops):
         decl = ops[call.fn]
-        for i, (param, a) in enumerate(_params_of(call, decl)):
+        for i, (param, a) in enumerate(decl.parameters_of(call.args)):
             if param is None:
                 continue
             at = path + (i,)
@@ -87,7 +87,7 @@ def mutations(rule: Rule, ops: dict[str, OpDecl]) -> Iterator[tuple[str, Rule]]:
                 found.append((2, f"{A.show(a)} -> {a.args[0].id}", _put(c.value, at, a.args[0])))
             elif _computed(a, ops):
                 found.append((1, f"{A.show(a)} -> {A.show(a)} + 1", _put(c.value, at, A.BinOp("+", a, A.Num(1)))))
-        tensor_args = [(i, a) for i, (param, a) in enumerate(_params_of(call, decl))
+        tensor_args = [(i, a) for i, (param, a) in enumerate(decl.parameters_of(call.args))
                        if (isinstance(a, (A.Name, A.Spread)) or isinstance(a, A.Call) and a.fn in ops)
                        and (param is None or decl.attr(param) is None)]
         for (i, a), (j, b) in zip(tensor_args, tensor_args[1:]):
@@ -119,21 +119,6 @@ def _op_calls(e: Any, ops: dict[str, OpDecl], path: tuple[int, ...] = ()) -> Ite
     for i, a in enumerate(e.args):
         if isinstance(a, A.Call) and (a.fn in ops or a.fn == "each"):
             yield from _op_calls(a, ops, path + (i,))
-
-
-def _params_of(call: A.Call, decl: OpDecl) -> list[tuple[str | None, Any]]:
-    """(parameter, argument) for each argument of an op call; a variadic run maps to its parameter."""
-    params = decl.param_names
-    var = next((t.name for t in decl.tensor_params if t.variadic), None)
-    if var is None:
-        return [(params[i] if i < len(params) else None, a) for i, a in enumerate(call.args)]
-    at = params.index(var)
-    n_after = len(params) - at - 1
-    raw = list(call.args)
-    out = [(params[i], a) for i, a in enumerate(raw[:at])]
-    out += [(var, a) for a in raw[at:len(raw) - n_after]]
-    out += [(params[at + 1 + k], a) for k, a in enumerate(raw[len(raw) - n_after:])]
-    return out
 
 
 def _computed(a: Any, ops: dict[str, OpDecl]) -> bool:
