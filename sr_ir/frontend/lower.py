@@ -386,15 +386,9 @@ class _Lowering:
         for name, v in zip(mapping.args, values):
             if name is not None:
                 bound[name] = v
-        operands: list[Any] = []
-        for tp in decl.tensor_params:
-            v = bound.get(tp.name)
-            if tp.variadic:
-                operands.extend(self.operand(x, n) for x in (v or []))
-            else:
-                operands.append(self.operand(v, n))
-        while operands and operands[-1] is None:
-            operands.pop()
+        given = {tp.name: [self.operand(x, n) for x in (bound.get(tp.name) or [])] if tp.variadic
+                 else self.operand(bound.get(tp.name), n) for tp in decl.tensor_params}
+        operands = decl.operands_in_order(given)
         attrs = {a.name: self.attr(bound[a.name], a.kind, n) for a in decl.attr_params if a.name in bound}
         return self.add_node(decl.name, operands, attrs, n)
 

@@ -69,6 +69,20 @@ class OpDecl:
     def param_names(self) -> list[str]:
         return [t.name for t in self.tensor_params] + [a.name for a in self.attr_params]
 
+    def operands_in_order(self, given: "dict[str, Any]") -> list[Any]:
+        """A node's operand list from tensor arguments by parameter name (a variadic one: a list), in
+        the declaration's order; absent optional operands at the end are left out."""
+        operands: list[Any] = []
+        for tp in self.tensor_params:
+            v = given.get(tp.name)
+            if tp.variadic:
+                operands.extend(v or [])
+            else:
+                operands.append(v)
+        while operands and operands[-1] is None:
+            operands.pop()
+        return operands
+
     def parameters_of(self, args: "list[Any] | tuple[Any, ...]") -> list[tuple[str | None, Any]]:
         """(parameter, argument) for each positional argument of a call: a variadic parameter takes
         every argument up to the parameters after it; arguments beyond the last parameter get None."""

@@ -354,15 +354,7 @@ def _evaluate(st: _State, cr: CompiledRule, m: Match, lanes: torch.Tensor, book:
     book.record(cr, n)
     book.record_sources(ev.sources)
     # the node's new form: operands in the op's order, attributes not given are the matched node's
-    operands: list[Any] = []
-    for tp in decl.tensor_params:
-        v = new_ops.get(tp.name)
-        if tp.variadic:
-            operands.extend(v or [])
-        else:
-            operands.append(v)
-    while operands and operands[-1] is None:
-        operands.pop()
+    operands = decl.operands_in_order(new_ops)
     attrs: dict[str, Any] = {}
     for ap in decl.attr_params:
         if ap.name in new_attrs:

@@ -138,15 +138,7 @@ def _call(e: A.Call, ev: LaneEval, m: Match, g: Graph, root: Node, new: _New, to
         else:
             v = ev.expr(a)
             attrs[param] = _plain(v)
-    operands: list[Any] = []
-    for tp in decl.tensor_params:
-        v = ops.get(tp.name)
-        if tp.variadic:
-            operands.extend(v or [])
-        else:
-            operands.append(v)
-    while operands and operands[-1] is None:
-        operands.pop()
+    operands = decl.operands_in_order(ops)
     for ap in decl.attr_params:  # attributes the right side does not give are the matched node's
         if ap.name not in attrs and ap.name in root.attrs and e.fn == root.op:
             attrs[ap.name] = root.attrs[ap.name]
