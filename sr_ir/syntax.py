@@ -2,6 +2,8 @@
 file:line:col: lark's own exceptions never reach a user."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import lark
@@ -28,6 +30,17 @@ def parsing(filename: str, parse: Callable[[], T], passthrough: tuple[type[Excep
         if isinstance(e.orig_exc, passthrough):
             raise e.orig_exc from None
         raise ParseError(str(e.orig_exc), _where(filename, e.obj)) from None
+
+
+def read_source(path: "str | os.PathLike[str]", name: str | None = None) -> str:
+    """The text of a program or rule file; bytes that are not UTF-8 are a ParseError at their place."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ParseError(f"not UTF-8 text (byte 0x{data[e.start]:02x})", Loc(name or str(path), line, col)) from None
 
 
 def describe(e: lark.exceptions.UnexpectedInput) -> str:

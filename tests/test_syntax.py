@@ -178,3 +178,20 @@ def test_describe_words():
     with pytest.raises(lark.exceptions.UnexpectedToken) as info:
         p.parse("a = 1 2")
     assert describe(info.value).startswith("unexpected int '2'")
+
+
+def test_a_file_that_is_not_utf8_is_a_parse_error_at_the_byte(tmp_path):
+    from sr_ir.errors import ParseError
+    from sr_ir.ir.persist import load
+    from sr_ir.lang.loader import load_rules
+
+    sr = tmp_path / "m.sr"
+    sr.write_bytes(b"graph m(%x: f32[N, 2]) -> (f32[N, 2]) {\n  return %x \xff\n}\n")
+    with pytest.raises(ParseError) as e:
+        load(sr)
+    assert str(e.value).startswith(f"{sr}:2:13: not UTF-8 text (byte 0xff)")
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "bad.rules").write_bytes(b"# ok\n\xe9\n")
+    with pytest.raises(ParseError, match=r"bad\.rules:2:1: not UTF-8 text \(byte 0xe9\)"):
+        load_rules(extra=[d])

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import ParseError, SrIrError
 from .parser import parse
 from .program import Program
+from ..syntax import read_source
 
 
 def weights_path(path: str | os.PathLike[str]) -> Path:
@@ -70,7 +71,7 @@ def load(path: str | os.PathLike[str]) -> Program:
     path = Path(path)
     if not path.is_file():
         raise SrIrError(f"no such file: {path}")
-    p = parse(path.read_text(), str(path))
+    p = parse(read_source(path), str(path))
     wp = weights_path(path)
     if p.params:
         if not wp.is_file():

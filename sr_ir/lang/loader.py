@@ -19,7 +19,7 @@ import lark
 from ..errors import Loc, ParseError, TypeCheckError
 from ..ir.opdecl import AtenMapping, AttrParam, OpDecl, TensorParam, TensorPattern
 from ..resources import data_dir, grammar_path
-from ..syntax import parsing
+from ..syntax import parsing, read_source
 from . import ast as A
 from . import functions as Fn
 from . import rule as R
@@ -463,7 +463,7 @@ def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) 
         for f in rule_files([root]):
             rel = _display(f)
             rs.files.append(f)
-            items, sites[rel] = _parse(f.read_text(), rel)
+            items, sites[rel] = _parse(read_source(f, rel), rel)
             for item in items:
                 rs.items.append(item)
                 if isinstance(item, OpDecl):
