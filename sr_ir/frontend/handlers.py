@@ -221,7 +221,7 @@ def _addmm(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
     raise UnsupportedOpError(f"addmm with a computed matrix operand at {source_line(n)} is not supported")
 
 
-@handles("aten.split.Tensor", "aten.split_with_sizes.default")
+@handles("aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default")
 def _split(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
     x, sizes, dim = v[0], v[1], v[2] if len(v) > 2 and v[2] is not None else 0
     shape = n.args[0].meta["val"].shape
@@ -229,6 +229,8 @@ def _split(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
     total = shape[dim]
     if not isinstance(total, int):
         raise UnsupportedOpError(f"split of a symbolic dim at {source_line(n)} is not supported")
+    if str(n.target) == "aten.chunk.default":
+        sizes = -(-total // sizes)  # torch.chunk: pieces of ceil(total / chunks), the last one shorter
     if isinstance(sizes, int):
         sizes = [min(sizes, total - s) for s in range(0, total, sizes)]
     from .lower import _Const
@@ -245,6 +247,21 @@ def _split(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
         )
         start += size
     return tuple(outs)
+
+
+@handles("aten.unbind.int")
+def _unbind(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    x, dim = v[0], v[1] if len(v) > 1 and v[1] is not None else 0
+    shape = n.args[0].meta["val"].shape
+    dim = dim % len(shape)
+    if not isinstance(shape[dim], int):
+        raise UnsupportedOpError(f"unbind of a symbolic dim at {source_line(n)} is not supported")
+    from .lower import _Const
+
+    if isinstance(x, _Const):
+        return tuple(_Const(t.contiguous(), f"{x.name}_{i}", x.is_buffer) for i, t in enumerate(torch.unbind(x.tensor, dim)))
+    return tuple(lw.add_node("select", [lw.operand(x, n)], {"dim": dim, "index": i}, n, n.meta["val"][i])
+                 for i in range(shape[dim]))
 
 
 @handles("aten.zeros_like.default")

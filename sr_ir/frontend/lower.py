@@ -79,7 +79,7 @@ def lower(
         ep = export_model(model, example_inputs, dynamic_batch)
         graph_name = name or _graph_name(type(model).__name__)
     try:
-        prog = _Lowering(ep, rules, graph_name).run()
+        prog = _Lowering(functional(ep), rules, graph_name).run()
     except UnsupportedOpError:
         if not dynamic_batch or isinstance(model, ExportedProgram):
             raise
@@ -90,6 +90,70 @@ def lower(
     if check:
         check_program(prog, rules)
     return prog
+
+
+def _mutated_argument(target: Any) -> int | None:
+    """The index of the argument an in-place ATen op writes (`relu_`, `add_`, `copy_`), else None."""
+    if not isinstance(target, torch._ops.OpOverload):
+        return None
+    for i, a in enumerate(target._schema.arguments):
+        if a.alias_info is not None and a.alias_info.is_write:
+            return i
+    return None
+
+
+def _is_view(target: Any) -> bool:
+    """Whether an ATen op returns an alias of an input (view, slice, transpose, ...)."""
+    if not isinstance(target, torch._ops.OpOverload):
+        return False
+    return any(r.alias_info is not None and not r.alias_info.is_write for r in target._schema.returns)
+
+
+def out_of_place(target: Any) -> Any:
+    """The functional twin of an in-place op that writes its first argument (`aten.relu_.default` ->
+    `aten.relu.default`), or None when there is none."""
+    if _mutated_argument(target) != 0:
+        return None
+    packet = target.overloadpacket.__name__
+    if not packet.endswith("_") or packet.endswith("__"):
+        return None
+    twin = getattr(torch.ops.aten, packet[:-1], None)
+    return getattr(twin, target._overloadname, None) if twin is not None else None
+
+
+def functional(ep: ExportedProgram) -> ExportedProgram:
+    """An exported program whose in-place ops the walk can treat as functional.
+
+    Model code writes in place (`nn.ReLU(inplace=True)`, `out += identity`). When every such write
+    lands on a value that nothing else aliases, the walk replaces the op by its functional twin and
+    rebinds the written name, which keeps the graph (and so the IR) exactly as the user wrote it.
+    Writes to views, inputs, weights or through ops without a twin (`copy_` into a slice) need
+    torch's functionalization, which also rewrites a few ops (batch norm into its no-training form)."""
+    from .handlers import IDENTITY_OPS
+
+    graph = ep.graph_module.graph
+    views = {n.name for n in graph.nodes if n.op == "call_function" and _is_view(n.target)}
+    for n in graph.nodes:
+        if n.op != "call_function":
+            continue
+        i = _mutated_argument(n.target)
+        if i is None:
+            continue
+        written = n.args[i] if i < len(n.args) else None
+        twin = out_of_place(n.target)
+        if twin is not None and str(twin) in IDENTITY_OPS:
+            continue  # dropout_ in eval mode writes nothing
+        simple = (
+            twin is not None
+            and isinstance(written, torch.fx.Node)
+            and written.op == "call_function"
+            and written.name not in views
+            # a value viewed elsewhere would see the write through that view
+            and not any(_is_view(u.target) for u in written.users if u is not n)
+        )
+        if not simple:
+            return ep.run_decompositions({})
+    return ep
 
 
 def _without_identity_views(p: Program) -> Program:
@@ -147,7 +211,8 @@ def source_line(node: torch.fx.Node) -> str:
     trace = node.meta.get("stack_trace") or ""
     frames = re.findall(r'File "([^"]+)", line (\d+)', trace)
     for f, line in reversed(frames):
-        if "/torch/" not in f and "/site-packages/torch" not in f:
+        # torchvision and torchaudio live beside torch in site-packages: match the folder, not a prefix
+        if "/torch/" not in f:
             return f"{f}:{line}"
     return f"{frames[-1][0]}:{frames[-1][1]}" if frames else "<unknown source>"
 
@@ -296,7 +361,16 @@ class _Lowering:
         return a
 
     def call(self, n: torch.fx.Node, handlers: dict, identities: set, aten_index: dict) -> Any:
-        target = n.target
+        twin = out_of_place(n.target)
+        if twin is not None:
+            # `functional` made sure the written value has no aliases: compute the functional op and
+            # let later readers of the written name see its result
+            result = self._call(n, twin, handlers, identities, aten_index)
+            self.env[n.args[0].name] = result
+            return result
+        return self._call(n, n.target, handlers, identities, aten_index)
+
+    def _call(self, n: torch.fx.Node, target: Any, handlers: dict, identities: set, aten_index: dict) -> Any:
         key = str(target) if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", str(target))
         args = normalize_args(n)
         values = [self.arg(a) for a in args]

@@ -137,16 +137,18 @@ def dense_arith():
 
 # ---- dense [B, n]: activations ---------------------------------------------------------------------
 class DenseAct(nn.Module):
-    """One linear read by relu, silu, tanh, sigmoid, gelu and GPT-2's written-out gelu_new."""
+    """One linear read by relu, silu, tanh, sigmoid, gelu, GPT-2's written-out gelu_new, relu6, a
+    hardtanh with its own bounds, hardswish and hardsigmoid."""
 
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(6, 8)
-        self.out = nn.Linear(48, 3)
+        self.out = nn.Linear(80, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)
-        parts = [torch.relu(h), F.silu(h), torch.tanh(h), torch.sigmoid(h), F.gelu(h), _gelu_new(h)]
+        parts = [torch.relu(h), F.silu(h), torch.tanh(h), torch.sigmoid(h), F.gelu(h), _gelu_new(h),
+                 F.relu6(h), F.hardtanh(h, -0.5, 2.0), F.hardswish(h), F.hardsigmoid(h)]
         return self.out(torch.cat(parts, 1))
 
 
@@ -155,7 +157,7 @@ def dense_act():
     m = _init(DenseAct(), g)
     with torch.no_grad():
         _dead_row(m.fc, {0: 0.7, 1: -1.3})
-        m.out.weight[:, [4 + 8 * i for i in range(6)]] = 0  # unit 4 is dead
+        m.out.weight[:, [4 + 8 * i for i in range(10)]] = 0  # unit 4 is dead
     return m.eval(), (_randn(g, 4, 6),)
 
 
@@ -280,12 +282,13 @@ class MapsElementwise(nn.Module):
         super().__init__()
         self.ca = nn.Conv2d(3, 6, 1)
         self.cb = nn.Conv2d(3, 6, 1)
-        self.head = nn.Linear(36, 3)
+        self.head = nn.Linear(60, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.ca(x), self.cb(x)
         s, d = a + b, a - b
-        parts = [torch.relu(s), F.silu(s), torch.tanh(d), torch.sigmoid(d), F.gelu(s), a * b]
+        parts = [torch.relu(s), F.silu(s), torch.tanh(d), torch.sigmoid(d), F.gelu(s), a * b,
+                 F.relu6(s), F.hardtanh(d, -0.5, 2.0), F.hardswish(s), F.hardsigmoid(d)]
         return self.head(torch.cat(parts, 1).mean((2, 3)))
 
 
@@ -298,7 +301,7 @@ def maps_elementwise():
     with torch.no_grad():
         _dead_row(m.ca, {0: 0.7})
         _dead_row(m.cb, {0: -1.3})
-        m.head.weight[:, [5 + 6 * i for i in range(6)]] = 0
+        m.head.weight[:, [5 + 6 * i for i in range(10)]] = 0
         m.head.weight[:, 30] = 0  # channel 0 of the product
     return m.eval(), (_randn(g, 2, 3, 5, 5),)
 
@@ -800,6 +803,22 @@ FIRES: dict[str, str] = {
     "relu.const_maps": "maps_elementwise",
     "channels.relu.drop_channel": "dense_act",
     "channels.relu.drop_channel_maps": "maps_elementwise",
+    "relu6.const": "dense_act",
+    "relu6.const_maps": "maps_elementwise",
+    "channels.relu6.drop_channel": "dense_act",
+    "channels.relu6.drop_channel_maps": "maps_elementwise",
+    "hardtanh.const": "dense_act",
+    "hardtanh.const_maps": "maps_elementwise",
+    "channels.hardtanh.drop_channel": "dense_act",
+    "channels.hardtanh.drop_channel_maps": "maps_elementwise",
+    "hardswish.const": "dense_act",
+    "hardswish.const_maps": "maps_elementwise",
+    "channels.hardswish.drop_channel": "dense_act",
+    "channels.hardswish.drop_channel_maps": "maps_elementwise",
+    "hardsigmoid.const": "dense_act",
+    "hardsigmoid.const_maps": "maps_elementwise",
+    "channels.hardsigmoid.drop_channel": "dense_act",
+    "channels.hardsigmoid.drop_channel_maps": "maps_elementwise",
     "silu.const": "dense_act",
     "silu.const_maps": "maps_elementwise",
     "channels.silu.drop_channel": "dense_act",
