@@ -1,4 +1,7 @@
 """Shared test settings: deterministic seeds and single-threaded torch (the suite runs on 2 cores with xdist)."""
+import glob
+import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -6,6 +9,31 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+def _torchvision_importable() -> None:
+    """Let `import torchvision` (and timm and transformers, which import it) work with the CPU torch.
+
+    torchvision's registry wheel is built against CUDA; with the CPU torch its compiled extension does not
+    load, and importing it then fails registering fakes for two detection ops whose schemas would come from
+    that extension. The model definitions need neither op, so the schemas are defined here (only when the
+    extension really does not load)."""
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    for lib in glob.glob(os.path.join(spec.submodule_search_locations[0], "_C*.so")):
+        try:
+            torch.ops.load_library(lib)
+            return
+        except OSError:
+            pass
+    schemas = torch.library.Library("torchvision", "DEF")
+    schemas.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    schemas.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _torchvision_importable.keep = schemas  # the definitions live as long as the library object
+
+
+_torchvision_importable()
 sys.path.insert(0, str(Path(__file__).resolve().parent / "frontend"))
 
 

@@ -159,7 +159,8 @@ def _sdpa(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
         )
     if enable_gqa:
         raise UnsupportedOpError(f"scaled_dot_product_attention(enable_gqa=True) at {source_line(n)} is not supported yet")
-    ops = [lw.operand(o, n) for o in (q, k, val, mask)]
+    # torch broadcasts the mask against the scores: a mask built from the batch size stays one row
+    ops = [lw.operand(o, n) for o in (q, k, val)] + [lw.operand(mask, n, broadcasts=True)]
     while ops and ops[-1] is None:
         ops.pop()
     attrs: dict[str, Any] = {"causal": bool(causal)}

@@ -9,6 +9,8 @@ naming the ATen op and the user's source line.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -32,21 +34,36 @@ def export_model(model: nn.Module, example_inputs: Sequence[Any], dynamic_batch:
     """torch.export in eval mode, with a dynamic leading (batch) dim where the model allows one."""
     model = model.eval()
     args = tuple(example_inputs)
+    kwargs = _without_cache(model)
     dynamic = None
     if dynamic_batch:
         dynamic = tuple({0: Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
+        dynamic += (None,) * len(kwargs)  # export matches the spec against args and kwargs together
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        # a failed trace prints its partial graph to stderr: the failure is this function's one-line
+        # SrIrError (or a retry with static shapes) instead
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             # torch.nn.utils.prune's hook assigns `weight = weight_orig * weight_mask` during the
             # forward; export warns about the attribute, and the lowering folds that product on purpose
             warnings.filterwarnings("ignore", message="The tensor attributes? .* (was|were) assigned during export")
-            return torch.export.export(model, args, dynamic_shapes=dynamic, strict=False)
+            return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic, strict=False)
     except Exception as e:  # torch.export raises many types; report the first line, the user's model is at fault
         if dynamic is None:
             raise SrIrError(f"torch.export failed: {str(e).splitlines()[0]}") from e
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The tensor attributes? .* (was|were) assigned during export")
-            return torch.export.export(model, args, strict=False)
+        return export_model(model, example_inputs, dynamic_batch=False)  # static shapes: a failure is one line too
+
+
+def _without_cache(model: nn.Module) -> dict[str, Any]:
+    """Keyword arguments that turn off a decoder's key/value cache (`use_cache=False`) where the forward
+    takes one: the cache speeds up generation but is not part of the function, and returning it would
+    make every cached key and value an output that no head may leave."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"use_cache": False} if "use_cache" in params else {}
 
 
 def lower(
@@ -156,6 +173,23 @@ def functional(ep: ExportedProgram) -> ExportedProgram:
     return ep
 
 
+def _live_nodes(graph: torch.fx.Graph) -> set[torch.fx.Node]:
+    """The nodes the outputs depend on. Model libraries leave dead code in the graph (Hugging Face's
+    mask functions build an `arange` over the batch that no mask reads), and lowering it would fail
+    for nothing. A write in place counts as live: readers of the written value depend on it through the
+    name, not through an edge."""
+    roots = [n for n in graph.nodes if n.op == "output" or (n.op == "call_function" and _mutated_argument(n.target) is not None)]
+    live: set[torch.fx.Node] = set()
+    stack = list(roots)
+    while stack:
+        n = stack.pop()
+        if n in live:
+            continue
+        live.add(n)
+        stack.extend(n.all_input_nodes)
+    return live
+
+
 def _without_identity_views(p: Program) -> Program:
     """Drop reshapes and permutes that leave the type unchanged (`x.view(len(x), -1)` on an already
     flat input, an identity permutation): they carry no structure but would stand between a network
@@ -226,6 +260,23 @@ class _Const:
     is_buffer: bool
 
 
+# The batch sizes at which a value computed from the batch size alone is evaluated (see _BatchConst).
+SAMPLE_BATCHES = (1, 2, 3, 5)
+
+
+@dataclass
+class _BatchConst:
+    """A tensor that depends on the batch size but on no input value.
+
+    Model libraries build attention masks and position ids from shapes: a constant expanded over the
+    batch, indexed with `arange(batch)`. Such code is evaluated at several batch sizes; where an IR
+    node reads the value, every sample must be a single row repeated along a leading batch axis, the
+    same row at every size. That row becomes a parameter, which broadcasts against the batch."""
+
+    values: dict[int, torch.Tensor]
+    name: str
+
+
 @dataclass
 class _Lowering:
     ep: ExportedProgram
@@ -239,6 +290,7 @@ class _Lowering:
     symbols: dict[sympy.Symbol, sympy.Symbol] = field(default_factory=dict)
     inputs: list[tuple[str, TensorType]] = field(default_factory=list)
     used_names: set[str] = field(default_factory=set)
+    batch: Any = None  # the batch symbol, when the leading dim of the first input is dynamic
 
     # ---- naming and types -----------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -280,6 +332,11 @@ class _Lowering:
         buffer_of = dict(sig.inputs_to_buffers)
         const_of = dict(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
         user_inputs = set(sig.user_inputs)
+        constant_kwargs = {
+            s.arg.name for s in sig.input_specs
+            if s.kind == torch.export.graph_signature.InputKind.USER_INPUT
+            and isinstance(s.arg, torch.export.graph_signature.ConstantArgument)
+        }
         graph = self.ep.graph_module.graph
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]
         # Name the batch symbol N after the first user input's leading dim.
@@ -287,10 +344,12 @@ class _Lowering:
             if n.name in user_inputs:
                 val = n.meta.get("val")
                 if isinstance(val, torch.Tensor) and val.dim() > 0 and isinstance(val.shape[0], torch.SymInt):
-                    self.sym(val.shape[0])
+                    self.batch = self.sym(val.shape[0])
                 break
         for n in placeholders:
-            if n.name in user_inputs:
+            if n.name in constant_kwargs:
+                self.env[n.name] = n.meta.get("val")  # a flag export specialized on (use_cache=False)
+            elif n.name in user_inputs:
                 val = n.meta.get("val")
                 if not isinstance(val, torch.Tensor):
                     raise UnsupportedOpError(f"non-tensor model input {n.name!r} is not supported")
@@ -310,8 +369,9 @@ class _Lowering:
         from .handlers import HANDLERS, IDENTITY_OPS
 
         aten_index = self.rules.aten_index()
+        live = _live_nodes(graph)
         for n in graph.nodes:
-            if n.op == "call_function":
+            if n.op == "call_function" and n in live:
                 self.env[n.name] = self.call(n, HANDLERS, IDENTITY_OPS, aten_index)
             elif n.op == "output":
                 for o in _flatten(n.args[0]):
@@ -381,8 +441,10 @@ class _Lowering:
         # Symbolic shape arithmetic (sym_size, operator.mul on SymInts) stays at lowering time.
         if isinstance(n.meta.get("val"), (torch.SymInt, int)) and not isinstance(n.meta.get("val"), bool):
             return self.sym(n.meta["val"])
-        tensor_inputs = [v for v in _flatten(values) if isinstance(v, (ValueRef, _Const))]
+        tensor_inputs = [v for v in _flatten(values) if isinstance(v, (ValueRef, _Const, _BatchConst))]
         val = n.meta.get("val")
+        if isinstance(val, torch.Tensor) and self.batch_only(values, tensor_inputs, val):
+            return self.fold_batched(n)
         if isinstance(val, torch.Tensor) and (
             (tensor_inputs and all(isinstance(v, _Const) for v in tensor_inputs) and not _has_sym(values))
             # factories with static shapes (arange over the sequence length for position ids)
@@ -423,7 +485,80 @@ class _Lowering:
         base = base.replace(".parametrizations.", ".")
         return _Const(out.detach(), base, all(c.is_buffer for c in src) if src else True)
 
-    def operand(self, v: Any, n: torch.fx.Node) -> Any:
+    def batch_only(self, values: list[Any], tensor_inputs: list[Any], val: torch.Tensor) -> bool:
+        """Whether a node reads no input value but depends on the batch size (through a batch-sized
+        value it reads, a size argument or its own shape)."""
+        if self.batch is None or any(isinstance(v, ValueRef) for v in tensor_inputs):
+            return False
+        syms: set[Any] = set()
+        for v in _flatten(values):
+            if isinstance(v, sympy.Basic):
+                syms |= v.free_symbols
+        for d in val.shape:
+            if isinstance(d, torch.SymInt):
+                syms |= sympy.sympify(self.sym(d)).free_symbols
+        batched = any(isinstance(v, _BatchConst) for v in tensor_inputs) or bool(syms)
+        return batched and syms <= {self.batch}
+
+    def fold_batched(self, n: torch.fx.Node) -> _Const | _BatchConst:
+        """Evaluate a batch-only node at each sample batch size (a batch-independent result is a _Const)."""
+
+        def real(a: Any, b: int) -> Any:
+            if isinstance(a, torch.fx.Node):
+                v = self.env[a.name]
+                if isinstance(v, (tuple, list)):
+                    return type(v)(real_value(x, b) for x in v)
+                return real_value(v, b)
+            if isinstance(a, (list, tuple)):
+                return type(a)(real(x, b) for x in a)
+            return a
+
+        def real_value(v: Any, b: int) -> Any:
+            if isinstance(v, _BatchConst):
+                return v.values[b]
+            if isinstance(v, _Const):
+                return v.tensor
+            if isinstance(v, sympy.Basic):
+                return int(v.subs(self.batch, b))
+            return v
+
+        out: dict[int, torch.Tensor] = {}
+        try:
+            with torch.no_grad():
+                for b in SAMPLE_BATCHES:
+                    out[b] = n.target(*[real(a, b) for a in n.args], **{k: real(v, b) for k, v in n.kwargs.items()})
+        except Exception as e:  # the op's own error on a concrete size: report it at the user's line
+            raise UnsupportedOpError(f"{n.target} at {source_line(n)} on sizes computed from the batch: {e}") from None
+        first = out[SAMPLE_BATCHES[0]]
+        if all(t.shape == first.shape and torch.equal(t, first) for t in out.values()):
+            return _Const(first.detach(), n.name, True)
+        return _BatchConst({b: t.detach() for b, t in out.items()}, n.name)
+
+    def batch_row(self, v: _BatchConst, n: torch.fx.Node) -> _Const:
+        """The row a batch-only value repeats along its leading batch axis (see _BatchConst)."""
+        row = v.values[SAMPLE_BATCHES[0]][:1]
+        for b, t in v.values.items():
+            if t.dim() == 0 or t.shape[0] != b or not torch.equal(t, row.expand_as(t)):
+                raise UnsupportedOpError(
+                    f"{n.target} at {source_line(n)} reads a value computed from the batch size that is not "
+                    f"one row repeated over the batch"
+                )
+        return _Const(row.contiguous(), v.name, True)
+
+    def operand(self, v: Any, n: torch.fx.Node, broadcasts: bool = False) -> Any:
+        """An fx value as an IR operand. `broadcasts`: the op reads this operand by broadcasting, so a
+        batch-only value may stand as its single row."""
+        if isinstance(v, _BatchConst) and broadcasts:
+            v = self.batch_row(v, n)
+        elif isinstance(v, _BatchConst):
+            # the row, expanded back over the batch: every reader sees the shape the model computed
+            row = self.param(self.batch_row(v, n))
+            shape = [self.batch] + list(v.values[SAMPLE_BATCHES[0]].shape[1:])
+            val = torch.empty(0).new_empty([SAMPLE_BATCHES[0]] + shape[1:], dtype=v.values[SAMPLE_BATCHES[0]].dtype)
+            name = self.fresh(v.name + "_over_batch")
+            t = TensorType(DTYPE_NAMES[val.dtype], tuple(shape))
+            self.nodes.append(Node(name, "expand", [row], {"shape": shape}, t, origin=source_line(n)))
+            return ValueRef(name)
         if isinstance(v, _Const):
             return self.param(v)
         if isinstance(v, (ValueRef,)) or v is None:
@@ -461,7 +596,7 @@ class _Lowering:
             if name is not None:
                 bound[name] = v
         given = {tp.name: [self.operand(x, n) for x in (bound.get(tp.name) or [])] if tp.variadic
-                 else self.operand(bound.get(tp.name), n) for tp in decl.tensor_params}
+                 else self.operand(bound.get(tp.name), n, _reads_by_broadcast(decl, tp)) for tp in decl.tensor_params}
         operands = decl.operands_in_order(given)
         attrs = {a.name: self.attr(bound[a.name], a.kind, n) for a in decl.attr_params if a.name in bound}
         return self.add_node(decl.name, operands, attrs, n)
@@ -489,6 +624,22 @@ def normalize_args(n: torch.fx.Node) -> list[Any]:
         else:
             out.append(None)
     return out
+
+
+def _reads_by_broadcast(decl: Any, tp: Any) -> bool:
+    """Whether an op reads operand `tp` by broadcasting: its pattern is one variadic run of dims that no
+    other operand and no result pattern names (`add`'s operands under `shape broadcast`, an attention
+    mask `M[*K]`)."""
+    dims = tp.pattern.dims
+    if len(dims) != 1 or not isinstance(dims[0], tuple):
+        return False
+    run = dims[0]
+    others = [p.pattern for p in decl.tensor_params if p is not tp]
+    if any(run in p.dims for p in others):
+        return False
+    if isinstance(decl.result, str):
+        return decl.result == "broadcast"
+    return run not in decl.result.dims
 
 
 def _has_sym(values: Any) -> bool:
