@@ -1,0 +1,228 @@
+"""The model zoo: public architectures built from code or configs (random weights, no download).
+
+Each entry builds a small configuration of the architecture as its library ships it, the inputs to
+lower it with, and optionally plants removable units: `plant(model)` writes exact zeros and returns the
+widths the minimized parameters must have, `{parameter name: (axis, size)}`, counted by hand from the
+architecture. Entries that do not minimize yet carry the reason (`limit`), which the coverage table in
+docs/coverage.md repeats.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+Widths = dict[str, tuple[int, int]]
+
+
+@dataclass
+class Entry:
+    name: str
+    library: str
+    build: Callable[[], torch.nn.Module]
+    inputs: Callable[[int], tuple[torch.Tensor, ...]]  # batch size -> example inputs
+    plant: Callable[[torch.nn.Module], Widths] | None = None
+    limit: str | None = None  # why it does not minimize yet (the test expects the failure)
+
+
+def available(library: str) -> bool:
+    return importlib.util.find_spec({"torch.nn": "torch"}.get(library, library)) is not None
+
+
+def _image(size: int = 32) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    return lambda b: (torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(b), dtype=torch.float64),)
+
+
+def _tokens(vocab: int = 100, length: int = 8) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    return lambda b: (torch.randint(0, vocab, (b, length), generator=torch.Generator().manual_seed(b)),)
+
+
+def _sequence(features: int, length: int = 6) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    return lambda b: (torch.randn(b, length, features, generator=torch.Generator().manual_seed(b), dtype=torch.float64),)
+
+
+@torch.no_grad()
+def _zero_bn_channel(bn: torch.nn.Module, c: int) -> None:
+    """An exact zero channel: gamma and beta 0, so the norm writes 0 whatever its statistics."""
+    bn.weight[c] = 0
+    bn.bias[c] = 0
+
+
+def _plant_basic_block(prefix: str, block: Any) -> Widths:
+    """ResNet basic block: channel 3 between conv1 and conv2 is zero, so conv1 loses a filter and conv2
+    an input channel (the block's output joins the residual stream and stays)."""
+    _zero_bn_channel(block.bn1, 3)
+    w = block.conv1.weight.shape[0]
+    return {f"{prefix}.conv1.weight": (0, w - 1), f"{prefix}.conv2.weight": (1, w - 1)}
+
+
+def _plant_resnet(model: Any) -> Widths:
+    return _plant_basic_block("layer1.0", model.layer1[0])
+
+
+def _plant_inverted_residual(model: Any) -> Widths:
+    """MobileNetV2 block features[2]: expansion channel 1 zero after its norm. relu6(0) = 0, the depthwise
+    conv keeps it 0, its norm makes it a constant, and the 1x1 projection folds that constant into its
+    bias: the expansion conv, the depthwise conv and the projection all lose that channel."""
+    conv = model.features[2].conv
+    _zero_bn_channel(conv[0][1], 1)
+    e = conv[0][0].weight.shape[0]
+    return {"features.2.conv.0.0.weight": (0, e - 1), "features.2.conv.1.0.weight": (0, e - 1),
+            "features.2.conv.2.weight": (1, e - 1)}
+
+
+@torch.no_grad()
+def _plant_cn_block(model: Any) -> Widths:
+    """ConvNeXt block features[1][0]: MLP unit 5 has a zero row and bias in the first pointwise linear,
+    so GELU(0) = 0 reaches the second one, which loses the column."""
+    block = model.features[1][0].block
+    block[3].weight[5] = 0
+    block[3].bias[5] = 0
+    h = block[3].weight.shape[0]
+    return {"features.1.0.block.3.weight": (0, h - 1), "features.1.0.block.5.weight": (1, h - 1)}
+
+
+@torch.no_grad()
+def _plant_bert(model: Any) -> Widths:
+    """BERT layer 0: MLP unit 7 has a zero row and bias (GELU(0) = 0), so the output dense loses a column."""
+    lyr = model.encoder.layer[0]
+    lyr.intermediate.dense.weight[7] = 0
+    lyr.intermediate.dense.bias[7] = 0
+    h = lyr.intermediate.dense.weight.shape[0]
+    return {"encoder.layer.0.intermediate.dense.weight": (0, h - 1), "encoder.layer.0.output.dense.weight": (1, h - 1)}
+
+
+def _torchvision() -> list[Entry]:
+    def tv(fn: str, **kw: Any) -> Callable[[], torch.nn.Module]:
+        def build() -> torch.nn.Module:
+            import torchvision.models as tvm
+
+            return getattr(tvm, fn)(weights=None, num_classes=10, **kw)
+
+        return build
+
+    def densenet() -> torch.nn.Module:
+        import torchvision.models as tvm
+
+        return tvm.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, num_classes=10)
+
+    def convnext() -> torch.nn.Module:
+        from torchvision.models import convnext as cn
+
+        return cn.ConvNeXt([cn.CNBlockConfig(16, 32, 1), cn.CNBlockConfig(32, None, 1)], num_classes=10)
+
+    def vit() -> torch.nn.Module:
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                                 num_classes=10)
+
+    def swin() -> torch.nn.Module:
+        from torchvision.models.swin_transformer import SwinTransformer
+
+        return SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=[2, 2],
+                               num_classes=10)
+
+    return [
+        Entry("ResNet-18", "torchvision", tv("resnet18"), _image(), _plant_resnet),
+        Entry("MobileNetV2", "torchvision", tv("mobilenet_v2", width_mult=0.25), _image(), _plant_inverted_residual),
+        Entry("MobileNetV3-Small", "torchvision", tv("mobilenet_v3_small"), _image()),
+        Entry("EfficientNet-B0", "torchvision", tv("efficientnet_b0"), _image()),
+        Entry("RegNetY-400MF", "torchvision", tv("regnet_y_400mf"), _image()),
+        Entry("SqueezeNet 1.1", "torchvision", tv("squeezenet1_1"), _image(64)),
+        Entry("DenseNet (121's blocks, small)", "torchvision", densenet, _image()),
+        Entry("ShuffleNetV2 x0.5", "torchvision", tv("shufflenet_v2_x0_5"), _image()),
+        Entry("ConvNeXt (Tiny's blocks, small)", "torchvision", convnext, _image(), _plant_cn_block),
+        Entry("ViT (small)", "torchvision", vit, _image()),
+        Entry("Swin (small)", "torchvision", swin, _image(),
+              limit="aten.pad (window padding) is not declared yet"),
+    ]
+
+
+def _timm() -> list[Entry]:
+    def create(name: str, **kw: Any) -> Callable[[], torch.nn.Module]:
+        def build() -> torch.nn.Module:
+            import timm
+
+            return timm.create_model(name, pretrained=False, num_classes=10, **kw)
+
+        return build
+
+    return [
+        # timm zero-initialises each block's last norm, which makes whole blocks removable: keep them alive
+        Entry("ResNet-18", "timm", create("resnet18", zero_init_last=False), _image(), _plant_resnet),
+        Entry("ConvNeXt-Atto", "timm", create("convnext_atto"), _image()),
+        Entry("DeiT (small)", "timm", create("deit_tiny_patch16_224", img_size=32, patch_size=8, depth=2), _image()),
+        Entry("MobileViT-XXS", "timm", create("mobilevit_xxs"), _image(64)),
+        Entry("EfficientViT-B0", "timm", create("efficientvit_b0"), _image(64),
+              limit="aten.pad is not declared yet"),
+    ]
+
+
+def _transformers() -> list[Entry]:
+    small = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
+    def hf(config: str, model: str, **kw: Any) -> Callable[[], torch.nn.Module]:
+        def build() -> torch.nn.Module:
+            import transformers
+
+            cfg = getattr(transformers, config)(**kw)
+            cfg._attn_implementation = "sdpa"
+            return getattr(transformers, model)(cfg)
+
+        return build
+
+    casts = "float32 casts inside a float64 model (RMSNorm / T5 norm) are not handled by both verification passes yet"
+    return [
+        Entry("BERT", "transformers", hf("BertConfig", "BertModel", **small), _tokens(), _plant_bert),
+        Entry("DistilBERT", "transformers",
+              hf("DistilBertConfig", "DistilBertModel", vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64),
+              _tokens()),
+        Entry("GPT-2", "transformers", hf("GPT2Config", "GPT2Model", vocab_size=100, n_embd=32, n_layer=2, n_head=4),
+              _tokens()),
+        Entry("GPT-NeoX", "transformers", hf("GPTNeoXConfig", "GPTNeoXModel", **small), _tokens()),
+        Entry("OPT", "transformers",
+              hf("OPTConfig", "OPTModel", vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 ffn_dim=64, word_embed_proj_dim=32), _tokens()),
+        Entry("Phi", "transformers", hf("PhiConfig", "PhiModel", **small), _tokens()),
+        Entry("ViT", "transformers",
+              hf("ViTConfig", "ViTModel", image_size=32, patch_size=8,
+                 **{k: v for k, v in small.items() if k != "vocab_size"}), _image()),
+        Entry("T5 encoder", "transformers",
+              hf("T5Config", "T5EncoderModel", vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
+              _tokens(), limit=casts),
+        Entry("Llama", "transformers", hf("LlamaConfig", "LlamaModel", num_key_value_heads=2, **small), _tokens(),
+              limit=casts),
+        Entry("Mistral", "transformers", hf("MistralConfig", "MistralModel", num_key_value_heads=2, **small), _tokens(),
+              limit=casts),
+        Entry("Qwen2", "transformers", hf("Qwen2Config", "Qwen2Model", num_key_value_heads=2, **small), _tokens(),
+              limit=casts),
+    ]
+
+
+def _torch_nn() -> list[Entry]:
+    nn = torch.nn
+
+    class MHA(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.attn(x, x, x)[0]
+
+    return [
+        Entry("TransformerEncoder", "torch.nn",
+              lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2,
+                                            enable_nested_tensor=False), _sequence(32)),
+        Entry("MultiheadAttention", "torch.nn", MHA, _sequence(32)),
+        Entry("LSTM", "torch.nn", lambda: nn.LSTM(8, 16, batch_first=True), _sequence(8),
+              limit="aten.lstm is not declared yet"),
+        Entry("GRU", "torch.nn", lambda: nn.GRU(8, 16, batch_first=True), _sequence(8),
+              limit="aten.gru is not declared yet"),
+    ]
+
+
+ZOO: list[Entry] = _torchvision() + _timm() + _transformers() + _torch_nn()
