@@ -16,6 +16,14 @@ class Loc:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+def describe(e: BaseException, limit: int = 400) -> str:
+    """`Type: first line of the message`, shortened, for quoting a foreign exception in a one-line
+    error (torch's messages run to pages)."""
+    line = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    line = line if len(line) <= limit else line[: limit - 3] + "..."
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
+
+
 class SrIrError(Exception):
     """Base of every error sr-ir reports on purpose. The CLI prints it as one line, no traceback."""
 

@@ -37,14 +37,24 @@ def _ident(name: str) -> str:
     return s
 
 
+# names the generated module defines at its top level: a model class of one of them would hide it
+_MODULE_NAMES = frozenset({"torch", "F", "nn", "P"})
+
+
 def _class_name(name: str) -> str:
-    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]", name) if part) or "Model"
+    cls = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]", name) if part) or "Model"
+    if cls[0].isdigit():
+        return "Model" + cls
+    return cls + "Model" if cls in _MODULE_NAMES or keyword.iskeyword(cls) else cls  # `None`, `True`
 
 
 def _access(path: str) -> str:
+    """`self.a.b` for the module path `a.b`; a component that is not a plain ASCII identifier (`block1-0`,
+    a keyword, a name Python would NFKC-normalise) is read with getattr."""
     expr = "self"
     for part in path.split("."):
-        expr = f"{expr}.{part}" if part.isidentifier() and not keyword.iskeyword(part) else f"getattr({expr}, {part!r})"
+        plain = part.isascii() and part.isidentifier() and not keyword.iskeyword(part)
+        expr = f"{expr}.{part}" if plain else f"getattr({expr}, {part!r})"
     return expr
 
 

@@ -11,7 +11,7 @@ from ..backend import emit
 from ..errors import SrIrError
 from ..ir.persist import atomic_save_with, atomic_write
 from ..ir.sampling import sample_inputs
-from .inputs import add_model_arguments, load_program, rules_for
+from .inputs import add_model_arguments, load_program, rules_for, writing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,14 +47,17 @@ def run(args: argparse.Namespace) -> int:
     prog = load_program(args)
     module = emit(prog, rules_for(args))
     if args.pt2:
-        export_module(module, prog, args.pt2)
+        with writing(args.pt2):
+            export_module(module, prog, args.pt2)
     if args.python:
         from safetensors.torch import save_file
 
         weights = Path(args.python).with_suffix(".safetensors")
         state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-        atomic_save_with(weights, lambda tmp: save_file(state, tmp))
-        atomic_write(args.python, module.sr_ir_source)
+        with writing(weights):
+            atomic_save_with(weights, lambda tmp: save_file(state, tmp))
+        with writing(args.python):
+            atomic_write(args.python, module.sr_ir_source)
     if args.print:
         print(module.sr_ir_source, end="")
     if args.json:

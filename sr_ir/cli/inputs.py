@@ -1,16 +1,20 @@
 """Reading the models the CLI accepts: `.pt2` (torch.export.save), `.sr` (IR text + safetensors), or a
-`package.module:factory` import path with optional safetensors weights."""
+`package.module:factory` import path with optional safetensors weights; and `writing`, which reports an
+output that cannot be written as one line naming it."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import SrIrError
+from ..errors import SrIrError, describe
 from ..ir.program import Program
 from ..ir.types import DTYPES
 
@@ -34,29 +38,82 @@ def load_factory(spec: str, weights: str | None = None) -> tuple[nn.Module, Any]
     if ":" not in spec:
         raise SrIrError(f"{spec!r}: expected a .pt2 or .sr file, or package.module:factory")
     mod_name, _, fn_name = spec.partition(":")
+    _import_from_current_folder()
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
         raise SrIrError(f"cannot import {mod_name!r}: {e}") from None
+    except Exception as e:  # the user's module fails while it is imported
+        raise SrIrError(f"importing {mod_name!r} failed: {describe(e)}") from None
     fn = getattr(mod, fn_name, None)
     if fn is None or not callable(fn):
         raise SrIrError(f"{mod_name!r} has no callable {fn_name!r}")
-    model = fn()
+    try:
+        model = fn()
+    except Exception as e:
+        raise SrIrError(f"calling {spec} failed: {describe(e)}") from None
     if not isinstance(model, nn.Module):
         raise SrIrError(f"{spec} returned {type(model).__name__}, not an nn.Module")
     if weights:
-        from safetensors.torch import load_file
-
-        if not Path(weights).is_file():
-            raise SrIrError(f"no such weights file: {weights}")
-        try:
-            state = load_file(weights)
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise SrIrError(f"{weights}: not a readable safetensors file ({e})") from None
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise SrIrError(f"{weights} does not match {spec}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        _load_weights(model, weights, spec)
     return model.eval(), mod
+
+
+def _import_from_current_folder() -> None:
+    """Let `sr-ir CMD mymodel:factory` find mymodel.py in the current folder, as `python -m` does (the
+    `sr-ir` script's own folder is what Python put first on sys.path instead)."""
+    here = os.getcwd()
+    if not any(os.path.abspath(p or ".") == here for p in sys.path):
+        sys.path.insert(0, here)
+
+
+def _load_weights(model: nn.Module, weights: str, spec: str) -> None:
+    from safetensors.torch import load_file
+
+    if not Path(weights).is_file():
+        raise SrIrError(f"no such weights file: {weights}")
+    try:
+        state = load_file(weights)
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise SrIrError(f"{weights}: not a readable safetensors file ({e})") from None
+    own = model.state_dict()
+    wrong = [f"{k} is {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
+             for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if wrong:
+        raise SrIrError(f"{weights} does not match {spec}: {'; '.join(wrong[:3])}"
+                        + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SrIrError(f"{weights} does not match {spec}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def factory_model_and_inputs(args: argparse.Namespace) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The `package.module:factory` model with its weights and example inputs, run once on them so that
+    a forward that fails on them (a wrong --input-shape, a bug in the model) is one line naming both."""
+    model, mod = load_factory(args.model, args.weights)
+    inputs = example_inputs_for(args, mod)
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    except Exception as e:
+        shapes = ", ".join("x".join(map(str, x.shape)) for x in inputs if isinstance(x, torch.Tensor))
+        raise SrIrError(f"{args.model}: the model's forward fails on example inputs of shape {shapes} "
+                        f"({describe(e)})") from None
+    return model, inputs
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Report an output the file system refuses (a read-only folder, a full disk) as an SrIrError naming
+    `path`, instead of the temporary file the atomic write was creating beside it."""
+    try:
+        yield
+    except OSError as e:
+        if e.strerror is None:
+            raise
+        # name what refused when it is not the temporary file beside `path` (a file where a folder should be)
+        other = e.filename is not None and Path(e.filename).parent != Path(path).parent
+        raise SrIrError(f"cannot write {path}: {e.strerror}" + (f" ({e.filename})" if other else "")) from None
 
 
 def example_inputs_for(args: argparse.Namespace, mod: Any) -> tuple[torch.Tensor, ...]:
@@ -67,13 +124,18 @@ def example_inputs_for(args: argparse.Namespace, mod: Any) -> tuple[torch.Tensor
             try:
                 shape = [int(d) for d in s.lower().split("x")]
             except ValueError:
-                raise SrIrError(f"--input-shape {s!r}: expected dims like 4x784") from None
+                shape = []
+            if not shape or min(shape) < 1:
+                raise SrIrError(f"--input-shape {s!r}: expected positive dims like 4x784")
             out.append(torch.randn(shape, dtype=dtype) if dtype.is_floating_point else torch.zeros(shape, dtype=dtype))
         return tuple(out)
     fn = getattr(mod, "example_inputs", None)
     if fn is None:
         raise SrIrError("give --input-shape (the model's module defines no example_inputs())")
-    ex = fn()
+    try:
+        ex = fn()
+    except Exception as e:
+        raise SrIrError(f"{mod.__name__}.example_inputs() failed: {describe(e)}") from None
     return tuple(ex) if isinstance(ex, (tuple, list)) else (ex,)
 
 
@@ -87,7 +149,7 @@ def rules_for(args: argparse.Namespace):
 
 def load_program(args: argparse.Namespace) -> Program:
     """The model argument as a Program (lowered if needed)."""
-    from ..frontend import lower
+    from ..frontend import load_exported, lower
     from ..ir.persist import load
 
     rules = rules_for(args)
@@ -96,15 +158,9 @@ def load_program(args: argparse.Namespace) -> Program:
     if path.suffix == ".sr":
         return load(path)
     if path.suffix == ".pt2":
-        if not path.is_file():
-            raise SrIrError(f"no such file: {path}")
-        try:
-            ep = torch.export.load(str(path))
-        except Exception as e:  # a corrupt archive raises various errors
-            raise SrIrError(f"{path}: cannot read the torch.export archive ({str(e).splitlines()[0]})") from None
-        return lower(ep, rules=rules, name=_stem_name(path))
-    model, mod = load_factory(spec, args.weights)
-    return lower(model, example_inputs_for(args, mod), rules=rules)
+        return lower(load_exported(path), rules=rules, name=_stem_name(path))
+    model, inputs = factory_model_and_inputs(args)
+    return lower(model, inputs, rules=rules)
 
 
 def _stem_name(path: Path) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .inputs import add_model_arguments, load_program
+from .inputs import add_model_arguments, load_program, writing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     prog = load_program(args)
     if args.output:
-        prog.save(args.output)
+        with writing(args.output):
+            prog.save(args.output)
     if args.json:
         print(json.dumps({"graph": prog.name, "nodes": len(prog.nodes), "parameters": prog.param_count(),
                           "bytes": prog.param_bytes(), "output": args.output}))

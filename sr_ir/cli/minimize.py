@@ -11,9 +11,10 @@ import torch
 
 from ..comparison import difference, flat_outputs
 from ..errors import SrIrError, VerificationError
-from ..ir.persist import atomic_save_with
+from ..ir.persist import atomic_save_with, check_save_path
 from ..ir.sampling import sample_inputs
-from .inputs import add_model_arguments, example_inputs_for, load_factory, rules_for
+from ..outputs import check_target
+from .inputs import add_model_arguments, factory_model_and_inputs, rules_for, writing
 
 OUTPUT_KINDS = (".pt2", ".sr", ".onnx")
 
@@ -48,20 +49,16 @@ def _load(args: argparse.Namespace) -> tuple[Any, tuple[Any, ...]]:
         prog = load(path)
         return prog, sample_inputs(prog, batch=2)
     if path.suffix == ".pt2":
-        if not path.is_file():
-            raise SrIrError(f"no such file: {path}")
-        try:
-            ep = torch.export.load(str(path))
-        except Exception as e:  # a corrupt archive raises various error types
-            raise SrIrError(f"{path}: cannot read the torch.export archive ({str(e).splitlines()[0]})") from None
+        from ..frontend import load_exported
+
+        ep = load_exported(path)
         inputs = tuple(
             torch.randn([int(d) if isinstance(d, int) else 2 for d in a.shape], dtype=a.dtype)
             if a.is_floating_point() else torch.zeros([int(d) if isinstance(d, int) else 2 for d in a.shape], dtype=a.dtype)
             for a in ep.example_inputs[0]
         ) if ep.example_inputs else ()
         return ep, inputs
-    model, mod = load_factory(spec, args.weights)
-    return model, example_inputs_for(args, mod)
+    return factory_model_and_inputs(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,13 +67,18 @@ def run(args: argparse.Namespace) -> int:
     for out in args.output:
         if Path(out).suffix not in OUTPUT_KINDS:
             raise SrIrError(f"{out}: output must end in {', '.join(OUTPUT_KINDS)}")
+        # refuse a folder before minimizing, not after (a .sr output is also its .safetensors)
+        (check_save_path if Path(out).suffix == ".sr" else check_target)(out)
     model, inputs = _load(args)
     rules = rules_for(args)
     result = minimize(model, inputs, rules=rules, verify=not args.no_verify, n_random=args.random_inputs,
                       progress=not args.quiet and sys.stderr.isatty(), strict=args.strict)
     for name, why in result.report.refused_rules.items():
         print(f"sr-ir minimize: warning: rule '{name}' not applied, no current certificate ({why})", file=sys.stderr)
-    written = [write_output(result, out, inputs) for out in args.output]
+    written = []
+    for out in args.output:
+        with writing(out):
+            written.append(write_output(result, out, inputs))
     if args.json:
         d = result.report.to_dict()
         d["written"] = written

@@ -10,12 +10,17 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..cycle.pruning import CRITERIA, SCOPES
 from ..errors import SrIrError
+
+if TYPE_CHECKING:
+    from ..cycle import CycleConfig
 
 MODELS = ("lenet300-100", "convnext-tiny", "convnext-test")
 
@@ -36,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run the Squeeze-Release cycle on a bundled model and offline dataset. Writes one "
         "checkpoint per cycle (atomically) to OUT/checkpoints, the per-cycle records to OUT/cycles.json, a "
         "plot to OUT/cycles.png and the final module's weights (OUT/final.safetensors) and torch.export "
-        "program (OUT/final.pt2). --resume continues an interrupted run with identical results.",
+        "program (OUT/final.pt2). --resume continues an interrupted run with identical results. OUT is locked "
+        "for the run (OUT/.sr-ir.lock): a second run on it refuses.",
     )
     p.add_argument("--model", choices=MODELS, default="lenet300-100", help="bundled model (default %(default)s)")
     p.add_argument("--dataset", choices=("mnist-subset", "digits"), default="mnist-subset",
@@ -130,7 +136,7 @@ def build_config(args: argparse.Namespace):
 
 def _export(module, example_inputs, path: Path) -> str | None:
     """Write the final module as a torch.export program; a reason string if it cannot be exported."""
-    from ..ir.persist import atomic_save_with
+    from ..outputs import atomic_save_with
 
     try:
         ep = torch.export.export(module.eval(), example_inputs)
@@ -141,22 +147,32 @@ def _export(module, example_inputs, path: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cycle import ddp
+    from ..outputs import run_lock
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    distributed = ddp.init_from_env()
+    cfg = build_config(args)
+    out = Path(args.out)
+    # One run per folder, claimed before any work: a second run would overwrite this one's files.
+    with run_lock(out) if ddp.is_main() else nullcontext():
+        return _run(args, cfg, out, distributed)
+
+
+def _run(args: argparse.Namespace, cfg: CycleConfig, out: Path, distributed: bool) -> int:
+    """The run itself, with OUT claimed (by the main process, which alone writes there)."""
     from safetensors.torch import save_file
 
     from ..cycle import ddp, squeeze_release
     from ..cycle.checkpoint import write_json
     from ..cycle.cycle import best_state
     from ..cycle.report import format_units, plot_cycles, table_header, table_row
-    from ..ir.persist import atomic_save_with
+    from ..outputs import atomic_save_with
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    distributed = ddp.init_from_env()
     main = ddp.is_main()
-    cfg = build_config(args)
     model, train, val, test = _model_and_data(args.model, args.dataset)
     example = (torch.stack([val[i][0] for i in range(8)]),)
-    out = Path(args.out)
     table = sys.stderr if args.json else sys.stdout
 
     history: list[dict] = []

@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from ..errors import SrIrError
-from ..ir.persist import atomic_save_with, atomic_write
+from ..errors import SrIrError, describe
+from ..frontend.archive import check_torch_save
+from ..outputs import atomic_save_with, atomic_write
 
 FORMAT = "sr-ir-squeeze-release/1"
 _NAME = re.compile(r"^cycle_(\d{3,})\.pt$")
@@ -62,10 +63,11 @@ def save_cycle(
 def load_cycle(path: str | Path) -> dict[str, Any]:
     """Read one cycle checkpoint; JSON fields come back decoded."""
     path = Path(path)
+    check_torch_save(path)  # a pickle weights_only refuses, named in one line (torch's refusal is a page)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a torn or foreign file: say which, in one line
-        raise SrIrError(f"{path}: not a readable squeeze-release checkpoint ({type(e).__name__}: {e})") from None
+        raise SrIrError(f"{path}: not a readable squeeze-release checkpoint ({describe(e)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise SrIrError(f"{path}: not a squeeze-release checkpoint (expected format {FORMAT})")
     for key in ("record", "config", "meta"):

@@ -429,9 +429,7 @@ def _restore(model0, folder, done, cfg: CycleConfig, minimizer, example_inputs):
     if done[0] != 0 or done != list(range(done[-1] + 1)):
         raise SrIrError(f"{folder}: checkpoints {done} are not a contiguous run starting at cycle 0")
     first = ckpt.load_cycle(ckpt.cycle_path(folder, 0))
-    stored = CycleConfig.from_dict(first["config"]).to_dict()
-    now = cfg.to_dict()
-    diff = sorted(k for k in now if k != "max_cycles" and now[k] != stored.get(k))
+    diff = _changed_settings(first["config"], cfg)
     if diff:
         raise SrIrError(f"{folder}: cannot resume with different settings ({', '.join(diff)}); use the original ones")
     model = model0
@@ -445,13 +443,34 @@ def _restore(model0, folder, done, cfg: CycleConfig, minimizer, example_inputs):
     stopped = first["meta"].get("stopped")
     device = next(model0.parameters()).device
     for k in done[1:]:
-        c = ckpt.load_cycle(ckpt.cycle_path(folder, k))
-        model.load_state_dict(c["pruned_state"])
+        path = ckpt.cycle_path(folder, k)
+        c = ckpt.load_cycle(path)
+        # a checkpoint copied in from another run would be resumed from silently where its shapes fit
+        diff = _changed_settings(c["config"], cfg)
+        if c.get("cycle") != k or diff:
+            raise SrIrError(f"{path}: not cycle {k} of this run (" + (f"its settings differ: {', '.join(diff)})" if diff
+                            else f"it holds cycle {c.get('cycle')})"))
+        _load_state(model, c["pruned_state"], path)
         model = minimizer(copy.deepcopy(model).eval(), example_inputs).module.to(device)
-        model.load_state_dict(c["state"])
+        _load_state(model, c["state"], path)
         masks = {n: m.to(device) for n, m in c["masks"].items()}
         records.append(c["record"])
         stopped = c["meta"].get("stopped")
     model.eval()
     ddp.sync_module(model)
     return model, masks, records, dense_model, stopped
+
+
+def _changed_settings(stored: dict[str, Any], cfg: CycleConfig) -> list[str]:
+    """The settings a checkpoint was written with that differ from ``cfg`` (``max_cycles`` may grow)."""
+    old, now = CycleConfig.from_dict(stored).to_dict(), cfg.to_dict()
+    return sorted(k for k in now if k != "max_cycles" and now[k] != old.get(k))
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # torch's message: a header line, then one line per mismatched tensor
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise SrIrError(f"{path}: does not fit the model rebuilt from the earlier cycles "
+                        f"({lines[1] if len(lines) > 1 else lines[0]})") from None

@@ -4,14 +4,16 @@ from __future__ import annotations
 from typing import Any
 
 import sympy
+from torch import nn
 
-from ..errors import TypeCheckError
+from ..errors import Loc, TypeCheckError
 from ..lang import ast as A
 from ..lang.evaluate import EvalError, eval_cond, eval_expr
 from .opdecl import AttrParam, OpDecl, TensorParam, TensorPattern
+from .printer import format_attr
 from .shape_functions import SHAPE_FUNCTIONS, ShapeError
 from .program import Node, ParamRef, Program, ValueRef
-from .types import TensorType, dims_equal, normalize_dim
+from .types import MAX_INT, TensorType, dim_problem, dims_equal, normalize_dim
 
 
 def check_program(p: Program, rules: Any = None) -> None:
@@ -19,9 +21,11 @@ def check_program(p: Program, rules: Any = None) -> None:
     from ..lang.loader import default_rules
 
     ops = (rules or default_rules()).ops
+    check_declarations(p)
     env: dict[str, TensorType] = {}
     for name, t in p.inputs:
         env[name] = t
+    bound = bound_symbols(p)
     for node in p.nodes:
         decl = ops.get(node.op)
         if decl is None:
@@ -34,6 +38,8 @@ def check_program(p: Program, rules: Any = None) -> None:
             dims_equal(a, b) for a, b in zip(result.shape, node.type.shape)
         ):
             raise TypeCheckError(f"%{node.name} is declared {node.type} but {node.op} gives {result}", node.loc)
+        _check_sizes(node.type, f"%{node.name}", node.loc)
+        _check_attr_symbols(node, bound)
         env[node.name] = node.type
     if len(p.outputs) != len(p.output_types):
         raise TypeCheckError(f"graph declares {len(p.output_types)} results but returns {len(p.outputs)}", p.ret_loc)
@@ -43,6 +49,69 @@ def check_program(p: Program, rules: Any = None) -> None:
         if env[name] != t:
             raise TypeCheckError(f"returned %{name} has type {env[name]}, graph declares {t}", p.ret_loc)
 
+
+# Attributes every nn.Module has, and those sr_ir.backend.emit sets on the module it emits: a
+# parameter path component of one of these names cannot be registered (torch refuses it).
+RESERVED_ATTRIBUTES = frozenset(dir(nn.Module())) | {"sr_ir_source", "sr_ir_program"}
+
+
+def check_declarations(p: Program) -> None:
+    """Raise TypeCheckError at the first input or parameter that no module could hold: a size that
+    is not positive, a parameter of symbolic shape (weights are concrete tensors), or a name that is
+    not a torch module path (see `module_path_problem`)."""
+    for name, t in p.inputs:
+        _check_sizes(t, f"input %{name}", p.loc)
+    for name, t in p.params.items():
+        loc = p.param_locs.get(name, p.loc)
+        ref = ParamRef(name)
+        problem = module_path_problem(name, p.params)
+        if problem:
+            raise TypeCheckError(f"parameter {ref}: {problem}", loc)
+        if not t.is_static():
+            raise TypeCheckError(f"parameter {ref} has the symbolic shape {t} (a weight has a concrete shape)", loc)
+        _check_sizes(t, f"parameter {ref}", loc)
+
+
+def module_path_problem(name: str, tensors: Any = ()) -> str | None:
+    """Why `name` cannot be the state_dict key of a tensor in a module tree that also holds
+    `tensors` (None when it can): a dotted path of non-empty components, none of them an nn.Module
+    attribute (`forward`, `training`), and no proper prefix that is itself a tensor (`fc1` beside
+    `fc1.bias`: a tensor cannot hold another)."""
+    parts = name.split(".")
+    if any(not part for part in parts):
+        return "a module path has no empty component"
+    clash = next((part for part in parts if part in RESERVED_ATTRIBUTES), None)
+    if clash is not None:
+        return f"{clash!r} is an attribute of every nn.Module, not a free name"
+    prefix = next((".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in tensors), None)
+    if prefix is not None:
+        return f"{ParamRef(prefix)} is a tensor, it cannot hold {ParamRef(name)}"
+    return None
+
+
+def bound_symbols(p: Program) -> set[sympy.Symbol]:
+    """Symbols that are the size of an input axis: the ones a run of the program knows."""
+    return {d for _, t in p.inputs for d in t.shape if isinstance(d, sympy.Symbol)}
+
+
+def _check_sizes(t: TensorType, who: str, loc: Loc | None) -> None:
+    for d in t.shape:
+        problem = dim_problem(d)
+        if problem:
+            raise TypeCheckError(f"{who}: {t}: {problem}", loc)
+    if t.is_static() and t.numel() > MAX_INT:  # torch's element and byte counts are 64-bit
+        raise TypeCheckError(f"{who}: {t} holds more than 2**62 elements", loc)
+
+
+def _check_attr_symbols(node: Node, bound: set[sympy.Symbol]) -> None:
+    # a symbol no input axis gives has no value when the program runs
+    for k, v in node.attrs.items():
+        for x in v if isinstance(v, list) else [v]:
+            free = getattr(x, "free_symbols", set()) - bound
+            if free:
+                name = sorted(map(str, free))[0]
+                raise TypeCheckError(f"attribute {k!r} reads the symbol {name}, which is not the size of an input axis",
+                                     node.loc)
 
 
 def bind_operands(decl: OpDecl, node: Node) -> list[tuple[TensorParam, Any]]:
@@ -142,7 +211,7 @@ def infer_node(decl: OpDecl, node: Node, env: dict[str, TensorType], params: dic
             _match(tp.pattern, t, bindings, dtypes, tp.name)
     for cond in decl.where:
         if not eval_cond(cond, bindings):
-            raise ShapeError(f"condition violated: {_cond_text(cond)}")
+            raise ShapeError(f"condition violated: {A.show(cond)}{_values_read(cond, bindings)}")
     if isinstance(decl.result, str):
         fn = SHAPE_FUNCTIONS.get(decl.result)
         if fn is None:
@@ -211,23 +280,10 @@ def _build(pat: TensorPattern, b: dict[str, Any], dtypes: dict[str, str], typed:
     return TensorType(dtype, tuple(dims))
 
 
-def _cond_text(c: Any) -> str:
-    if isinstance(c, A.Cmp):
-        return f"{_expr_text(c.left)} {c.op} {_expr_text(c.right)}"
-    if isinstance(c, A.BoolOp):
-        if c.op == "not":
-            return f"not ({_cond_text(c.operands[0])})"
-        return f" {c.op} ".join(_cond_text(x) for x in c.operands)
-    return repr(c)
-
-
-def _expr_text(e: Any) -> str:
-    if isinstance(e, A.Num):
-        return repr(e.value) if isinstance(e.value, str) else str(e.value)
-    if isinstance(e, A.Name):
-        return e.id
-    if isinstance(e, A.BinOp):
-        return f"{_expr_text(e.left)} {e.op} {_expr_text(e.right)}"
-    if isinstance(e, A.Index):
-        return f"{e.base}[{', '.join(_expr_text(i) for i in e.indices)}]"
-    return repr(e)
+def _values_read(cond: Any, bindings: dict[str, Any]) -> str:
+    """` (stride = [0, 1])`: the values of the names a failed condition reads."""
+    names = sorted({n.id for n in A.walk(cond) if isinstance(n, A.Name)} |
+                   {n.base for n in A.walk(cond) if isinstance(n, A.Index)})
+    shown = [f"{n} = {format_attr(v) if isinstance(v, (str, list)) else _show(v)}"
+             for n, v in ((n, bindings[n]) for n in names if n in bindings)]
+    return f" ({', '.join(shown)})" if shown else ""

@@ -12,7 +12,7 @@ from ..errors import Loc, ParseError
 from ..syntax import parsing
 from ..resources import grammar_path
 from .program import Node, ParamRef, Program, ValueRef
-from .types import TensorType, normalize_dim, symbol
+from .types import MAX_INT, TensorType, dim_str, normalize_dim, symbol
 
 
 @lru_cache(maxsize=1)
@@ -34,9 +34,16 @@ class _Build(lark.Transformer):
         super().__init__()
         self.filename = filename
 
+    def _int(self, tok: Any) -> int:
+        # the digit count first: int() of a huge literal is itself slow (and refused past 4300 digits)
+        digits = str(tok).lstrip("-")
+        if len(digits) > 19 or int(digits) > MAX_INT:
+            raise ParseError(f"integer {_abbrev(str(tok))} is out of range (at most 2**62)", _loc(self.filename, tok))
+        return int(str(tok))
+
     # dims ---------------------------------------------------------------------------------
     def int_dim(self, a):
-        return sympy.Integer(int(a[0]))
+        return sympy.Integer(self._int(a[0]))
 
     def sym(self, a):
         return symbol(str(a[0]))
@@ -53,18 +60,26 @@ class _Build(lark.Transformer):
     def mul(self, a):
         return _expr(a[0]) * _expr(a[1])
 
-    def floordiv(self, a):
-        return sympy.floor(_expr(a[0]) / _expr(a[1]))
+    @lark.v_args(meta=True)
+    def floordiv(self, meta, a):
+        return sympy.floor(_expr(a[0]) / self._divisor(meta, a[1], "//"))
 
-    def mod(self, a):
-        return sympy.Mod(_expr(a[0]), _expr(a[1]))
+    @lark.v_args(meta=True)
+    def mod(self, meta, a):
+        return sympy.Mod(_expr(a[0]), self._divisor(meta, a[1], "%"))
+
+    def _divisor(self, meta: Any, d: Any, op: str) -> sympy.Expr:
+        e = sympy.expand(_expr(d))
+        if e == 0:
+            raise ParseError(f"division by zero in a dim (`{op} {dim_str(normalize_dim(e))}`)", _loc(self.filename, meta))
+        return e
 
     # literals -----------------------------------------------------------------------------
     def float_lit(self, a):
         return float(a[0])
 
     def int_lit(self, a):
-        return int(a[0])
+        return self._int(a[0])
 
     def string_lit(self, a):
         return json.loads(str(a[0]))
@@ -85,7 +100,16 @@ class _Build(lark.Transformer):
         return ValueRef(str(a[0])[1:])
 
     def param_ref(self, a):
-        return ParamRef(str(a[0])[1:])
+        return ParamRef(self._param_name(a[0]))
+
+    def _param_name(self, tok: Any) -> str:
+        text = str(tok)[1:]
+        if not text.startswith('"'):
+            return text
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ParseError(f"bad quoted parameter name {_abbrev(text)}: {e.msg}", _loc(self.filename, tok)) from None
 
     @lark.v_args(meta=True)
     def kwarg(self, meta, a):
@@ -103,11 +127,11 @@ class _Build(lark.Transformer):
 
     @lark.v_args(meta=True)
     def param(self, meta, a):
-        return ("param", str(a[0])[1:], a[1], _loc(self.filename, meta))
+        return ("param", self._param_name(a[0]), a[1], _loc(self.filename, meta))
 
     @lark.v_args(meta=True)
     def buffer(self, meta, a):
-        return ("buffer", str(a[0])[1:], a[1], _loc(self.filename, meta))
+        return ("buffer", self._param_name(a[0]), a[1], _loc(self.filename, meta))
 
     @lark.v_args(meta=True)
     def node(self, meta, a):
@@ -137,6 +161,7 @@ class _Build(lark.Transformer):
     def graph(self, meta, a):
         name = str(a[0])
         inputs, params, nodes, outputs, out_types = [], {}, [], [], []
+        param_locs: dict[str, Loc] = {}
         buffers: set[str] = set()
         ret_loc = None
         seen: set[str] = set()
@@ -156,8 +181,9 @@ class _Build(lark.Transformer):
                 if item[0] == "buffer":
                     buffers.add(n)
                 if n in params:
-                    raise ParseError(f"parameter @{n} declared twice", loc)
+                    raise ParseError(f"parameter {ParamRef(n)} declared twice", loc)
                 params[n] = t
+                param_locs[n] = loc
             elif item[0] == "node":
                 node = item[1]
                 if node.name in seen:
@@ -167,7 +193,7 @@ class _Build(lark.Transformer):
             elif item[0] == "ret":
                 outputs, ret_loc = item[1], item[2]
         return Program(name, inputs, params, nodes, outputs, out_types, buffers=buffers,
-                       loc=_loc(self.filename, meta), ret_loc=ret_loc)
+                       loc=_loc(self.filename, meta), ret_loc=ret_loc, param_locs=param_locs)
 
 
 class _NoneType:
@@ -186,6 +212,10 @@ def _expr(x: Any) -> sympy.Expr:
     if isinstance(x, sympy.Basic):
         return x
     raise ParseError(f"expected an integer dimension, got {x!r}")
+
+
+def _abbrev(s: str, n: int = 24) -> str:
+    return s if len(s) <= n else f"{s[:n]}... ({len(s)} characters)"
 
 
 def _attr(x: Any) -> Any:

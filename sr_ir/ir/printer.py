@@ -7,7 +7,7 @@ from typing import Any
 
 import sympy
 
-from .program import Node, ParamRef, Program, ValueRef
+from .program import Node, ParamRef, Program, ValueRef, param_text
 from .types import dim_str
 
 
@@ -52,7 +52,7 @@ def print_program(p: Program) -> str:
     lines = [f"graph {p.name}({ins}) -> ({outs}) {{"]
     for name, t in p.params.items():
         kind = "buffer" if name in p.buffers else "param"
-        lines.append(f"  {kind} @{name}: {t}")
+        lines.append(f"  {kind} {param_text(name)}: {t}")
     for n in p.nodes:
         lines.append("  " + format_node(n))
     lines.append("  return " + ", ".join(f"%{o}" for o in p.outputs))

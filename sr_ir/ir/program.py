@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Container, Iterator, Union
 
@@ -18,6 +20,15 @@ def fresh_name(base: str, *taken: Container[str]) -> str:
     while any(name in t for t in taken):
         name, k = f"{base}_{k}", k + 1
     return name
+
+
+_PLAIN_PARAM = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def param_text(name: str) -> str:
+    """`@name` as program text writes it: plain when the name holds only letters, digits, `_`, `-`
+    and `.`, else quoted (a torch module path may hold any character but `.` in a component)."""
+    return "@" + (name if _PLAIN_PARAM.fullmatch(name) else json.dumps(name))
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,7 @@ class ParamRef:
     name: str
 
     def __str__(self) -> str:
-        return f"@{self.name}"
+        return param_text(self.name)
 
 
 # Positional operands: a value, a parameter, an absent optional operand (None) or a scalar.
@@ -88,6 +99,8 @@ class Program:
     # Where the graph header and its `return` were written, for errors about results.
     loc: Loc | None = field(default=None, compare=False)
     ret_loc: Loc | None = field(default=None, compare=False)
+    # Where each parameter was declared, for errors about a declaration (text programs only).
+    param_locs: dict[str, Loc] = field(default_factory=dict, compare=False)
 
     # ---- queries -------------------------------------------------------------------------
     def value_types(self) -> dict[str, TensorType]:
@@ -162,6 +175,7 @@ class Program:
         p = copy.copy(self)
         p.inputs = list(self.inputs)
         p.params = dict(self.params)
+        p.param_locs = dict(self.param_locs)
         p.buffers = set(self.buffers)
         p.nodes = [copy.copy(n) for n in self.nodes]
         for n in p.nodes:

@@ -130,6 +130,8 @@ def select(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
     i = attrs["index"]
     if isinstance(size, int) and not -size <= i < size:
         raise ShapeError(f"index {i} out of range for size {size}")
+    if not isinstance(size, int) and i not in (0, -1):  # a symbolic size is only known to be >= 1
+        raise ShapeError(f"index {i} may be out of range for size {size} (only 0 and -1 always are not)")
     return TensorType(x.dtype, x.shape[:d] + x.shape[d + 1 :])
 
 
@@ -190,7 +192,10 @@ def pool(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
 @shape_function
 def reduce(operands: list[Any], attrs: dict[str, Any]) -> TensorType:
     (x,) = operands
-    dims = {_axis(d, x.rank) for d in attrs["dims"]}
+    axes = [_axis(d, x.rank) for d in attrs["dims"]]
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"dims {attrs['dims']} name an axis twice")
+    dims = set(axes)
     keep = attrs.get("keepdim", False)
     shape = tuple((1 if i in dims else d) for i, d in enumerate(x.shape) if keep or i not in dims)
     return TensorType(x.dtype, shape)

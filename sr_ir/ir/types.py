@@ -25,6 +25,9 @@ DTYPES: dict[str, torch.dtype] = {
 }
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
 FLOAT_DTYPES = frozenset({"f16", "bf16", "f32", "f64"})
+# Integers in a program are sizes, axes and counts: beyond this none is meaningful, and one of
+# hundreds of digits would only make sympy or torch fail later, far from the text.
+MAX_INT = 2**62
 
 
 def symbol(name: str) -> sympy.Symbol:
@@ -97,6 +100,19 @@ def _atom_str(a: sympy.Expr) -> str:
     if isinstance(a, (sympy.floor, sympy.Mod)):
         return f"({_expr_str(a)})"
     return f"({_expr_str(a)})"
+
+
+def dim_problem(d: Dim) -> str | None:
+    """Why `d` cannot be the size of a tensor axis (None when it can): a size is at least 1 (a
+    zero-width tensor is not a network) and at most MAX_INT; a symbolic size must not be below 1
+    for every value of its symbols."""
+    if isinstance(d, int):
+        if d < 1:
+            return f"size {d} is not positive"
+        return f"size {d} is too large (at most 2**62)" if d > MAX_INT else None
+    if d.has(sympy.zoo, sympy.oo, sympy.nan) or (d - 1).is_negative:
+        return f"size {dim_str(d)} is not positive"
+    return None
 
 
 def dims_equal(a: Dim, b: Dim) -> bool:

@@ -39,6 +39,8 @@ def eval_expr(e: A.Expr, env: Mapping[str, Any]) -> Any:
         return _norm(-eval_expr(e.operand, env))
     if isinstance(e, A.BinOp):
         a, b = eval_expr(e.left, env), eval_expr(e.right, env)
+        if e.op in ("//", "%", "/") and _is_zero(b):  # a stride or a group count of 0, say
+            raise EvalError(f"division by zero in {A.show(e)}")
         if e.op == "+":
             return _norm(a + b)
         if e.op == "-":
@@ -69,6 +71,10 @@ def eval_expr(e: A.Expr, env: Mapping[str, Any]) -> Any:
     if isinstance(e, A.ListExpr):
         return [eval_expr(x, env) for x in e.items]
     raise EvalError(f"cannot evaluate {type(e).__name__} here")
+
+
+def _is_zero(v: Any) -> bool:
+    return isinstance(v, (int, float, sympy.Basic)) and not isinstance(v, bool) and v == 0
 
 
 def _norm(v: Any) -> Any:

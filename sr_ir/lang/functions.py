@@ -18,7 +18,6 @@ is evaluated, so loading rules and checking certificates stays solver- and torch
 """
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, field
 from functools import lru_cache
 from fractions import Fraction
@@ -171,11 +170,6 @@ def calls(tree: Any) -> list[str]:
         if isinstance(sub, A.Call) and sub.fn not in out:
             out.append(sub.fn)
     return out
-
-
-def template_fields(template: str) -> list[str]:
-    """The `{field}` names of a torch template."""
-    return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
 
 
 # ---- classification ------------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ from ..syntax import parsing, read_source
 from . import ast as A
 from . import functions as Fn
 from . import rule as R
+from .kinds import check_means
+from .shapes import check_shapes
+from .templates import FUNCTION_NAMESPACES, OP_NAMESPACES, check_template
 
 
 @lru_cache(maxsize=1)
@@ -178,7 +181,11 @@ class _DeclBuilder(ExprBuilder):
         return ("aten", AtenMapping(str(a[0]), [x for x in a[1:]]))
 
     def torch_clause(self, a):
-        return ("torch", json.loads(str(a[0])))
+        return ("torch", self.template(a[0]))
+
+    def template(self, token: lark.Token) -> _Template:
+        """A `torch "..."` string: its text, where it was written and how (checked by the item)."""
+        return _Template(json.loads(str(token)), Loc(self.filename, token.line, token.column), str(token))
 
     def means_clause(self, a):
         return ("means", list(a))
@@ -208,7 +215,8 @@ class _DeclBuilder(ExprBuilder):
             elif kind == "torch":
                 if decl.torch is not None:
                     raise ParseError(f"op {name!r} has two torch mappings", decl.loc)
-                decl.torch = body
+                body.check(f"op {name!r}", decl.param_names, [t.name for t in decl.tensor_params if t.variadic])
+                decl.torch = body.text
             elif kind == "means":
                 decl.means.extend(body)
         return decl
@@ -223,7 +231,7 @@ class _DeclBuilder(ExprBuilder):
         return ("means", a[0])
 
     def function_torch(self, a):
-        return ("torch", json.loads(str(a[0])))
+        return ("torch", self.template(a[0]))
 
     @lark.v_args(meta=True)
     def function_decl(self, meta, a):
@@ -245,6 +253,9 @@ class _DeclBuilder(ExprBuilder):
                 torch = body
         if len(set(params)) != len(params):
             raise ParseError(f"function {name!r}: a parameter is named twice", loc)
+        if torch is not None:
+            torch.check(f"function {name!r}", params, namespaces=FUNCTION_NAMESPACES, fields_are="a parameter")
+            torch = torch.text
         return Fn.FunctionDecl(name, tuple(params), means, torch, loc)
 
     @lark.v_args(meta=True)
@@ -374,6 +385,19 @@ class _DeclBuilder(ExprBuilder):
                          tuple(attrs), rshape)
 
 
+@dataclass(frozen=True)
+class _Template:
+    """A `torch "..."` string as read: checked (sr_ir.lang.templates) once the item's names are known."""
+
+    text: str
+    loc: Loc
+    raw: str
+
+    def check(self, what: str, fields: Iterable[str], variadic: Iterable[str] = (),
+              namespaces: Iterable[str] = OP_NAMESPACES, fields_are: str = "a declared operand or attribute") -> None:
+        check_template(self.text, list(fields), self.loc, what, namespaces, list(variadic), self.raw, fields_are)
+
+
 @dataclass
 class SemanticsDecl:
     """`semantics OP: ...`: the `means` of an op declared elsewhere."""
@@ -432,9 +456,28 @@ def parse_rule_text(text: str, filename: str, builder: type[ExprBuilder] = _Decl
 
 def _parse(text: str, filename: str, builder: type[ExprBuilder] = _DeclBuilder) -> tuple[list[Any], list]:
     """The items of a file and its call sites (name, loc) in file order."""
+    items, sites = _parsed(text, filename, builder)
+    return [_fresh(x) for x in items], list(sites)
+
+
+@lru_cache(maxsize=64)
+def _parsed(text: str, filename: str, builder: type[ExprBuilder]) -> tuple[tuple[Any, ...], tuple]:
+    """Parsing a text is most of what loading it costs, and processes that load the same rule files
+    again (tests, `--rules` runs) get the same items: parse each text once."""
     b = builder(filename)
     items = parsing(filename, lambda: b.transform(rules_parser().parse(text)).children)
-    return list(items), b.call_sites
+    return tuple(items), tuple(b.call_sites)
+
+
+def _fresh(item: Any) -> Any:
+    """An item of the parse cache that the loader may complete (an op gets its `semantics`) without
+    changing the cached one; everything else in an item is never changed."""
+    if isinstance(item, OpDecl):
+        return replace(item, tensor_params=list(item.tensor_params), attr_params=list(item.attr_params),
+                       where=list(item.where), aten=list(item.aten), means=list(item.means))
+    if isinstance(item, SemanticsDecl):
+        return replace(item, means=list(item.means))
+    return item
 
 
 def rule_files(paths: Iterable[Path]) -> list[Path]:
@@ -470,6 +513,7 @@ def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) 
                     if item.name in rs.ops:
                         prev = rs.ops[item.name].loc
                         raise ParseError(f"op {item.name!r} declared again (first at {prev})", item.loc)
+                    check_shapes(item)
                     rs.ops[item.name] = item
                 elif isinstance(item, SemanticsDecl):
                     semantics.append(item)
@@ -499,6 +543,7 @@ def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) 
         sem = next((x for x in semantics if x.op == decl.name), None)
         what, at = (f"semantics of {decl.name!r}", sem.loc) if sem else (f"op {decl.name!r}", decl.loc)
         _check_calls(decl.means, rs, sites, at, what, scalar=True)
+        check_means(decl, at, what)
     for r in pending:
         rs.rules.append(resolved_rule(r, rs, sites))
     return rs
@@ -516,11 +561,6 @@ def _declare_function(rs: RuleSet, f: Fn.FunctionDecl) -> None:
         raise ParseError(f"function {f.name!r} declared again (first at {rs.functions[f.name].loc})", f.loc)
     if f.name in R.BUILTINS:
         raise ParseError(f"{f.name!r} is a built-in of the rule language and cannot be declared as a function", f.loc)
-    if f.torch is not None:
-        for fld in Fn.template_fields(f.torch):
-            if fld not in f.params:
-                raise ParseError(f"function {f.name!r}: its torch spelling uses {{{fld}}}, which is not a parameter "
-                                 f"({', '.join(f.params) or 'none'})", f.loc)
     rs.functions[f.name] = f
 
 
@@ -540,7 +580,14 @@ def _check_calls(trees: Iterable[Any], rs: RuleSet, sites, loc: Loc | None, what
     ok = set(allowed)
     for t in trees:
         for sub in A.walk(t):
-            if not isinstance(sub, A.Call) or sub.fn in R.BUILTINS or sub.fn in ok:
+            if not isinstance(sub, A.Call):
+                continue
+            if sub.fn in R.BUILTINS:
+                why = R.builtin_misuse(sub)
+                if why:
+                    raise TypeCheckError(f"{what}: {why}", _site(sites, sub.fn, loc))
+                continue
+            if sub.fn in ok:
                 continue
             if sub.fn in rs.functions:
                 decl = rs.functions[sub.fn]

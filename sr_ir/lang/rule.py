@@ -25,6 +25,7 @@ from typing import Any, Union
 from ..errors import Loc, TypeCheckError
 from ..ir.opdecl import OpDecl
 from . import ast as A
+from .kinds import check_rule, written_non_integer
 
 # Rules named `raise.*` are applied while lowering (ATen chains raised into structured ops); every
 # other rule is a minimization rule.
@@ -224,6 +225,66 @@ BUILTINS = {
     "concat_at": "concat_at(xs, dim, I): the entry at position I of the operands xs concatenated along dim",
 }
 
+# The arguments each built-in takes, by kind (the evaluators of the engine and the prover read them so):
+# `bound` j < n; `bounds` one or more of them; `read` a tensor read t[...]; `name` a name (a tensor, a
+# run of operands, an attribute, a position); `axis` an integer literal; `int` an expression with no
+# fraction, string, list or none in it (a length, a position); `expr` any other expression.
+# A trailing `?` makes the argument optional.
+BUILTIN_ARGS: dict[str, tuple[str, ...]] = {
+    "sum": ("bound", "expr"), "tensor": ("bounds", "expr"), "drop": ("name", "axis", "expr", "int?"),
+    "padded": ("read",), "dim": ("name", "int"), "opt": ("read", "expr"), "at": ("name", "expr"),
+    "reshaped": ("name", "expr", "name"), "permuted": ("expr", "name"), "replaced": ("name", "int", "expr"),
+    "inserted": ("name", "int", "expr"), "keep_of": ("read",), "bias_of": ("read",), "span": ("int", "int"),
+    "each": ("bound", "expr"), "choose": ("name", "expr", "expr", "expr"), "nth": ("name", "int"),
+    "reduce_mean": ("name", "expr", "expr", "name"), "step": ("expr",), "either": ("name", "expr", "expr?"),
+    "inside": ("read",), "maxof": ("bounds", "read"), "softmax": ("bound", "expr", "expr", "expr"),
+    "max": ("expr", "expr"), "min": ("expr", "expr"), "len": ("expr",), "last_axes": ("expr",),
+    "width": ("name", "axis"), "concat_at": ("name", "expr", "name"),
+}
+
+
+def builtin_misuse(call: A.Call) -> str | None:
+    """Why a call of a built-in does not fit its arguments (BUILTIN_ARGS), or None when it does."""
+    kinds = BUILTIN_ARGS.get(call.fn)
+    if kinds is None:
+        return None
+    args = list(call.args)
+    if kinds[0] == "bounds":
+        n = next((i for i, a in enumerate(args) if not isinstance(a, A.Bound)), len(args))
+        if n == 0:
+            return f"{call.fn}(...) starts with a range `i < n`"
+        args = [args[0], *args[n:]]
+        kinds = ("bound", *kinds[1:])
+    need = sum(1 for k in kinds if not k.endswith("?"))
+    if not need <= len(args) <= len(kinds):
+        return f"{BUILTINS[call.fn].split(':')[0]} takes {need}{'' if need == len(kinds) else f' to {len(kinds)}'} " \
+               f"arguments, `{A.show(call)}` gives {len(args)}"
+    for i, (a, k) in enumerate(zip(args, kinds)):
+        why = _arg_misfit(a, k.rstrip("?"))
+        if why:
+            return f"argument {i + 1} of `{A.show(call)}` {why} ({BUILTINS[call.fn].split(':')[0]})"
+    return None
+
+
+def _arg_misfit(a: Any, kind: str) -> str | None:
+    if kind == "bound":
+        if not isinstance(a, A.Bound):
+            return "is a range `i < n`"
+        return "has a range up to a fraction" if written_non_integer(a.upper) else None
+    if isinstance(a, A.Bound):
+        return "is no range here"
+    if isinstance(a, (A.Slice, A.Variadic, A.Spread)):
+        return f"may not be `{A.show(a)}`"
+    if kind == "read" and not isinstance(a, A.Index):
+        return "is a tensor read t[...]"
+    if kind == "name" and not isinstance(a, A.Name):
+        return "is a name"
+    if kind == "axis" and _int_of(a) is None:
+        return "is an integer axis"
+    if kind == "int" and written_non_integer(a):
+        return "is an integer"
+    return None
+
 
 def _free_names(node: Any, bound: frozenset[str] = frozenset()) -> list[tuple[str, bool]]:
     """(name, used_as_index) for every free name in a tree, in order."""
@@ -415,7 +476,9 @@ def resolve(rule: Rule, ops: dict[str, OpDecl]) -> Rule:
         if not (isinstance(c.value, A.Call) and c.value.fn in ops):
             raise err("a rewrite's right side must be an op call")
     info = RuleInfo(channel, tuple(uses), tuple(values), tuple(tensors), tuple(attrs), tuple(dims))
-    return replace(rule, info=info)
+    resolved = replace(rule, info=info)
+    check_rule(resolved, ops, loc)
+    return resolved
 
 
 def _indexes_with_binders(node: Any, bound: frozenset = frozenset()):

@@ -155,6 +155,8 @@ class Evaluator:
         if isinstance(e, A.Name):
             if e.id not in env and "*" + e.id in env:  # a bound run of indices, as a list
                 return list(env["*" + e.id])
+            if e.id not in env and "*" + e.id + "#shape" in env:  # a bound run of dims (`len(B)`)
+                return list(env["*" + e.id + "#shape"])
             if e.id not in env:
                 raise SemanticsError(f"unknown name {e.id!r}")
             v = env[e.id]
@@ -179,9 +181,13 @@ class Evaluator:
             raise SemanticsError(f"{e.base} is not a tensor")
         if isinstance(e, A.Neg):
             v = self.ev(e.operand, env)
+            if v is None:
+                raise InstanceError(f"{A.show(e)} of an absent attribute")
             return [-x for x in v] if isinstance(v, list) else -v
         if isinstance(e, A.BinOp):
             a, b = self.ev(e.left, env), self.ev(e.right, env)
+            if a is None or b is None:  # an optional attribute left out: no number to compute with here
+                raise InstanceError(f"{A.show(e)} with an absent attribute")
             if isinstance(a, Tensor) or isinstance(b, Tensor):
                 return self.tensor_binop(e.op, a, b)
             if isinstance(a, list) or isinstance(b, list):  # attribute lists: elementwise (`s - [0, h * w]`)
@@ -265,7 +271,10 @@ class Evaluator:
             a = self.ev(e.args[0], env)
             a = a if (a is not None and not (isinstance(a, list) and not a)) else self.ev(e.args[1], env)
             if len(e.args) > 2:
-                return a[int(self.alg.as_int(self.ev(e.args[2], env)))]
+                i = int(self.alg.as_int(self.ev(e.args[2], env)))
+                if not isinstance(a, (list, tuple)) or not -len(a) <= i < len(a):  # as for padding[0]
+                    raise InstanceError(f"item {i} of {a!r} in {A.show(e)}")
+                return a[i]
             return a
         if fn == "inside":  # inside(t[...]): 1 when the read is inside the tensor, else 0
             ix = e.args[0]

@@ -96,7 +96,7 @@ def test_resume_after_interruption_is_identical(data, tmp_path):
     with pytest.raises(Interrupt):
         run(data, tmp_path / "cut", resume=True, minimizer=failing_minimizer)
     assert completed_cycles(tmp_path / "cut") == [0, 1]
-    assert not [p for p in (tmp_path / "cut").iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in (tmp_path / "cut").iterdir() if p.name.startswith(".sr-ir-tmp.")]
 
     resumed = run(data, tmp_path / "cut", resume=True)
     assert strip(resumed.records) == strip(whole.records)

@@ -12,14 +12,14 @@ EXT = Path(__file__).resolve().parents[2] / "examples" / "rules_ext"
 
 def test_extension_directory_loads_and_proves(tmp_path, capsys):
     bundled = load_rules()
-    assert "hardswish" not in bundled.ops and "channel_affine" not in bundled.ops
+    assert "mish" not in bundled.ops and "channel_affine" not in bundled.ops
     d = tmp_path / "rules_ext"
     shutil.copytree(EXT, d, ignore=shutil.ignore_patterns("proofs"))
     code = main(["prove", str(d), "--rules", str(d), "--json", "--no-condition-check"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     got = {r["rule"]: (r["status"], r["tier"]) for r in out["results"]}
-    assert set(got) == {"hardswish.const", "hardswish.zero", "hardswish.drop_channel",
+    assert set(got) == {"mish.const", "mish.zero", "mish.drop_channel",
                         "channel_affine.dead", "channel_affine.const", "channel_affine.drop_channel"}
     assert all(v == ("proved", "parametric") for v in got.values()), got
     assert len(list((d / "proofs").glob("*.json"))) == 6
