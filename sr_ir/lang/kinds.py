@@ -44,10 +44,10 @@ class _Kinds:
     """Infers kinds bottom-up over a tree; the first misuse is an error."""
 
     def __init__(self, names: Mapping[str, str], ops: Mapping[str, OpDecl], err: Err,
-                 variadic: tuple[str | None, ...], int_lists: frozenset[str] = frozenset()):
+                 variadic: tuple[str | None, ...], integers: frozenset[str] = frozenset()):
         self.names, self.ops, self.err = dict(names), ops, err
         self.variadic = variadic  # the kinds a `*X` index of a read may have
-        self.int_lists = int_lists  # list attributes of integers (ints, dims)
+        self.integers = integers  # attributes that hold integers (int, ints, dims)
 
     def of(self, e: Any, local: Mapping[str, str] | None = None) -> str:
         k = self._kind(e, local or {})
@@ -121,9 +121,10 @@ class _Kinds:
                     raise self.err(f"`{A.show(e)}` orders `{A.show(side)}`, a {k}")
         elif "none" not in (a, b) and frozenset({a, b}) not in _COMPARABLE:
             raise self.err(f"`{A.show(e)}` compares a {a} with a {b}")
-        for side, other in ((e.left, e.right), (e.right, e.left)):  # an integer list against a literal
-            if isinstance(side, A.Name) and side.id in self.int_lists and isinstance(other, A.ListExpr):
-                for x in other.items:
+        for side, other in ((e.left, e.right), (e.right, e.left)):  # an integer attribute against a fraction
+            if isinstance(side, A.Name) and side.id in self.integers:
+                items = other.items if isinstance(other, A.ListExpr) else (other,)
+                for x in items:
                     if any((isinstance(n, A.Num) and isinstance(n.value, float))
                            or (isinstance(n, A.Name) and self._name(n.id, local) == "value") for n in A.walk(x)):
                         raise self.err(f"`{A.show(e)}`: {side.id} holds integers, `{A.show(x)}` is not one")
@@ -228,10 +229,10 @@ def check_rule(rule: Any, ops: Mapping[str, OpDecl], loc: Loc | None) -> None:
                 raise err(f"{o.name!r}, an operand of `{b.op}`, is the result of a node matched before it "
                           f"(each node after the first produces an operand of one before it)")
     names = _rule_names(rule, ops, err)
-    int_lists = frozenset(n for n, bi, a in rule.info.attrs
-                          if ops[rule.bindings[bi].op].attr(a).kind in ("ints", "dims"))
+    integers = frozenset(n for n, bi, a in rule.info.attrs
+                         if ops[rule.bindings[bi].op].attr(a).kind in ("int", "ints", "dims"))
     # a read's `*X` is a run of dims, or a new name matching the axes left (`then y[:, c, *S] == k`)
-    kinds = _Kinds(names, ops, err, ("dims", None), int_lists)
+    kinds = _Kinds(names, ops, err, ("dims", None), integers)
     from .rule import conclusion_trees
 
     for t in list(rule.where) + conclusion_trees(rule.conclusion):

@@ -28,6 +28,9 @@ from .shapes import check_shapes
 from .templates import FUNCTION_NAMESPACES, OP_NAMESPACES, check_template
 
 
+INT_MAX = 2**63 - 1  # integers of rule files are int64 where they end up (dims, attributes, indices)
+
+
 @lru_cache(maxsize=1)
 def rules_parser() -> lark.Lark:
     return lark.Lark(
@@ -51,6 +54,9 @@ class ExprBuilder(lark.Transformer):
 
     def num(self, a):
         s = str(a[0])
+        if s.isdigit() and int(s) > INT_MAX:  # no dim, attribute or index of a tensor is that large
+            raise ParseError(f"integer {s} is out of range (at most {INT_MAX}; write a float, e.g. 1e20)",
+                             Loc(self.filename, a[0].line, a[0].column))
         return A.Num(int(s) if s.isdigit() else float(s))
 
     def negnum(self, a):

@@ -49,6 +49,19 @@ def _idx_int(v: Any) -> int | None:
     return None
 
 
+# an exact power's exponent at most this large: beyond it the numbers of exact arithmetic outgrow any
+# proof (x ^ 10^20 of a rational never finishes), and no rule needs one
+MAX_EXPONENT = 256
+
+
+def _exponent(b: Any) -> int | None:
+    """`b` as an integer exponent (None when it is not an integer); SemanticsError when too large."""
+    e = _idx_int(b)
+    if e is not None and abs(e) > MAX_EXPONENT:
+        raise SemanticsError(f"the exponent {e} is too large for exact arithmetic (at most {MAX_EXPONENT})")
+    return e
+
+
 _CMP: dict[str, Callable[[Any, Any], bool]] = {
     "==": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
@@ -120,7 +133,7 @@ class Exact:
                 return a % b
             return Fraction(a) % Fraction(b)
         if op == "^":
-            e = _idx_int(b)
+            e = _exponent(b)
             if e is None:
                 if float(a) < 0:  # a real power of a negative number: outside the domain
                     raise NotReal(f"{a} ^ {b} is not real")
@@ -402,6 +415,7 @@ class Sym:
                 raise NeedConcrete(self.dims_of(a) | self.dims_of(b))
             return self._intop(op, ia, ib)
         if op == "^":
+            _exponent(b)
             return a**b
         raise SemanticsError(f"unknown operator {op}")
 
@@ -413,6 +427,7 @@ class Sym:
         if op == "/":
             return self.sp.Rational(a, b)
         if op == "^":
+            _exponent(b)
             return a**b
         raise SemanticsError(op)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import random
 import re
+import signal
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,8 +128,10 @@ def rule_files(root: Path | None = None) -> list[Path]:
 
 
 # ---- outcomes ------------------------------------------------------------------------------------
-OUTCOMES = ("accepted", "rejected_located", "rejected_unlocated", "uncaught", "accepted_crashed")
-FAILURES = OUTCOMES[2:]
+# accepted_slow: accepted, and the prover's front ran past its deadline (`sr-ir prove` gives a rule a
+# deadline too, and reports it unknown after it): not a failure, counted apart
+OUTCOMES = ("accepted", "rejected_located", "accepted_slow", "rejected_unlocated", "uncaught", "accepted_crashed")
+FAILURES = OUTCOMES[3:]
 
 
 @dataclass
@@ -164,6 +167,7 @@ class RuleFuzz:
     base: tuple[str, ...] | None = None  # relative paths of the other files loaded (None: all)
     programs: tuple[Any, ...] = ()  # parsed programs (sr_ir.ir.program.Program) to type-check and emit
     max_rules: int | None = None  # changed rules given to the prover's front per mutant (None: all)
+    deadline_s: float = 20.0  # for exercising one mutant
     _baselines: dict[Path, dict[str, str]] = field(default_factory=dict)
 
     def original(self, path: Path) -> str:
@@ -211,7 +215,10 @@ class RuleFuzz:
         except Exception as e:  # noqa: BLE001 - what escapes the loader is what this counts
             return Outcome("uncaught", describe(e))
         try:
-            exercise(rs, changed(rs, before), self.programs, self.max_rules)
+            with _deadline(self.deadline_s):
+                exercise(rs, changed(rs, before), self.programs, self.max_rules)
+        except _OutOfTime:
+            return Outcome("accepted_slow", f"exercising it took more than {self.deadline_s} s")
         except Exception as e:  # noqa: BLE001
             return Outcome("accepted_crashed", describe(e))
         return Outcome("accepted")
@@ -329,6 +336,25 @@ def check_and_emit(program: Any, rs: RuleSet, expected: tuple[type[BaseException
         check_program(program, rs)
         source = emit_source(program, rs)
         compile(source, "<sr-ir fuzz>", "exec")
+
+
+class _OutOfTime(BaseException):
+    """Raised by the deadline's alarm (a BaseException: no `except Exception` on the way swallows it)."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise _OutOfTime in the main thread after `seconds` (as `sr-ir prove` bounds each rule)."""
+    def ring(signum: int, frame: Any) -> None:
+        raise _OutOfTime()
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager

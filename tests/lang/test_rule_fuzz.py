@@ -33,7 +33,8 @@ def fuzz(tmp_path_factory):
 def _survives(fuzz: RuleFuzz, path: Path, rng: random.Random) -> None:
     text = mutate(fuzz.original(path), rng)
     outcome = fuzz.run(path, text)
-    assert outcome.kind in ("accepted", "rejected_located"), f"{outcome.kind}: {outcome.detail}\n--- mutant:\n{text}"
+    ok = ("accepted", "rejected_located", "accepted_slow")  # slow: past the deadline `sr-ir prove` gives a rule too
+    assert outcome.kind in ok, f"{outcome.kind}: {outcome.detail}\n--- mutant:\n{text}"
 
 
 def _fuzz(n: int) -> settings:
@@ -91,6 +92,9 @@ FOUND = {
     "fraction as an integer attribute":
         ("rule t.r\n  match y = cumsum(x: [*B, n], dim=d)\n  then drop(y, -1, c) = cumsum(drop(x, -1, c), -1e-05)\n",
          "attribute dim of cumsum holds integers"),
+    "fraction compared with an integer attribute":
+        ("rule t.r\n  match y = cumsum(x: [*B, n], dim=d)\n  where d == -1.5\n  then y[*B, c] == 0\n",
+         "d holds integers, `-1.5` is not one"),
     "two definitions of out": ("op f(x: T[*B]) -> T[*B]\n  means out[*I] = x[*I]; out[*I] = -x[*I]\n",
                                "'out' is defined twice"),
     "attribute named like a dim": ("rule t.r\n  match y = cumsum(x: [d, n], dim=d)\n  then y[:, c] == 0\n",
