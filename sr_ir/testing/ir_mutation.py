@@ -29,6 +29,7 @@ from ..ir.shape_functions import ShapeError
 from ..ir.types import Dim, TensorType
 from ..lang.evaluate import EvalError
 from ..lang.loader import default_rules
+from .text_edits import blind_edit
 
 MLP_TEXT = """graph mlp(%x: f32[N, 8], %ids: i64[N, 3]) -> (f32[N, 4], f32[2*N, 2]) {
   param @fc.weight: f32[4, 8]
@@ -95,29 +96,6 @@ _DTYPE = re.compile(r"\b(?:f32|i64)(?=\[)")
 _CALL_END = re.compile(r"\) :")
 
 
-def _edit_text(text: str, rng: random.Random) -> str:
-    """A blind edit: delete, insert or replace a few characters, or move whole lines."""
-    kind = rng.choice(["delete", "insert", "replace", "dup_line", "drop_line", "swap_lines"])
-    if kind in ("delete", "insert", "replace"):
-        i = rng.randrange(len(text))
-        j = min(len(text), i + rng.randint(1, 6))
-        frag = rng.choice(FRAGMENTS)
-        if kind == "delete":
-            return text[:i] + text[j:]
-        return text[:i] + frag + text[i if kind == "insert" else j:]
-    lines = text.splitlines(keepends=True)
-    if len(lines) < 2:
-        return text
-    a, b = rng.randrange(len(lines)), rng.randrange(len(lines))
-    if kind == "dup_line":
-        lines.insert(b, lines[a])
-    elif kind == "drop_line":
-        del lines[a]
-    else:
-        lines[a], lines[b] = lines[b], lines[a]
-    return "".join(lines)
-
-
 def _replace_match(text: str, pattern: re.Pattern[str], choices: list[str], rng: random.Random) -> str:
     found = list(pattern.finditer(text))
     if not found:
@@ -179,7 +157,7 @@ def mutate(text: str, rng: random.Random, edits: tuple[int, int] = (1, 3), retyp
         lambda t: _add_kwarg(t, rng),
     ]
     for _ in range(rng.randint(*edits)):
-        text = _edit_text(text, rng) if rng.random() < 0.4 else rng.choice(aimed)(text)
+        text = blind_edit(text, rng, FRAGMENTS) if rng.random() < 0.4 else rng.choice(aimed)(text)
     return retyped(text) if rng.random() < retype else text
 
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ..errors import SrIrError
 from ..lang.loader import RuleSet, load_rules
 from ..resources import data_dir
+from .text_edits import blind_edit
 
 # ---- the mutator ---------------------------------------------------------------------------------
 FRAGMENTS = ["(", ")", "[", "]", ",", ":", "=", "==", "->", "*", "*B", "?", "...", "|", "{", "}", '"', "'",
@@ -43,26 +44,6 @@ _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![A-Za-
 _OPERATOR = re.compile(r"(?<=\s)(?:\+|-|\*|/|//|%|\^|==|!=|<=|>=|<|>)(?=\s)")
 _TEMPLATE = re.compile(r'torch "((?:[^"\\\n]|\\.)*)"')
 _CLAUSE = re.compile(r"^\s+(?:where|means|torch|aten|match|then|axioms|doc)\b.*$", re.M)
-
-
-def _edit_text(text: str, rng: random.Random) -> str:
-    """A blind edit: delete, insert or replace a few characters, or move whole lines."""
-    kind = rng.choice(["delete", "insert", "replace", "dup_line", "drop_line", "swap_lines"])
-    if kind in ("delete", "insert", "replace"):
-        i = rng.randrange(len(text))
-        j = min(len(text), i + rng.randint(1, 6))
-        if kind == "delete":
-            return text[:i] + text[j:]
-        return text[:i] + rng.choice(FRAGMENTS) + text[i if kind == "insert" else j:]
-    lines = text.splitlines(keepends=True)
-    a, b = rng.randrange(len(lines)), rng.randrange(len(lines))
-    if kind == "dup_line":
-        lines.insert(b, lines[a])
-    elif kind == "drop_line":
-        del lines[a]
-    else:
-        lines[a], lines[b] = lines[b], lines[a]
-    return "".join(lines)
 
 
 def _replace_match(text: str, pattern: re.Pattern[str], choices: Callable[[str], str], rng: random.Random) -> str:
@@ -118,7 +99,7 @@ def mutate(text: str, rng: random.Random, edits: tuple[int, int] = (1, 3)) -> st
         lambda t: _move_clause(t, rng),
     ]
     for _ in range(rng.randint(*edits)):
-        text = _edit_text(text, rng) if rng.random() < 0.4 else rng.choice(aimed)(text)
+        text = blind_edit(text, rng, FRAGMENTS) if rng.random() < 0.4 else rng.choice(aimed)(text)
     return text or "\n"
 
 

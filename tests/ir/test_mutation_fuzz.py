@@ -48,6 +48,6 @@ def test_the_seeds_run_and_mutants_of_them_are_accepted(seed: str) -> None:
     """The property above is not vacuous: the seeds run as declared, and some mutants are accepted."""
     assert run_as_declared(sr_ir.parse(SEED_TEXTS[seed]))
     rng = random.Random(0)
-    accepted = [t for t in (mutate(SEED_TEXTS[seed], rng, retype=1.0) for _ in range(200))
+    accepted = [t for t in (mutate(SEED_TEXTS[seed], rng, retype=1.0) for _ in range(400))
                 if t != SEED_TEXTS[seed] and _accept_or_locate(t) is not None]
     assert len(accepted) >= 5
