@@ -306,6 +306,34 @@ def maps_elementwise():
     return m.eval(), (_randn(g, 2, 3, 5, 5),)
 
 
+# ---- feature maps: squeeze-excitation gates ---------------------------------------------------------
+class MapsGated(nn.Module):
+    """Two squeeze-excitation gates, one written `gate * x` (torchvision) and one `x * gate` (timm): a
+    per-sample channel scale [b, c, 1, 1] broadcast over the maps."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 1)
+        self.se1 = nn.Conv2d(6, 4, 1)
+        self.se2 = nn.Conv2d(4, 6, 1)
+        self.proj = nn.Conv2d(12, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        gate = torch.sigmoid(self.se2(torch.relu(self.se1(h.mean((2, 3), keepdim=True)))))
+        return self.proj(torch.cat([gate * h, h * gate], 1))
+
+
+def maps_gated():
+    """Filter 2 of `conv` is a zero channel (relu 0): gated, it stays 0 on both sides, so the gate's
+    channel 2 and the SE's reading of it go with it."""
+    g = _gen(17)
+    m = _init(MapsGated(), g)
+    with torch.no_grad():
+        _dead_row(m.conv, {2: 0.0})
+    return m.eval(), (_randn(g, 2, 3, 5, 5),)
+
+
 # ---- feature maps: convs with biases, depthwise convs, BatchNorm2d ------------------------------------
 class ConvBias(nn.Module):
     def __init__(self):
@@ -728,6 +756,7 @@ CASES: dict[str, Callable[[], tuple[Any, tuple[torch.Tensor, ...]]]] = {
     "dense_norms": dense_norms,
     "tokens": tokens,
     "maps_elementwise": maps_elementwise,
+    "maps_gated": maps_gated,
     "conv_bias": conv_bias,
     "conv_nobias": conv_nobias,
     "pools": pools,
@@ -755,6 +784,10 @@ FIRES: dict[str, str] = {
     "channels.sub.drop_channel_maps": "maps_elementwise",
     "channels.mul.drop_channel": "dense_arith",
     "channels.mul.drop_channel_maps": "maps_elementwise",
+    "mul.zero_gated_maps": "maps_gated",
+    "channels.mul.drop_channel_gated_maps": "maps_gated",
+    "mul.zero_gated_maps_right": "maps_gated",
+    "channels.mul.drop_channel_gated_maps_right": "maps_gated",
     "add.channel_bias_const": "dense_arith",
     "channels.add.drop_channel_bias": "dense_arith",
     "mul.zero_scale": "dense_arith",
