@@ -1,5 +1,5 @@
 """Write docs/coverage.md: what each architecture of the test suite's model zoo (tests/zoo/models.py) does
-today. Every entry is built, planted, lowered, round-tripped, minimized and run at another batch size, as
+today. Every entry is built, planted, randomly masked, lowered, round-tripped, minimized and run at another batch size, as
 tests/zoo/test_zoo.py does; the table records how far it got and what was removed.
 
     .venv/bin/python benchmarks/zoo_coverage.py [--out docs/coverage.md]
@@ -21,6 +21,7 @@ import sr_ir  # noqa: E402
 from sr_ir.errors import describe  # noqa: E402
 from sr_ir.ir.persist import atomic_write  # noqa: E402
 from tests.zoo.models import ZOO, Entry, available  # noqa: E402
+from tests.zoo.plants import random_mask  # noqa: E402
 from tests.zoo.test_zoo import _first  # noqa: E402
 
 
@@ -33,6 +34,7 @@ def row(e: Entry) -> dict[str, str]:
     torch.manual_seed(0)
     model = e.build().double().eval()
     planted = e.plant(model) if e.plant else {}
+    random_mask(model)
     x = e.inputs(2)
     try:
         program = sr_ir.lower(model, list(x))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -24,8 +25,8 @@ from torch.export import Dim, ExportedProgram
 from ..errors import SrIrError, UnsupportedOpError
 from ..ir.checker import check_program
 from ..ir.program import Node, ParamRef, Program, ValueRef, fresh_name
-from ..ir.types import DTYPE_NAMES, TensorType, normalize_dim, symbol
-from ..lang.loader import RuleSet, default_rules
+from ..ir.types import DTYPE_NAMES, FLOAT_DTYPES, TensorType, normalize_dim, symbol
+from ..lang.loader import RuleSet
 from .raising import raise_program
 from ..rewrite.rulebook import RuleBook
 
@@ -71,7 +72,7 @@ def lower(
     example_inputs: Sequence[Any] = (),
     *,
     dynamic_batch: bool = True,
-    rules: RuleSet | None = None,
+    rules: RuleSet | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     name: str | None = None,
     check: bool = True,
     raise_book: RuleBook | None = None,
@@ -82,8 +83,11 @@ def lower(
     weights (after fine-tuning, say), when its parameters and the example inputs still fit that program.
 
     `raise_book` runs the raise rules (default: every certified `raise.*` rule); its `used` afterwards
-    names the rules that raised something."""
-    rules = rules or default_rules()
+    names the rules that raised something. `rules`, as `sr_ir.minimize` takes them: None (the bundled
+    rules), a RuleSet, or rule directories added to the bundled ones."""
+    from ..minimization.api import resolve_rules  # (lazy: the minimization package imports this one)
+
+    rules = resolve_rules(rules)
     emitted = _emitted_program(model, example_inputs)
     if emitted is not None:
         if check:
@@ -190,19 +194,26 @@ def _live_nodes(graph: torch.fx.Graph) -> set[torch.fx.Node]:
     return live
 
 
+# The constant pads of rules/ops/padding.rules: with every entry 0 a pad is the identity (Swin pads its
+# windows by `-size % window`, which is 0 whenever the map divides into windows).
+_PADS = ("pad1d", "pad2d", "pad3d")
+
+
 def _without_identity_views(p: Program) -> Program:
     """Drop reshapes and permutes that leave the type unchanged (`x.view(len(x), -1)` on an already
-    flat input, an identity permutation): they carry no structure but would stand between a network
-    input and its first layer."""
+    flat input, an identity permutation) and pads by zeros everywhere: they carry no structure but
+    would stand between a network input and its first layer, or between a channel and its rules."""
     types = p.value_types()
     alias: dict[str, str] = {}
     for n in p.nodes:
-        if n.op not in ("reshape", "permute") or n.name in p.outputs:
+        if n.op not in ("reshape", "permute", *_PADS) or n.name in p.outputs:
             continue
         src = n.operands[0]
         if not isinstance(src, ValueRef) or types[src.name] != n.type:
             continue
         if n.op == "permute" and list(n.attrs["dims"]) != list(range(n.type.rank)):
+            continue
+        if n.op in _PADS and any(n.attrs.get("pad", [])):
             continue
         alias[n.name] = alias.get(src.name, src.name)
     if alias:
@@ -368,7 +379,7 @@ class _Lowering:
         out_types: list[TensorType] = []
         from .handlers import HANDLERS, IDENTITY_OPS
 
-        aten_index = self.rules.aten_index()
+        aten_index = aten_candidates(self.rules)
         live = _live_nodes(graph)
         for n in graph.nodes:
             if n.op == "call_function" and n in live:
@@ -432,6 +443,8 @@ class _Lowering:
 
     def _call(self, n: torch.fx.Node, target: Any, handlers: dict, identities: set, aten_index: dict) -> Any:
         key = str(target) if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", str(target))
+        if key == "wrap_with_autocast":
+            return self.autocast_region(n, handlers, identities, aten_index)
         args = normalize_args(n)
         values = [self.arg(a) for a in args]
         if key in identities:
@@ -454,12 +467,38 @@ class _Lowering:
         if key in handlers:
             return handlers[key](self, n, values)
         if key in aten_index:
-            decl, mapping = aten_index[key]
-            return self.emit_mapped(n, decl, mapping, values)
+            return self.emit_candidates(n, key, aten_index[key], values)
         raise UnsupportedOpError(
             f"unsupported op {key} at {source_line(n)} (no declaration in rules/ maps it; "
             f"declare it with an `aten` line in a rule file)"
         )
+
+    def autocast_region(self, n: torch.fx.Node, handlers: dict, identities: set, aten_index: dict) -> tuple:
+        """A `torch.autocast(..., enabled=False)` block (timm's EfficientViT computes its linear attention
+        in one), which export keeps as a submodule: its ops run in the dtypes the model casts to, so its
+        graph is walked in place, its inputs bound to the block's arguments. An enabled block would let
+        autocast choose lower-precision dtypes per op, which the IR does not model."""
+        _device, _dtype, enabled, _cache, sub, *operands = n.args
+        if enabled:
+            raise UnsupportedOpError(
+                f"torch.autocast(enabled=True) at {source_line(n)}: autocast picks op dtypes the IR does not "
+                f"model; lower the model outside autocast"
+            )
+        graph = getattr(self.ep.graph_module, sub.target).graph
+        placeholders = [m for m in graph.nodes if m.op == "placeholder"]
+        outer = self.env
+        self.env = {p.name: self.arg(a) for p, a in zip(placeholders, operands)}
+        try:
+            live = _live_nodes(graph)
+            results: tuple = ()
+            for m in graph.nodes:
+                if m.op == "call_function" and m in live:
+                    self.env[m.name] = self.call(m, handlers, identities, aten_index)
+                elif m.op == "output":
+                    results = tuple(self.arg(o) for o in _flatten(m.args[0]))
+            return results
+        finally:
+            self.env = outer
 
     def fold(self, n: torch.fx.Node, args: list[Any]) -> _Const:
         """Evaluate a node that reads only known tensors; the result becomes a parameter if used."""
@@ -590,6 +629,79 @@ class _Lowering:
             return str(v)
         raise AssertionError(kind)
 
+    def promoted(self, op: str, operands: list[Any], result: TensorType, n: torch.fx.Node) -> list[Any]:
+        """`operands` with torch's type promotion made explicit: where operands that the declaration
+        types alike (one dtype variable `T`) hold different float dtypes (T5's norm multiplies float64
+        activations by a float32 rsqrt), each one is cast to the dtype torch computes in, the result's
+        (or the promoted one where the result is not a float, as for a comparison). The IR's ops stay
+        single-dtype, and the cast is an explicit node that a verification in another dtype can retype."""
+        decl = self.rules.ops.get(op)
+        if decl is None:
+            return operands
+        probe = Node("_", op, list(operands), {}, result)
+        try:
+            groups = _operand_groups(decl, probe)
+        except Exception:  # an arity the checker reports with its own message
+            return operands
+        out = list(operands)
+        for positions in groups.values():
+            dtypes = {i: self.operand_dtype(out[i]) for i in positions}
+            floats = {d for d in dtypes.values() if d in FLOAT_DTYPES}
+            if len(floats) < 2:
+                continue
+            goal = result.dtype if result.dtype in floats else DTYPE_NAMES[_promoted_dtype(floats)]
+            for i, d in dtypes.items():
+                if d in FLOAT_DTYPES and d != goal:
+                    src = out[i]
+                    name = self.fresh(f"{src.name}_{goal}")
+                    shape = self.operand_shape(src)
+                    self.nodes.append(Node(name, "cast", [src], {"dtype": goal}, TensorType(goal, shape),
+                                           origin=source_line(n)))
+                    out[i] = ValueRef(name)
+        return out
+
+    def operand_dtype(self, o: Any) -> str | None:
+        if isinstance(o, ValueRef):
+            return self.value_type(o).dtype
+        if isinstance(o, ParamRef):
+            return self.params[o.name].dtype
+        return None  # a Python number or an absent operand
+
+    def operand_shape(self, o: Any) -> tuple:
+        return self.value_type(o).shape if isinstance(o, ValueRef) else self.params[o.name].shape
+
+    def emit_candidates(self, n: torch.fx.Node, key: str, candidates: list[tuple[Any, Any]],
+                        values: list[Any]) -> ValueRef:
+        """The node of the first declaration mapping this ATen op whose operand patterns and
+        conditions the node meets (aten.constant_pad_nd is pad1d, pad2d or pad3d by its list's
+        length). With one declaration, a node it does not accept is left to the type checker, which
+        names the condition; with several, none accepting it is one line naming each one's reason."""
+        if len(candidates) == 1:
+            decl, mapping = candidates[0]
+            return self.emit_mapped(n, decl, mapping, values)
+        from ..ir.checker import infer_node
+        from ..ir.shape_functions import ShapeError
+        from ..lang.evaluate import EvalError
+
+        env = {name: t for name, t in self.inputs}
+        env.update({node.name: node.type for node in self.nodes})
+        reasons = []
+        for decl, mapping in candidates:
+            mark = (len(self.nodes), dict(self.params), dict(self.weights), set(self.buffers), set(self.used_names))
+            ref = self.emit_mapped(n, decl, mapping, values)
+            node = self.nodes[-1]
+            try:
+                got = infer_node(decl, node, {**env, **{m.name: m.type for m in self.nodes[mark[0]:-1]}}, self.params)
+                if got == node.type:
+                    return ref
+                reasons.append(f"{decl.name}: gives {got}, the model computes {node.type}")
+            except (ShapeError, EvalError) as e:
+                reasons.append(f"{decl.name}: {e}")
+            # not this declaration: forget the node and anything registered for it
+            del self.nodes[mark[0]:]
+            self.params, self.weights, self.buffers, self.used_names = mark[1], mark[2], mark[3], mark[4]
+        raise UnsupportedOpError(f"unsupported {key} at {source_line(n)}: no declaration accepts it ({'; '.join(reasons)})")
+
     def emit_mapped(self, n: torch.fx.Node, decl: Any, mapping: Any, values: list[Any]) -> ValueRef:
         bound: dict[str, Any] = {}
         for name, v in zip(mapping.args, values):
@@ -598,14 +710,42 @@ class _Lowering:
         given = {tp.name: [self.operand(x, n) for x in (bound.get(tp.name) or [])] if tp.variadic
                  else self.operand(bound.get(tp.name), n, _reads_by_broadcast(decl, tp)) for tp in decl.tensor_params}
         operands = decl.operands_in_order(given)
-        attrs = {a.name: self.attr(bound[a.name], a.kind, n) for a in decl.attr_params if a.name in bound}
+        # an ATen argument left None (aten.pad's value) means the op's default, which the declaration states
+        attrs = {a.name: self.attr(bound[a.name], a.kind, n) for a in decl.attr_params
+                 if a.name in bound and not (bound[a.name] is None and a.has_default and a.default is not None)}
         return self.add_node(decl.name, operands, attrs, n)
 
     def add_node(self, op: str, operands: list[Any], attrs: dict[str, Any], n: torch.fx.Node, val: Any = None) -> ValueRef:
-        name = self.fresh(n.name)
         t = self.ttype(val if val is not None else n.meta["val"], n)
+        operands = self.promoted(op, operands, t, n)
+        name = self.fresh(n.name)
         self.nodes.append(Node(name, op, operands, attrs, t, origin=source_line(n)))
         return ValueRef(name)
+
+
+def _operand_groups(decl: Any, node: Node) -> dict[str, list[int]]:
+    """The positions of a node's operands grouped by the dtype variable their pattern declares
+    (`T`: every operand of `add`, `x` and `weight` of `linear`)."""
+    from ..ir.checker import bind_operands
+
+    groups: dict[str, list[int]] = {}
+    for i, (tp, o) in enumerate(bind_operands(decl, node)):
+        var = tp.pattern.dtype
+        if len(var) != 1 or not var.isupper() or var in ("I", "M") or o is None:
+            continue  # a fixed dtype, integer indices, an attention mask (bool or additive), or absent
+        # a variadic parameter is the last one and takes the operands from its position on
+        groups.setdefault(var, []).extend(range(i, len(node.operands)) if tp.variadic else [i])
+    return groups
+
+
+def aten_candidates(rules: RuleSet) -> dict[str, list[tuple[Any, Any]]]:
+    """Every declaration that maps each ATen op, in file order (several may: the lowering picks by
+    their conditions, see `_Lowering.emit_candidates`)."""
+    out: dict[str, list[tuple[Any, Any]]] = {}
+    for decl in rules.ops.values():
+        for m in decl.aten:
+            out.setdefault(m.target, []).append((decl, m))
+    return out
 
 
 def normalize_args(n: torch.fx.Node) -> list[Any]:
@@ -640,6 +780,16 @@ def _reads_by_broadcast(decl: Any, tp: Any) -> bool:
     if isinstance(decl.result, str):
         return decl.result == "broadcast"
     return run not in decl.result.dims
+
+
+def _promoted_dtype(dtypes: set[str]) -> torch.dtype:
+    from ..ir.types import DTYPES
+
+    out = None
+    for d in sorted(dtypes):
+        out = DTYPES[d] if out is None else torch.promote_types(out, DTYPES[d])
+    assert out is not None
+    return out
 
 
 def _has_sym(values: Any) -> bool:

@@ -192,6 +192,23 @@ TIERS = {
     "raise.layer_norm_channels": "parametric",
     "raise.rms_norm": "parametric",
     "raise.rms_norm_weight_last": "parametric",
+    "mul.zero_gated_maps": "parametric",
+    "channels.mul.drop_channel_gated_maps": "parametric",
+    "mul.zero_gated_maps_right": "parametric",
+    "channels.mul.drop_channel_gated_maps_right": "parametric",
+    "pad1d.zero_maps": "parametric",
+    "channels.pad1d.drop_channel_maps": "parametric",
+    "pad2d.zero_maps": "parametric",
+    "channels.pad2d.drop_channel_maps": "parametric",
+    "pad2d.zero_last": "bounded",
+    "channels.pad2d.drop_last": "bounded",
+    "pad3d.zero_last": "bounded",
+    "channels.pad3d.drop_last": "bounded",
+    "pad1d.const_last": "bounded",
+    "channels.pad1d.drop_last": "bounded",
+    "pad2d.slice_last": "parametric",
+    "pad3d.slice_last": "parametric",
+    "pad2d.slice_maps": "parametric",
 }
 
 

@@ -1,0 +1,161 @@
+"""Planted units for the zoo (tests/zoo/models.py): each plant writes exact zeros into a built model and
+returns the widths the minimized parameters must have, `{parameter name: (axis, size)}`, counted by hand
+from the architecture; `random_mask` adds the unstructured zeros a pruned model has around them."""
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable
+
+import torch
+
+Widths = dict[str, tuple[int, int]]
+
+
+@torch.no_grad()
+def random_mask(model: torch.nn.Module, sparsity: float = 0.5, seed: int = 1, min_fan: int = 16) -> None:
+    """Unstructured pruning as a user's masks leave it: `sparsity` of the weights of every conv and linear
+    layer set to 0 at random. Layers with fewer than `min_fan` inputs or outputs are left dense, so that
+    chance alone kills no whole row or column (for fan 16 at half sparsity, 1 in 65,536) and the widths
+    the plants count stay exact."""
+    g = torch.Generator().manual_seed(seed)
+    for mod in model.modules():
+        w = getattr(mod, "weight", None)
+        if (isinstance(mod, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)) and w is not None
+                and w[0].numel() >= min_fan and w.shape[0] * w[0, 0].numel() >= min_fan):
+            w.mul_((torch.rand(w.shape, generator=g, dtype=w.dtype) >= sparsity).to(w.dtype))
+
+
+def _get(model: Any, path: str) -> Any:
+    return operator.attrgetter(path)(model)
+
+
+def _zero_bn(bn: Any, c: int) -> None:
+    bn.weight[c] = 0
+    bn.bias[c] = 0
+
+
+@torch.no_grad()
+def _revive(model: Any) -> None:
+    """timm zero-initialises the last norm of each residual branch, which makes whole blocks removable;
+    a trained model has no such blocks."""
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d) and mod.weight is not None and not mod.weight.any():
+            mod.weight.fill_(1.0)
+
+
+def _expansion(block: str, expand: str, expand_bn: str, dw: str, project: str, c: int = 1,
+               revive: bool = False) -> Callable[[Any], Widths]:
+    """An inverted-residual expansion channel zero after its norm: act(0) = 0 (ReLU, SiLU, hardswish), the
+    depthwise conv keeps it 0, its norm turns it into a constant, which the projection folds into its bias:
+    the expansion conv, the depthwise conv and the projection all lose the channel."""
+    @torch.no_grad()
+    def plant(model: Any) -> Widths:
+        if revive:
+            _revive(model)
+        _zero_bn(_get(model, f"{block}.{expand_bn}"), c)
+        e = _get(model, f"{block}.{expand}").weight.shape[0]
+        return {f"{block}.{expand}.weight": (0, e - 1), f"{block}.{dw}.weight": (0, e - 1),
+                f"{block}.{project}.weight": (1, e - 1)}
+    return plant
+
+
+def _mlp(fc1: str, fc2: str, dead: int = 7, unused: int = 11, conv1d: bool = False) -> Callable[[Any], Widths]:
+    """MLP unit `dead` has a zero row and bias in the first layer (its activation is 0 at 0: GELU, ReLU,
+    SiLU), unit `unused` a zero column in the second: both layers lose both units. `conv1d`: GPT-2's
+    Conv1D stores weights transposed ([in, out]); the program holds them as `weight_t` ([out, in])."""
+    @torch.no_grad()
+    def plant(model: Any) -> Widths:
+        a, b = _get(model, fc1), _get(model, fc2)
+        if conv1d:
+            a.weight[:, dead] = 0
+            b.weight[unused] = 0
+        else:
+            a.weight[dead] = 0
+            b.weight[:, unused] = 0
+        a.bias[dead] = 0
+        h = a.bias.shape[0]
+        w = "weight_t" if conv1d else "weight"  # the lowering reads Conv1D as a linear of the transpose
+        return {f"{fc1}.{w}": (0, h - 2), f"{fc2}.{w}": (1, h - 2)}
+    return plant
+
+
+@torch.no_grad()
+def _se_block(prefix: str, expand: str, dw: str, dw_bn: str, se1: str, se2: str, project: str, c: int = 5) -> Callable[[Any], Widths]:
+    """A squeeze-excitation block's depthwise channel zero after its norm: act(0) = 0, so the SE pools 0
+    for it and scales a 0, and the projection reads 0: the expansion and depthwise convs, the SE's
+    reduce column and expand row, and the projection's column all go."""
+    @torch.no_grad()
+    def plant(model: Any) -> Widths:
+        _zero_bn(_get(model, f"{prefix}.{dw_bn}"), c)
+        e = _get(model, f"{prefix}.{dw}").weight.shape[0]
+        w = {f"{prefix}.{dw}.weight": (0, e - 1), f"{prefix}.{se1}.weight": (1, e - 1),
+             f"{prefix}.{se2}.weight": (0, e - 1), f"{prefix}.{project}.weight": (1, e - 1)}
+        if expand:
+            w[f"{prefix}.{expand}.weight"] = (0, e - 1)
+        return w
+    return plant
+
+
+@torch.no_grad()
+def _fire(model: Any) -> Widths:
+    """SqueezeNet fire module features[3]: squeeze filter 3 is all zero with bias 0, so ReLU gives 0 and
+    both expand convs (1x1 and the zero-padded 3x3) lose that input channel."""
+    sq = model.features[3].squeeze
+    sq.weight[3] = 0
+    sq.bias[3] = 0
+    s = sq.weight.shape[0]
+    return {"features.3.squeeze.weight": (0, s - 1), "features.3.expand1x1.weight": (1, s - 1),
+            "features.3.expand3x3.weight": (1, s - 1)}
+
+
+@torch.no_grad()
+def _dense_layer(model: Any) -> Widths:
+    """DenseNet layer denseblock1.denselayer1: bottleneck channel 4 zero after norm2, so ReLU gives 0 and
+    the 3x3 conv loses the input channel and the 1x1 bottleneck conv the filter."""
+    lyr = model.features.denseblock1.denselayer1
+    _zero_bn(lyr.norm2, 4)
+    b = lyr.conv1.weight.shape[0]
+    p = "features.denseblock1.denselayer1"
+    return {f"{p}.conv1.weight": (0, b - 1), f"{p}.conv2.weight": (1, b - 1)}
+
+
+@torch.no_grad()
+def _heads(in_proj: str, out_proj: str, heads: int, head: int = 1) -> Callable[[Any], Widths]:
+    """A packed-projection attention (nn.MultiheadAttention): head `head`'s value rows and bias are zero,
+    so it writes 0 whatever it attends to: its query, key and value rows and the output projection's
+    columns all go."""
+    @torch.no_grad()
+    def plant(model: Any) -> Widths:
+        w, b = _get(model, in_proj + "_weight"), _get(model, in_proj + "_bias")
+        d = w.shape[1]
+        hd = d // heads
+        rows = slice(2 * d + head * hd, 2 * d + (head + 1) * hd)
+        w[rows] = 0
+        b[rows] = 0
+        return {in_proj + "_weight": (0, 3 * (d - hd)), out_proj + ".weight": (1, d - hd)}
+    return plant
+
+
+PLANTS: dict[str, Callable[[Any], Widths]] = {
+    "MobileNetV3-Small": _expansion("features.2.block", "0.0", "0.1", "1.0", "2.0", 5),
+    "EfficientNet-B0": _se_block("features.2.0.block", "0.0", "1.0", "1.1", "2.fc1", "2.fc2", "3.0"),
+    "RegNetY-400MF": _mlp("trunk_output.block1.block1-0.f.se.fc1", "trunk_output.block1.block1-0.f.se.fc2", 2, 5),
+    "SqueezeNet 1.1": _fire,
+    "DenseNet (121's blocks, small)": _dense_layer,
+    "ShuffleNetV2 x0.5": _expansion("stage2.0.branch2", "0", "1", "3", "5", 3),
+    "Swin (small)": _mlp("features.1.0.mlp.0", "features.1.0.mlp.3"),
+    "EfficientViT-B0": _expansion("stages.1.blocks.0.main", "inverted_conv.conv", "inverted_conv.norm",
+                                  "depth_conv.conv", "point_conv.conv", 3),
+    "ViT (small)": _mlp("encoder.layers.encoder_layer_0.mlp.0", "encoder.layers.encoder_layer_0.mlp.3"),
+    "ConvNeXt-Atto": _mlp("stages.0.blocks.0.mlp.fc1", "stages.0.blocks.0.mlp.fc2"),
+    "DeiT (small)": _mlp("blocks.0.mlp.fc1", "blocks.0.mlp.fc2"),
+    "MobileViT-XXS": _expansion("stages.0.0", "conv1_1x1.conv", "conv1_1x1.bn", "conv2_kxk.conv", "conv3_1x1.conv", 2, revive=True),
+    "DistilBERT": _mlp("transformer.layer.0.ffn.lin1", "transformer.layer.0.ffn.lin2"),
+    "GPT-2": _mlp("h.0.mlp.c_fc", "h.0.mlp.c_proj", conv1d=True),
+    "GPT-NeoX": _mlp("layers.0.mlp.dense_h_to_4h", "layers.0.mlp.dense_4h_to_h"),
+    "OPT": _mlp("decoder.layers.0.fc1", "decoder.layers.0.fc2"),
+    "Phi": _mlp("layers.0.mlp.fc1", "layers.0.mlp.fc2"),
+    "ViT": _mlp("layers.0.mlp.fc1", "layers.0.mlp.fc2"),
+    "TransformerEncoder": _mlp("layers.0.linear1", "layers.0.linear2"),
+    "MultiheadAttention": _heads("attn.in_proj", "attn.out_proj", 4),
+}
