@@ -5,10 +5,17 @@ import os
 import sys
 from pathlib import Path
 
+import tempfile
+
 import pytest
 import torch
 
 torch.set_num_threads(1)
+
+# the rule cache of the suite's own (shared by its workers and runs), never the user's: tests load rules
+# from temporary folders, each of which would otherwise leave a cache file in ~/.cache/sr-ir
+os.environ["SR_IR_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"sr-ir-test-cache-{os.getuid()}")
+os.environ.pop("SR_IR_NO_CACHE", None)
 
 
 def _torchvision_importable() -> None:

@@ -1,19 +1,39 @@
 """`sr-ir` entry point: dispatches to subcommand modules; every way a command ends is one line on stderr
-and one of the EXIT_* codes below (a bug included, unless --traceback asks for the traceback)."""
+and one of the EXIT_* codes below (a bug included, unless --traceback asks for the traceback).
+
+Start-up is kept short: a command's module (most import torch) is imported only when that command is
+run or its --help is asked for; the top-level --help lists the commands from COMMANDS without importing
+any of them."""
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
+import time
 import traceback
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from ..errors import SrIrError, VerificationError, describe
 
-# Subcommands in the order `--help` lists them. Each module defines `register(subparsers)`, which adds
-# its parser and sets `func(args) -> int`; a module is imported only when its command is registered.
-COMMANDS = ["demo", "lower", "show", "emit", "prove", "minimize", "squeeze_release"]
+# Subcommands in the order `--help` lists them: name -> (module in sr_ir.cli, one-line summary). Each
+# module defines `register(subparsers)`, which adds the command's parser and sets `func(args) -> int`.
+# The summary is the `help=` the module registers (tests/cli/test_startup.py keeps the two equal): the
+# top-level --help shows it without importing the module.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "run the pipeline on the bundled LeNet-300-100 and print the check"),
+    "lower": ("lower", "lower a PyTorch model (.pt2 or module:factory) to sr-ir text + weights"),
+    "show": ("show", "print a program with parameter counts and bytes per op"),
+    "emit": ("emit", "emit a program as a PyTorch module (.pt2 and/or Python source)"),
+    "prove": ("prove", "prove rule files (tiers: test, bounded, parametric) and write certificates in proofs/"),
+    "minimize": ("minimize", "remove every removable channel of a masked model, exactly (verified)"),
+    "squeeze-release": ("squeeze_release",
+                        "iterate prune -> minimize -> release -> fine-tune until no unit can be removed"),
+}
+
+# Verbosity (args.verbosity, for commands that print more or less): -q gives QUIET, -v INFO, -vv DEBUG
+QUIET, NORMAL, INFO, DEBUG = -1, 0, 1, 2
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # an SrIrError: a bad model, file, option value or rule; a file that cannot be read or written
@@ -36,26 +56,16 @@ certificate missing or stale), 2 unknown or timed out, 3 rule files that do not 
 
 
 def _command(name: str):
-    if name == "demo":
-        from . import demo as m
-    elif name == "lower":
-        from . import lower as m
-    elif name == "show":
-        from . import show as m
-    elif name == "emit":
-        from . import emit as m
-    elif name == "prove":
-        from . import prove as m
-    elif name == "minimize":
-        from . import minimize as m
-    elif name == "squeeze_release":
-        from . import squeeze_release as m
-    else:
-        raise KeyError(name)
-    return m
+    """The module of command `name` (imported now)."""
+    import importlib
+
+    return importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None, *, every: bool = False) -> argparse.ArgumentParser:
+    """The `sr-ir` parser. Command `only` gets its full parser (its module is imported), the others a
+    stand-in with their summary, enough for the top-level --help and for argparse's list of choices;
+    `every=True` imports every command's module and gives each its full parser (tests, documentation)."""
     parser = argparse.ArgumentParser(
         prog="sr-ir",
         description="Exact structural minimization of pruned neural networks through a proved rewrite IR.",
@@ -64,15 +74,39 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--traceback", action="store_true", help="print the full traceback of an error")
+    _add_verbosity(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS if only is None else [only]:
-        _command(name).register(sub)
+    for name, (_, summary) in COMMANDS.items():
+        if every or name == only:
+            _command(name).register(sub)
+        else:
+            sub.add_parser(name, help=summary, description=summary)
     for p in sub.choices.values():
         # also after the command (`sr-ir minimize M --traceback`); SUPPRESS keeps the subparser from
         # overwriting a --traceback given before the command with its own default
         p.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
                        help="print the full traceback of an error")
+        _add_verbosity(p, top=False)
     return parser
+
+
+def _add_verbosity(p: argparse.ArgumentParser, top: bool) -> None:
+    """-q/--quiet and -v/--verbose, before the command or after it. After it, SUPPRESS keeps the
+    subparser from resetting what was given before; a spelling the command already uses for an option
+    of its own (`minimize --quiet`: no progress bar) stays the command's."""
+    default = NORMAL if top else argparse.SUPPRESS
+    taken = set(p._option_string_actions)  # argparse has no public view of a parser's option strings
+    group = p.add_mutually_exclusive_group()
+    quiet = [o for o in ("-q", "--quiet") if o not in taken]
+    verbose = [o for o in ("-v", "--verbose") if o not in taken]
+    if quiet:
+        group.add_argument(*quiet, dest="verbosity", action="store_const", const=QUIET, default=default,
+                           help="quiet: no progress bars, info lines or warnings on stderr (errors are "
+                           "still reported; results on stdout are unchanged)")
+    if verbose:
+        group.add_argument(*verbose, dest="verbosity", action="count", default=default,
+                           help="more detail on stderr (what sr-ir does and how long it takes; the rule "
+                           "cache); -vv: debugging detail")
 
 
 def _version() -> str:
@@ -81,21 +115,82 @@ def _version() -> str:
     return __version__
 
 
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command named on the command line: the first word that is not an option (the options before
+    a command take no values), if it is one."""
+    for a in argv:
+        if a == "--":
+            return None
+        if not a.startswith("-"):
+            return a if a in COMMANDS else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `sr-ir prove` (notably `--check`, run by CI and before minimizing) must start fast: register
-    # only its own parser instead of importing every command (and torch with them)
-    parser = build_parser("prove" if argv[:1] == ["prove"] else None)
+    command = _command_in(argv)
+    if "torch" not in sys.modules:
+        _passive_threads()
+    # only the command that runs is imported (and torch with most): `sr-ir --help` and `sr-ir prove
+    # --check` (run by CI and before minimizing) start fast
+    parser = build_parser(command)
     args = parser.parse_args(argv)
-    if not args.traceback:
-        _quiet_torch_logs()
+    args.verbosity = max(QUIET, min(args.verbosity, DEBUG))  # -vvv is -vv
+    if args.verbosity == QUIET and hasattr(args, "quiet"):
+        args.quiet = True  # a command's own "no progress bar" option
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    who = f"sr-ir {args.command}"
     try:
-        return int(args.func(args) or 0)
+        with _verbosity(args.verbosity, who):
+            if not args.traceback and args.verbosity < INFO:
+                _quiet_torch_logs()
+            t0, c0 = time.perf_counter(), time.process_time()
+            code = int(args.func(args) or 0)
+            logging.getLogger("sr_ir").info("done in %.2f s (%.2f s of CPU), exit %d",
+                                            time.perf_counter() - t0, time.process_time() - c0, code)
+            return code
     except (Exception, KeyboardInterrupt) as e:  # every ending is one line, a bug's included
-        return report_failure(e, f"sr-ir {args.command}", args.traceback)
+        return report_failure(e, who, args.traceback)
+
+
+@contextlib.contextmanager
+def _verbosity(level: int, who: str) -> Iterator[None]:
+    """While a command runs: with QUIET nothing reaches stderr (progress bars, info lines and warnings
+    all write to sys.stderr; the one line of a failure is printed after this block); with INFO or DEBUG
+    the library's log records (logger `sr_ir`) are printed there."""
+    if level == QUIET:
+        import warnings
+
+        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+        return
+    if level < INFO:
+        yield
+        return
+    logger = logging.getLogger("sr_ir")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{who}: %(message)s"))
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if level >= DEBUG else logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
+def _passive_threads() -> None:
+    """Let torch's OpenMP threads sleep instead of spinning while they wait for work (OMP_WAIT_POLICY=
+    PASSIVE), unless the user chose a policy. On a busy machine the default spinning burns the time
+    slices the working threads need: a warm 2-thread minimize with verification took 7.6x the wall time
+    and 8x the CPU time of PASSIVE, 16x beside one busy core (benchmarks/RESULTS.md, "Start-up and
+    threads"). OpenMP reads the variable once, when torch loads it: only a process that has not
+    imported torch yet can still set it (it then holds for the worker processes it starts too)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def report_failure(e: Exception | KeyboardInterrupt, who: str, show_traceback: bool = False) -> int:

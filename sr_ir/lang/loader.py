@@ -17,15 +17,14 @@ from typing import Any, Iterable
 import lark
 
 from ..errors import Loc, ParseError, TypeCheckError
-from ..ir.opdecl import AtenMapping, AttrParam, OpDecl, TensorParam, TensorPattern
+from ..ir.opdecl import AtenMapping, AttrParam, ModuleTemplate, OpDecl, TensorParam, TensorPattern
 from ..resources import data_dir, grammar_path
 from ..syntax import parsing, read_source
 from . import ast as A
 from . import functions as Fn
 from . import rule as R
 from .kinds import check_means
-from .shapes import check_shapes
-from .templates import FUNCTION_NAMESPACES, OP_NAMESPACES, check_template
+from .templates import FUNCTION_NAMESPACES, OP_NAMESPACES, check_module_template, check_template
 
 
 INT_MAX = 2**63 - 1  # integers of rule files are int64 where they end up (dims, attributes, indices)
@@ -189,6 +188,9 @@ class _DeclBuilder(ExprBuilder):
     def torch_clause(self, a):
         return ("torch", self.template(a[0]))
 
+    def module_clause(self, a):
+        return ("module", (self.template(a[0]), tuple(str(x) for x in a[1:])))
+
     def template(self, token: lark.Token) -> _Template:
         """A `torch "..."` string: its text, where it was written and how (checked by the item)."""
         return _Template(json.loads(str(token)), Loc(self.filename, token.line, token.column), str(token))
@@ -225,6 +227,12 @@ class _DeclBuilder(ExprBuilder):
                 decl.torch = body.text
             elif kind == "means":
                 decl.means.extend(body)
+            elif kind == "module":
+                if decl.module is not None:
+                    raise ParseError(f"op {name!r} has two module clauses", decl.loc)
+                tpl, holds = body
+                check_module_template(decl, tpl.text, holds, tpl.loc, tpl.raw)
+                decl.module = ModuleTemplate(tpl.text, holds, tpl.loc)
         return decl
 
 
@@ -500,8 +508,33 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) -> RuleSet:
-    """Load the bundled rules/ (or `paths`) plus `extra` user directories (or files)."""
+    """Load the bundled rules/ (or `paths`) plus `extra` user directories (or files).
+
+    A set loaded before from the same files (same bytes, same sr-ir) is read from the rule cache
+    (sr_ir.lang.cache; SR_IR_NO_CACHE=1 turns it off) instead of being parsed and checked again."""
     base = [data_dir("rules")] if paths is None else list(paths)
+    from .cache import Slot
+
+    slot = Slot.of([Path(r) for r in [*base, *extra]], lambda r: rule_files([r]), _display)
+    cached = slot.read() if slot is not None else None
+    if cached is not None:
+        return cached
+    rs = _load_rules(base, extra)
+    if slot is not None:
+        slot.write(rs)
+    return rs
+
+
+def check_shapes(decl: OpDecl) -> None:
+    """sr_ir.lang.shapes.check_shapes, imported when first needed: it imports sympy and torch (through
+    sr_ir.ir.types), which a rule set read from the cache never needs (`sr-ir prove --check` starts fast)."""
+    from .shapes import check_shapes as check
+
+    check(decl)
+
+
+def _load_rules(base: list[Path], extra: Iterable[Path]) -> RuleSet:
+    """Parse and check the rule files of `base` and `extra` (load_rules without the cache)."""
     rs = RuleSet()
     pending: list[R.Rule] = []
     semantics: list[SemanticsDecl] = []
