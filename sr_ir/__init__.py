@@ -12,14 +12,14 @@ def _api() -> dict:
     from .ir.persist import load
     from .ir.program import Node, ParamRef, Program, ValueRef
     from .ir.types import TensorType
-    from .minimization import Minimized, minimize
+    from .minimization import Minimized, MinimizeReport, minimize
 
     return {"emit": emit, "lower": lower, "parse": parse, "load": load, "Node": Node, "ParamRef": ParamRef,
             "Program": Program, "ValueRef": ValueRef, "TensorType": TensorType, "Minimized": Minimized,
-            "minimize": minimize}
+            "MinimizeReport": MinimizeReport, "minimize": minimize}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     api = _api()
     if name in api:
         globals().update(api)
@@ -27,10 +27,16 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'sr_ir' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # the lazy names too, without importing them: tab completion and dir() show the whole public API
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
     "emit",
     "minimize",
     "Minimized",
+    "MinimizeReport",
     "load",
     "lower",
     "Node",

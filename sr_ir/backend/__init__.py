@@ -1,4 +1,4 @@
 """From the IR back to runnable code (PyTorch modules; .pt2 and ONNX through them)."""
-from .torch_module import emit, emit_source
+from .torch_module import emit, emit_source, rebuild_generated
 
-__all__ = ["emit", "emit_source"]
+__all__ = ["emit", "emit_source", "rebuild_generated"]

@@ -16,7 +16,10 @@ from torch import nn
 
 from ..errors import SrIrError, describe
 from ..ir.program import Program
+from ..ir.persist import NEXT_PREFIX
 from ..ir.types import DTYPES
+from ..lang.loader import RuleSet
+from ..outputs import TEMP_PREFIX
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -111,9 +114,28 @@ def writing(path: str | os.PathLike[str]) -> Iterator[None]:
     except OSError as e:
         if e.strerror is None:
             raise
+        target = _target_of_temporary(e.filename) if e.filename is not None else None
+        if target is not None and target.parent == Path(path).parent:
+            path = target  # one write of several (a .py's weights beside it): name the file that failed
         # name what refused when it is not the temporary file beside `path` (a file where a folder should be)
-        other = e.filename is not None and Path(e.filename).parent != Path(path).parent
+        other = target is None and e.filename is not None and Path(e.filename).parent != Path(path).parent
         raise SrIrError(f"cannot write {path}: {e.strerror}" + (f" ({e.filename})" if other else "")) from None
+
+
+def _target_of_temporary(filename: Any) -> Path | None:
+    """The file an atomic write's temporary (``.sr-ir-tmp.<pid>.<hex>.<name>``, or a file inside such a
+    folder; a program save's ``.sr-ir-next.<id>.<name>`` text) was to become; None for any other path."""
+    p = Path(os.fsdecode(filename))
+    for q in (p, *p.parents):
+        if q.name.startswith(TEMP_PREFIX):
+            parts = q.name[len(TEMP_PREFIX):].split(".", 2)
+            if len(parts) != 3:
+                return None
+            name = parts[2]
+            if name.startswith(NEXT_PREFIX):
+                name = name[len(NEXT_PREFIX):].partition(".")[2]
+            return q.parent / name if name else None
+    return None
 
 
 def example_inputs_for(args: argparse.Namespace, mod: Any) -> tuple[torch.Tensor, ...]:
@@ -127,7 +149,10 @@ def example_inputs_for(args: argparse.Namespace, mod: Any) -> tuple[torch.Tensor
                 shape = []
             if not shape or min(shape) < 1:
                 raise SrIrError(f"--input-shape {s!r}: expected positive dims like 4x784")
-            out.append(torch.randn(shape, dtype=dtype) if dtype.is_floating_point else torch.zeros(shape, dtype=dtype))
+            try:
+                out.append(torch.randn(shape, dtype=dtype) if dtype.is_floating_point else torch.zeros(shape, dtype=dtype))
+            except (RuntimeError, MemoryError) as e:  # too large to allocate: the shape is wrong, not sr-ir
+                raise SrIrError(f"--input-shape {s!r}: cannot make an input of that shape ({describe(e)})") from None
         return tuple(out)
     fn = getattr(mod, "example_inputs", None)
     if fn is None:
@@ -139,24 +164,24 @@ def example_inputs_for(args: argparse.Namespace, mod: Any) -> tuple[torch.Tensor
     return tuple(ex) if isinstance(ex, (tuple, list)) else (ex,)
 
 
-def rules_for(args: argparse.Namespace):
-    from ..lang.loader import default_rules, load_rules
+def rules_for(args: argparse.Namespace) -> RuleSet:
+    """The bundled rules plus every ``--rules DIR`` (the same resolution as `sr_ir.minimize`'s ``rules``)."""
+    from ..minimization.api import resolve_rules
 
-    if not getattr(args, "rules", None):
-        return default_rules()
-    return load_rules(extra=[Path(r) for r in args.rules])
+    return resolve_rules([Path(r) for r in getattr(args, "rules", None) or []] or None)
 
 
-def load_program(args: argparse.Namespace) -> Program:
-    """The model argument as a Program (lowered if needed)."""
+def load_program(args: argparse.Namespace, rules: RuleSet | None = None) -> Program:
+    """The model argument as a Program (lowered if needed), its ops checked against ``rules`` (default:
+    `rules_for`), so that a `.sr` file using an op of a ``--rules`` directory reads back."""
     from ..frontend import load_exported, lower
     from ..ir.persist import load
 
-    rules = rules_for(args)
+    rules = rules if rules is not None else rules_for(args)
     spec = args.model
     path = Path(spec)
     if path.suffix == ".sr":
-        return load(path)
+        return load(path, rules=rules)
     if path.suffix == ".pt2":
         return lower(load_exported(path), rules=rules, name=_stem_name(path))
     model, inputs = factory_model_and_inputs(args)

@@ -10,6 +10,14 @@ from typing import Any
 
 from ..errors import Loc
 
+# dtype variables of op declarations that range over a class: `I` an index tensor, `F` a floating-point
+# one (ops whose `means` is real arithmetic: the prover's semantics, and torch's kernels, are those of
+# floats); any other capital letter ranges over every dtype
+DTYPE_CLASSES: dict[str, tuple[frozenset[str], str]] = {
+    "I": (frozenset({"i32", "i64"}), "an integer tensor (i32, i64)"),
+    "F": (frozenset({"f16", "bf16", "f32", "f64"}), "a floating-point tensor (f16, bf16, f32, f64)"),
+}
+
 
 @dataclass
 class TensorPattern:
@@ -41,6 +49,18 @@ class AtenMapping:
     args: list[str | None]  # op parameter per ATen positional argument (None: ignored)
 
 
+@dataclass(frozen=True)
+class ModuleTemplate:
+    """`module "nn.Linear(...)" holds weight, bias`: the torch.nn layer a node of the op may be emitted
+    as (a constructor call over the op's attributes, dims and `has_<operand>`/`dtype` fields), and the
+    tensor operands that are the layer's own state (attributes of the same names); the other operands are
+    what the layer is called with, in declaration order. Emission only: no proof reads it."""
+
+    text: str
+    holds: tuple[str, ...]
+    loc: Loc | None = None
+
+
 @dataclass
 class OpDecl:
     name: str
@@ -52,6 +72,7 @@ class OpDecl:
     torch: str | None = None
     means: list[Any] = field(default_factory=list)
     loc: Loc | None = None
+    module: ModuleTemplate | None = None  # the layer a node may be emitted as (sr_ir.backend)
 
     def attr(self, name: str) -> AttrParam | None:
         for a in self.attr_params:

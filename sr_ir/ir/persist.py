@@ -24,6 +24,7 @@ import re
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -35,8 +36,13 @@ from ..syntax import read_source
 from .parser import parse
 from .program import Program
 
+if TYPE_CHECKING:
+    from ..minimization.api import RulesArg
+
 PAIR_KEY = "sr_ir.pair"  # safetensors metadata: the id of the text saved with these weights
 ALIASES_KEY = "sr_ir.aliases"  # safetensors metadata: JSON {name: stored name} of tied tensors
+# safetensors metadata of the weights that sr_ir.backend.export writes beside a .py: that file's name
+PYTHON_KEY = "sr_ir.python"
 NEXT_PREFIX = ".sr-ir-next."
 _HEADER = re.compile(r"# sr-ir pair ([0-9a-f]{32})(?![0-9a-f])")
 _NEXT = re.compile(r"^\.sr-ir-next\.([0-9a-f]{32})\.(.+)$")
@@ -68,9 +74,10 @@ def save_program(p: Program, path: str | os.PathLike[str]) -> None:
         raise SrIrError(f"cannot save: no weights for {', '.join('@' + m for m in missing[:5])}")
     text = p.to_text()
     pair = pair_id(text)
-    tensors, aliases = _distinct_tensors({n: p.weights[n] for n in p.params})
+    tensors, aliases = distinct_tensors({n: p.weights[n] for n in p.params})
     metadata = {PAIR_KEY: pair, **({ALIASES_KEY: json.dumps(aliases, sort_keys=True)} if aliases else {})}
     path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_foreign_weights(path, owner_key=PYTHON_KEY, owner_suffix=".py")
     with folder_lock(path.parent):
         _finish_interrupted_save(path)
         next_text = _next_path(path, pair)
@@ -79,7 +86,24 @@ def save_program(p: Program, path: str | os.PathLike[str]) -> None:
         durable_replace(next_text, path)
 
 
-def _distinct_tensors(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def refuse_foreign_weights(path: Path, *, owner_key: str, owner_suffix: str) -> None:
+    """Refuse to overwrite ``<stem>.safetensors`` when it holds the weights of the other format's file
+    (``small.sr`` and ``small.py`` would both write ``small.safetensors``, and their keys differ)."""
+    wp = weights_path(path)
+    owner = path.with_suffix(owner_suffix)
+    if not (wp.is_file() and owner.is_file()):
+        return
+    try:
+        with safe_open(str(wp), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception:  # not a safetensors file: nobody's weights, this save replaces it
+        return
+    if owner_key in metadata:
+        raise SrIrError(f"{wp} holds the weights of {owner}; saving {path} would replace them: "
+                        f"give {path} another name (or remove {owner})")
+
+
+def distinct_tensors(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors to store (CPU, contiguous, no two sharing memory) and ``{alias: stored name}``.
 
     safetensors refuses tensors that share memory. An exact alias (same storage, offset, shape,
@@ -164,12 +188,21 @@ class _Pair:
     metadata: dict[str, str]
 
 
-def load(path: str | os.PathLike[str]) -> Program:
-    """Load a program saved by Program.save (the IR text and its safetensors weights, checked to be one pair)."""
+def load(path: str | os.PathLike[str], rules: RulesArg = None) -> Program:
+    """Load a program saved by Program.save (the IR text and its safetensors weights, checked to be one pair).
+
+    ``rules`` are those its ops are checked against, as `sr_ir.minimize` takes them: None for the
+    bundled rules, a RuleSet, or a rule directory (or several) added to the bundled ones. A program
+    that uses an op of a user's rule directory reads back with that directory:
+
+    >>> prog = load("small.sr", rules="my_rules/")  # doctest: +SKIP
+    """
     path = Path(path)
     try:
         found = _read_pair(path)
-    except SrIrError:  # safetensors opens a file twice: a save may have replaced it in between
+    except (SrIrError, FileNotFoundError):
+        # a save may have replaced a file in between (safetensors opens one twice), or renamed the next
+        # text we were about to read into place: look again under the folder's lock, which saves hold
         found = None
     if found is None or found.text_file != path:
         # A save may be between its renames (wait for it, then look again) or was interrupted there.
@@ -181,7 +214,12 @@ def load(path: str | os.PathLike[str]) -> Program:
     if found is None:
         raise SrIrError(f"{path} and {wp} were not saved together (the text's pair id differs from the weights'); "
                         "save the program again")
-    p = parse(found.text, str(found.text_file))
+    from ..ir.checker import check_program
+    from ..minimization.api import resolve_rules  # (lazy: the minimization package imports this one)
+
+    rule_set = resolve_rules(rules)  # first: a bad rule directory is reported as such, not as the text's op
+    p = parse(found.text, str(found.text_file), check=False)
+    check_program(p, rule_set)
     if p.params:
         if found.tensors is None:
             raise SrIrError(f"{path}: weight file {wp} is missing")
@@ -269,4 +307,4 @@ def _checked_weights(p: Program, weights: dict[str, torch.Tensor], wp: Path) -> 
     return {n: weights[n] for n in p.params}
 
 
-__all__ = ["atomic_save_with", "atomic_write", "check_save_path", "load", "pair_id", "save_program", "weights_path"]
+__all__ = ["atomic_save_with", "atomic_write", "check_save_path", "distinct_tensors", "load", "pair_id", "refuse_foreign_weights", "save_program", "weights_path"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import string
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Collection, Iterable
 
@@ -79,32 +80,35 @@ class Template:
 
 def check_template(template: str, fields: Collection[str], where: Loc | None, what: str,
                    namespaces: Iterable[str] = OP_NAMESPACES, variadic: Collection[str] = (),
-                   raw: str | None = None, fields_are: str = "a declared operand or attribute") -> None:
+                   raw: str | None = None, fields_are: str = "a declared operand or attribute",
+                   kind: str = "torch") -> ast.Expression:
     """Raise ParseError unless `template` is one Python expression over `fields` (`{name}`) and the
     members of `namespaces`. `where` is the place of the template's string literal, `raw` that literal
     as written (when it has no escapes, the error points at the offending column inside it);
-    `variadic` are fields that stand for several operands (allowed only as items of a list)."""
+    `variadic` are fields that stand for several operands (allowed only as items of a list); `kind` names
+    the clause in messages (`torch`, `module`)."""
     def at(offset: int) -> Loc | None:
         if where is None or raw is None or "\\" in raw:
             return where
         return Loc(where.file, where.line, where.col + 1 + offset)
 
-    t = _substitute(template, set(fields), what, at, fields_are)
+    t = _substitute(template, set(fields), what, at, fields_are, kind)
     try:
         tree = ast.parse(t.source, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
         offset = _syntax_offset(t.source, e)
-        raise ParseError(f"{what}: torch template is not one Python expression "
+        raise ParseError(f"{what}: {kind} template is not one Python expression "
                          f"({getattr(e, 'msg', None) or type(e).__name__})", at(_template_offset(t, offset))) from None
-    _Checker(t, tuple(namespaces), set(variadic), what, at).check(tree)
+    _Checker(t, tuple(namespaces), set(variadic), what, at, kind).check(tree)
+    return tree
 
 
-def _substitute(template: str, fields: set[str], what: str, at, fields_are: str) -> Template:
+def _substitute(template: str, fields: set[str], what: str, at, fields_are: str, kind: str = "torch") -> Template:
     """The template as Python text, each `{name}` field replaced by a stand-in identifier."""
     try:
         pieces = list(string.Formatter().parse(template))
     except ValueError as e:  # a single `{` or `}`
-        raise ParseError(f"{what}: torch template: {e} (a field is `{{name}}`; braces are balanced)",
+        raise ParseError(f"{what}: {kind} template: {e} (a field is `{{name}}`; braces are balanced)",
                          at(_brace_offset(template))) from None
     literal = "".join(p[0] for p in pieces)
     stem = "_f"
@@ -121,11 +125,11 @@ def _substitute(template: str, fields: set[str], what: str, at, fields_are: str)
             continue
         written = "{" + field + ("!" + conv if conv else "") + (":" + spec if spec else "") + "}"
         if not field.isidentifier() or conv or spec:
-            raise ParseError(f"{what}: torch template field {written!r} is not `{{name}}` (no index, attribute, "
+            raise ParseError(f"{what}: {kind} template field {written!r} is not `{{name}}` (no index, attribute, "
                              f"conversion or format spec)", at(template.find(written, tpl_pos)))
         if field not in fields:
             known = ", ".join(sorted(fields)) or "none"
-            raise ParseError(f"{what}: torch template uses {{{field}}}, which is not {fields_are} ({known})",
+            raise ParseError(f"{what}: {kind} template uses {{{field}}}, which is not {fields_are} ({known})",
                              at(tpl_pos))
         stand_in = f"{stem}{len(names)}"
         names[stand_in] = field
@@ -175,8 +179,10 @@ def _template_offset(t: Template, offset: int) -> int:
 class _Checker:
     """Walks a template's syntax tree; the first thing a template may not say is a ParseError."""
 
-    def __init__(self, t: Template, namespaces: tuple[str, ...], variadic: set[str], what: str, at):
+    def __init__(self, t: Template, namespaces: tuple[str, ...], variadic: set[str], what: str, at,
+                 kind: str = "torch"):
         self.t, self.namespaces, self.variadic, self.what, self.at = t, namespaces, variadic, what, at
+        self.kind = kind
         self.roots = {n.split(".")[0] for n in namespaces}
 
     def error(self, node: ast.AST, msg: str, tail: int = 0) -> ParseError:
@@ -187,7 +193,7 @@ class _Checker:
             line, col = getattr(node, "end_lineno", line), getattr(node, "end_col_offset", col) - tail
         prefix = lines[line - 1].encode()[:col].decode(errors="replace") if line <= len(lines) else ""
         offset = sum(len(x) for x in lines[:line - 1]) + len(prefix)
-        return ParseError(f"{self.what}: torch template may not {msg}", self.at(_template_offset(self.t, offset)))
+        return ParseError(f"{self.what}: {self.kind} template may not {msg}", self.at(_template_offset(self.t, offset)))
 
     def check(self, tree: ast.Expression) -> None:
         for node in ast.walk(tree):
@@ -273,3 +279,80 @@ def _dotted(node: ast.AST) -> list[str] | None:
     if not isinstance(node, ast.Name):
         return None
     return [node.id, *reversed(parts)]
+
+
+# ---- `module "..." holds ...`: the torch.nn layer an op's node may be emitted as ---------------------
+# The namespaces a module template reads: torch.nn (`nn.Linear`), the package's own layers (`SN` =
+# sr_ir.nn, `SN.FixedCompensatedLayerNorm`) and torch (dtypes). The emitter's generated source
+# imports them under these names.
+MODULE_NAMESPACES = ("torch", "nn", "SN")
+# the classes a module template may construct live in these namespaces
+_LAYER_NAMESPACES = ("nn", "SN")
+
+
+def module_template_fields(decl) -> list[str]:
+    """The fields a module template of `decl` may use: its attributes, the dim names and runs its
+    operand patterns bind, `has_<operand>` for each optional operand, and `dtype` (the torch dtype of the
+    layer's state)."""
+    from . import ast as A
+
+    fields = [a.name for a in decl.attr_params]
+    for t in decl.tensor_params:
+        for d in t.pattern.dims:
+            name = d.name if isinstance(d, A.Variadic) else d.id if isinstance(d, A.Name) else None
+            if name is not None and name not in fields:
+                fields.append(name)
+    fields += [f"has_{t.name}" for t in decl.tensor_params if t.optional]
+    return fields + ["dtype"]
+
+
+def check_module_template(decl, template: str, holds: Collection[str], where: Loc | None,
+                          raw: str | None = None) -> None:
+    """Raise ParseError unless `template` is one call of a layer class (`nn.X(...)`, `SN.X(...)`) over
+    the fields `module_template_fields(decl)` gives, and `holds` names distinct, non-variadic tensor
+    operands of `decl` (the layer's state; the others are its call's arguments)."""
+    what = f"op {decl.name!r}"
+    params = {t.name: t for t in decl.tensor_params}
+    seen: set[str] = set()
+    for h in holds:
+        if h not in params:
+            raise ParseError(f"{what}: module template holds {h!r}, which is not a tensor operand "
+                             f"({', '.join(params) or 'none'})", where)
+        if params[h].variadic:
+            raise ParseError(f"{what}: module template holds {h!r}, a variadic operand (a layer's state is "
+                             f"named tensors)", where)
+        if h in seen:
+            raise ParseError(f"{what}: module template holds {h!r} twice", where)
+        seen.add(h)
+    fields = module_template_fields(decl)
+    clash = sorted({f for f in fields if fields.count(f) > 1})
+    if clash:  # `dtype` and `has_<operand>` are the clause's own fields
+        raise ParseError(f"{what}: module template field {{{clash[0]}}} would mean two things (an attribute or "
+                         f"dim, and the clause's own field); rename the attribute", where)
+    if len(seen) == len(params):
+        raise ParseError(f"{what}: module template holds every operand (the layer is called with at least "
+                         f"one)", where)
+    tree = check_template(template, fields, where, what, MODULE_NAMESPACES, (), raw,
+                          "an attribute, a dim of an operand pattern, has_<optional operand> or dtype",
+                          kind="module")
+    body = tree.body
+    path = _dotted(body.func) if isinstance(body, ast.Call) else None
+    if path is None or len(path) != 2 or path[0] not in _LAYER_NAMESPACES:
+        raise ParseError(f"{what}: module template is one constructor call, nn.Layer(...) or SN.Layer(...)",
+                         where)
+    if path[0] == "SN" and path[1] not in package_layers():
+        raise ParseError(f"{what}: module template constructs SN.{path[1]}: sr_ir.nn has no layer of that "
+                         f"name ({', '.join(sorted(package_layers()))})", where)
+
+
+@lru_cache(maxsize=1)
+def package_layers() -> frozenset[str]:
+    """The layer classes sr_ir.nn exports (read from its __init__ without importing torch)."""
+    from ..resources import _PACKAGE
+
+    tree = ast.parse((_PACKAGE / "nn" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            names = ast.literal_eval(node.value)
+            return frozenset(n for n in names if n[:1].isupper())
+    return frozenset()

@@ -330,3 +330,46 @@ def _show_members(req: set) -> str:
     for key, ax in sorted(req, key=str):
         parts.append(f"{'%' if key[0] == 'v' else '@'}{key[1]}[axis {ax}]")
     return ", ".join(parts)
+
+
+def kept_zero_channels(pl: Plan, limit: int = 200) -> list[dict[str, Any]]:
+    """The channels known to be exactly zero that the final plan keeps, each with why: what pins its
+    group (a network output, an op no certified rule removes it through), or the readers whose rules'
+    conditions do not hold for it (a zero channel feeding a padded conv does fold; a nonzero constant does
+    not). At most `limit` entries, in program order."""
+    g = pl.graph
+    out: list[dict[str, Any]] = []
+    for node in g.program.nodes:
+        facts = g.facts.get(node.name)
+        if facts is None:
+            continue
+        for axis, (known, value) in sorted(facts.const.items()):
+            zero = known & (value == 0)
+            if not bool(zero.any()):
+                continue
+            channels = torch.nonzero(zero).flatten().tolist()
+            gid = pl.group_of.get((("v", node.name), axis))
+            why = list(pl.blocked.get(gid, [])) if gid is not None else ["no channel rule reaches it"]
+            if not why and gid is not None:
+                why = _refusing_sites(pl, gid, torch.tensor(channels))
+            out.append({"value": node.name, "op": node.op, "axis": axis, "channels": channels,
+                        "why": why or ["kept to leave one channel (every other one goes)"]})
+            if len(out) >= limit:
+                return out
+    return out
+
+
+def _refusing_sites(pl: Plan, gid: int, channels: torch.Tensor) -> list[str]:
+    """'%node = op(...): the conditions of R do not hold' for the sites of a group whose lanes that
+    remove one of `channels` are refused."""
+    seen: list[str] = []
+    for s in pl.sites:
+        for t in s.ties:
+            if t.group != gid:
+                continue
+            pos = t.pos if t.pos.dim() == 1 else t.pos[:, 0]
+            lanes = torch.isin(pos, channels) & ~s.ok
+            why = f"%{s.node.name} = {s.node.op}(...): the conditions of {s.cr.name} do not hold"
+            if bool(lanes.any()) and why not in seen:
+                seen.append(why)
+    return seen[:3]

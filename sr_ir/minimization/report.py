@@ -9,8 +9,10 @@ from ..ir.program import Program
 from .applying import Removal
 
 
-@dataclass
+@dataclass(repr=False)
 class MinimizeReport:
+    """What `minimize` did; ``str(report)`` (and ``print(report)``) is `table`, ``to_dict()`` the full record."""
+
     params_before: int
     bytes_before: int
     params_after: int = 0
@@ -28,6 +30,8 @@ class MinimizeReport:
     seconds: dict[str, float] = field(default_factory=dict)
     ops_before: dict[str, int] = field(default_factory=dict)  # op -> nodes (an attention per head: heads)
     ops_after: dict[str, int] = field(default_factory=dict)
+    # channels known to be exactly zero that stay, with why: {value, op, axis, channels, why}
+    kept_zero: list[dict[str, Any]] = field(default_factory=list)
 
     @staticmethod
     def start(p: Program) -> "MinimizeReport":
@@ -57,6 +61,13 @@ class MinimizeReport:
         self.seconds["minimize"] = seconds
         self.ops_after = _op_counts(p)
 
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return (f"MinimizeReport(params {self.params_before:,} -> {self.params_after:,}, passes {self.passes}, "
+                f"{len(self.rules_used)} rules used)")
+
     @property
     def ratio(self) -> float:
         return self.params_before / self.params_after if self.params_after else float("inf")
@@ -71,7 +82,7 @@ class MinimizeReport:
             "batch_norms_folded": self.batch_norms_folded, "rules_used": self.rules_used,
             "refused_rules": self.refused_rules,
             "verification": self.verification, "seconds": self.seconds,
-            "ops_before": self.ops_before, "ops_after": self.ops_after,
+            "ops_before": self.ops_before, "ops_after": self.ops_after, "kept_zero": self.kept_zero,
         }
 
     def table(self) -> str:
@@ -94,6 +105,11 @@ class MinimizeReport:
         if changed:
             lines.append("nodes: " + ", ".join(f"{op} {self.ops_before.get(op, 0)} -> {self.ops_after.get(op, 0)}"
                                                for op in changed))
+        for k in self.kept_zero[:5]:
+            chans = ", ".join(map(str, k["channels"][:8])) + (", ..." if len(k["channels"]) > 8 else "")
+            lines.append(f"kept zero: %{k['value']} ({k['op']}) axis {k['axis']} channels {chans}: {k['why'][0]}")
+        if len(self.kept_zero) > 5:
+            lines.append(f"kept zero: {len(self.kept_zero) - 5} more values (report.kept_zero, --json)")
         lines.append(f"passes: {self.passes}; time: " + ", ".join(f"{k} {s:.3f}s" for k, s in self.seconds.items()))
         return "\n".join(lines)
 

@@ -228,3 +228,68 @@ class CompensatedRMSNorm(nn.Module):
             if self.weight is not None:
                 out.weight.copy_(self.weight.detach()[keep])
         return out
+
+
+class FixedCompensatedLayerNorm(CompensatedLayerNorm):
+    """CompensatedLayerNorm whose compensation is part of the architecture: `n_total`, `s1` and `s2` are
+    constants like `eps` (Python numbers, shown in the repr), and the state dict holds only `weight` and
+    `bias`. It is the layer an emitted module holds for a `compensated_layer_norm` node (whose s1, s2 are
+    attributes of the op, not tensors), computing exactly that op's torch template."""
+
+    # no `_extra_state`: the widths are constructor arguments, as `normalized_shape` is for nn.LayerNorm
+    get_extra_state = nn.Module.get_extra_state
+    set_extra_state = nn.Module.set_extra_state
+
+    def __init__(self, kept: int, n_total: int, s1: float = 0.0, s2: float = 0.0, eps: float = 1e-5,
+                 elementwise_affine: bool = True, bias: bool = True, device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None):
+        super().__init__(kept, n_total, 0.0, 0.0, eps, elementwise_affine, bias, device=device, dtype=dtype)
+        del self.s1, self.s2  # the buffers of the base class: here they are constants
+        self.s1, self.s2 = float(s1), float(s2)
+
+    def extra_repr(self) -> str:
+        return (f"kept={self.kept}, n_total={self.n_total}, s1={self.s1!r}, s2={self.s2!r}, eps={self.eps}, "
+                f"affine={self.weight is not None}")
+
+    def compensate(self, keep_idx: IndexLike, removed_values: IndexLike | torch.Tensor) -> "FixedCompensatedLayerNorm":
+        keep = _as_index(keep_idx, self.kept, "compensate")
+        d1, d2 = _removed_stats(removed_values, self.kept - keep.numel(), "compensate")
+        ref = self.weight
+        out = type(self)(keep.numel(), self.n_total, self.s1 + d1, self.s2 + d2, self.eps, self.weight is not None,
+                         self.bias is not None, device=None if ref is None else ref.device,
+                         dtype=None if ref is None else ref.dtype)
+        with torch.no_grad():
+            if self.weight is not None:
+                out.weight.copy_(self.weight.detach()[keep])
+            if self.bias is not None:
+                out.bias.copy_(self.bias.detach()[keep])
+        return out
+
+
+class FixedCompensatedRMSNorm(CompensatedRMSNorm):
+    """CompensatedRMSNorm with `n_total` and `s2` constants of the architecture (state dict: `weight`
+    only): the layer an emitted module holds for a `compensated_rms_norm` node."""
+
+    get_extra_state = nn.Module.get_extra_state
+    set_extra_state = nn.Module.set_extra_state
+
+    def __init__(self, kept: int, n_total: int, s2: float = 0.0, eps: Optional[float] = None,
+                 elementwise_affine: bool = True, device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None):
+        super().__init__(kept, n_total, 0.0, eps, elementwise_affine, device=device, dtype=dtype)
+        del self.s2
+        self.s2 = float(s2)
+
+    def extra_repr(self) -> str:
+        return f"kept={self.kept}, n_total={self.n_total}, s2={self.s2!r}, eps={self.eps}, affine={self.weight is not None}"
+
+    def compensate(self, keep_idx: IndexLike, removed_values: IndexLike | torch.Tensor) -> "FixedCompensatedRMSNorm":
+        keep = _as_index(keep_idx, self.kept, "compensate")
+        _, d2 = _removed_stats(removed_values, self.kept - keep.numel(), "compensate")
+        ref = self.weight
+        out = type(self)(keep.numel(), self.n_total, self.s2 + d2, self.eps, self.weight is not None,
+                         device=None if ref is None else ref.device, dtype=None if ref is None else ref.dtype)
+        if self.weight is not None:
+            with torch.no_grad():
+                out.weight.copy_(self.weight.detach()[keep])
+        return out

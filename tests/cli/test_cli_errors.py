@@ -238,7 +238,7 @@ def test_resume_refuses_a_foreign_or_mismatched_checkpoint_after_cycle_0(tmp_pat
     out = tmp_path / "run"
     assert main(RUN + ["--out", str(out)]) == 0
     capsys.readouterr()
-    ckpt = out / "checkpoints" / "cycle_001.pt"
+    ckpt = out / "cycle_001.pt"
     original = ckpt.read_bytes()
     resume = RUN + ["--out", str(out), "--resume", "--max-cycles", "2"]
 

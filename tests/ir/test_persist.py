@@ -243,3 +243,21 @@ def test_a_torn_weights_file_is_a_one_line_error(tmp_path):
     with pytest.raises(SrIrError, match="not a readable safetensors file") as e:
         load(tmp_path / "m.sr")
     assert "\n" not in str(e.value)
+
+
+USER_RULES = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "rules_ext")  # declares mish
+
+
+def test_a_program_using_a_user_op_loads_with_its_rule_directory(tmp_path):
+    from sr_ir.errors import TypeCheckError
+    from sr_ir.lang.loader import load_rules
+
+    path = tmp_path / "m.sr"
+    path.write_text("graph m(%x: f32[N, 4]) -> (f32[N, 4]) {\n  %0 = mish(%x) : f32[N, 4]\n  return %0\n}\n")
+    with pytest.raises(TypeCheckError, match=r"m\.sr:2:3: unknown op 'mish'"):
+        load(path)
+    for rules in (USER_RULES, [USER_RULES], load_rules(extra=[USER_RULES])):
+        assert [n.op for n in load(path, rules=rules).nodes] == ["mish"]
+    with pytest.raises(SrIrError) as e:
+        load(path, rules=tmp_path / "no_such_rules")
+    assert "no_such_rules" in str(e.value) and "\n" not in str(e.value)

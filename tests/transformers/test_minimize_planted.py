@@ -69,7 +69,15 @@ def test_compensated_norms_in_emitted_code():
     plant(model, seed=2, residual=5)
     res = minimize(model, (example_ids(model.cfg),))
     src = res.module.sr_ir_source
-    assert "def compensated_layer_norm" in src and "F.scaled_dot_product_attention" in src
+    # the compensated norms are the package's own layers (their op's module clause), attention stays F.
+    assert "SN.FixedCompensatedLayerNorm(" in src and "F.scaled_dot_product_attention" in src
+    layers = [m for m in res.module.modules() if type(m).__name__ == "FixedCompensatedLayerNorm"]
+    assert len(layers) == 2 * model.cfg.n_layers + 1
+    # and the torch-only form a saved .py uses spells them out as functions
+    from sr_ir.backend import emit_source
+
+    standalone = emit_source(res.module.sr_ir_program, standalone=True)
+    assert "def compensated_layer_norm" in standalone and "sr_ir" not in standalone.split('"""', 2)[2]
     ops = [n.op for n in res.program.nodes]
     assert ops.count("compensated_layer_norm") == 2 * model.cfg.n_layers + 1
     norm = next(n for n in res.program.nodes if n.op == "compensated_layer_norm")
