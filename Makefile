@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements/dev.txt
 
 demo: $(STAMP)
 	# A second run resumes (and so reprints) the finished run instead of refusing its folder.
-	$(BIN)/sr-ir squeeze-release --out out/squeeze-release $$([ -d out/squeeze-release/checkpoints ] && echo --resume)
+	$(BIN)/sr-ir squeeze-release --out out/squeeze-release $$([ -f out/squeeze-release/cycle_000.pt ] && echo --resume)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests

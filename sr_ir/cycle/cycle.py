@@ -11,9 +11,11 @@
         release   the exact zeros in the compacted tensors become trainable, seeded with calibrated
                   noise (or, with release off, they stay masked: the ablation)
         fine-tune
-    every cycle: a checkpoint (atomic), a JSON record, a callback for tables and plots
+    every cycle: a checkpoint (atomic), a JSON record, a callback for tables and plots; at the end the
+    run's files (cycles.json, cycles.txt, cycles.png, final.safetensors, final.pt2: run_files.py)
 
-Everything random is seeded from ``(config.seed, phase name)``, so ``resume=True`` after an
+``CycleConfig.preset("unit" | "coupled" | "faithful")`` is the configuration ``sr-ir squeeze-release
+--preset`` runs. Everything random is seeded from ``(config.seed, phase name)``, so ``resume=True`` after an
 interruption continues exactly where the uninterrupted run would be.
 """
 from __future__ import annotations
@@ -21,9 +23,11 @@ from __future__ import annotations
 import copy
 import re
 import time
+import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -47,7 +51,9 @@ from .pruning import (
     sparsity,
 )
 from .release import ReleaseRecord, default_ladder, release
-from .train import TrainSpec, evaluate, fine_tune, phase_seed
+from .report import table_text
+from .run_files import check_folder, claim, write_final, write_progress
+from .train import DEFAULT_BATCH_SIZE, TrainSpec, batches_per_phase, evaluate, fine_tune, phase_seed
 
 
 class MinimizeResult(Protocol):
@@ -98,6 +104,37 @@ class CycleConfig:
         return d
 
     @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "CycleConfig":
+        """The configuration ``sr-ir squeeze-release --preset NAME`` runs (``PRESETS``), with ``overrides``:
+        any CycleConfig field, or a field of its specs by its flat name (``criterion``, ``scope``,
+        ``prune_amount``, ``min_keep``; ``lr``, ``batch_size``, ``distill``, ``group_lasso``,
+        ``weight_decay``, ``temperature``). The batch size stays ``None``: the DataLoader's.
+
+        >>> CycleConfig.preset("unit", max_cycles=2, dense_epochs=0).prune.criterion
+        'unit'
+        """
+        if name not in PRESETS:
+            raise SrIrError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls.from_flat({**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> "CycleConfig":
+        """A config from CycleConfig fields and the flat names of its specs' fields (see ``preset``)."""
+        own = {f.name for f in fields(cls)}
+        unknown = sorted(k for k in values if k not in own and k not in _FLAT)
+        if unknown:
+            raise SrIrError(f"unknown setting(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(own | set(_FLAT)))}")
+        top = {k: v for k, v in values.items() if k in own}
+        nested: dict[str, dict[str, Any]] = {"prune": {}, "train": {}}
+        for k, v in values.items():
+            if k in _FLAT:
+                spec, key = _FLAT[k]
+                nested[spec][key] = v
+        cfg = cls(**top)
+        return replace(cfg, prune=replace(cfg.prune, **nested["prune"]), train=replace(cfg.train, **nested["train"]))
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CycleConfig":
         d = dict(d)
         d["prune"] = PruneSpec(**d["prune"])
@@ -105,6 +142,37 @@ class CycleConfig:
         d["dense_train"] = TrainSpec(**d["dense_train"]) if d.get("dense_train") else None
         d["release_ladder"] = tuple(d["release_ladder"])
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+# The flat names of the specs' fields, as ``CycleConfig.preset`` and the CLI's flags spell them.
+_FLAT: dict[str, tuple[str, str]] = {
+    "criterion": ("prune", "criterion"),
+    "scope": ("prune", "scope"),
+    "prune_amount": ("prune", "amount"),
+    "min_keep": ("prune", "min_keep"),
+    "lr": ("train", "lr"),
+    "batch_size": ("train", "batch_size"),
+    "distill": ("train", "distill"),
+    "group_lasso": ("train", "group_lasso"),
+    "weight_decay": ("train", "weight_decay"),
+    "temperature": ("train", "temperature"),
+}
+
+# The presets, in flat names: the one definition ``CycleConfig.preset`` and ``sr-ir squeeze-release
+# --preset`` share. "faithful" is the method as the paper states it (unstructured global magnitude
+# pruning); "unit" adds what favours whole-unit death: unit-RMS pruning of rows and columns, group lasso
+# and distillation from the dense model (reported separately); "coupled" is "unit" with whole coupled
+# channels read from the network's IR (residual-stream channels included), for ConvNeXt-like networks.
+_COMMON: dict[str, Any] = dict(max_drop=1.0, dense_epochs=20.0, backoff=2, release=True, release_tolerance=0.05,
+                               lr=1e-3, seed=0)
+PRESETS: dict[str, dict[str, Any]] = {
+    "unit": dict(_COMMON, criterion="unit", scope="layer", distill=0.7, group_lasso=5e-3, prune_amount=0.1,
+                 prune_epochs=6.0, release_epochs=15.0, max_cycles=25, max_prune_steps=40),
+    "coupled": dict(_COMMON, criterion="coupled", scope="layer", distill=0.7, group_lasso=5e-3, prune_amount=0.1,
+                    prune_epochs=6.0, release_epochs=15.0, max_cycles=25, max_prune_steps=40),
+    "faithful": dict(_COMMON, criterion="magnitude", scope="global", distill=0.0, group_lasso=0.0, prune_amount=0.2,
+                     prune_epochs=2.0, release_epochs=4.0, max_cycles=8, max_prune_steps=20),
+}
 
 
 @dataclass
@@ -115,10 +183,21 @@ class CycleResult:
     dense_record: dict[str, Any]
     records: list[dict[str, Any]]
     stopped: str  # "no-unit-removed" | "max-cycles"
+    config: CycleConfig | None = None  # as run: the batch size resolved from the DataLoader
+    summary: dict[str, Any] = field(default_factory=dict)  # what cycles.json holds at the end
+    folder: Path | None = None  # where the run's files are (``checkpoint_dir``)
 
     def best(self) -> dict[str, Any] | None:
         """The smallest deployable state (minimized or released) within the accuracy floor."""
         return best_state(self.dense_record, self.records)
+
+    def table(self) -> str:
+        """The per-cycle table, as ``sr-ir squeeze-release`` prints it and ``cycles.txt`` holds it."""
+        return table_text(self.dense_record, self.records)
+
+    def __repr__(self) -> str:
+        return (f"CycleResult({len(self.records)} cycle(s), stopped={self.stopped!r}, "
+                f"params {self.dense_record['params']:,} -> {self.records[-1]['params'] if self.records else '-'})")
 
 
 def best_state(dense: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -195,17 +274,18 @@ def _excluded(model: nn.Module, pattern: str | None, vectors: bool = False) -> l
 
 
 class _Bar:
-    """One tqdm bar per phase on the main process; silent elsewhere."""
+    """One tqdm bar per training phase on the main process, its total the phase's batch count (so it
+    shows an ETA); silent elsewhere."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled and ddp.is_main()
         self.bar = None
 
-    def start(self, desc: str) -> Callable[[int], None] | None:
+    def start(self, desc: str, total: int) -> Callable[[int], None] | None:
         if not self.enabled:
             return None
         self.close()
-        self.bar = tqdm(desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+        self.bar = tqdm(desc=desc, total=total, unit="batch", leave=False, dynamic_ncols=True)
         return self.bar.update
 
     def note(self, **kw) -> None:
@@ -216,6 +296,24 @@ class _Bar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def resolve_batch_size(config: CycleConfig, train: DataLoader | Dataset) -> CycleConfig:
+    """``config`` with the batch size it trains with: the config's own where it sets one (with a warning
+    when a DataLoader says otherwise), else the training DataLoader's, else ``DEFAULT_BATCH_SIZE``."""
+    loader_bs = train.batch_size if isinstance(train, DataLoader) else None
+    own = config.train.batch_size
+    if own is not None:
+        if loader_bs is not None and loader_bs != own:
+            warnings.warn(f"the config's batch size {own} is used, not the DataLoader's {loader_bs} "
+                          "(leave TrainSpec.batch_size None to train with the loader's)", UserWarning, stacklevel=3)
+        bs = own
+    else:
+        bs = loader_bs if loader_bs is not None else DEFAULT_BATCH_SIZE
+    dense = config.dense_train
+    if dense is not None and dense.batch_size is None:
+        dense = replace(dense, batch_size=bs)
+    return replace(config, train=replace(config.train, batch_size=bs), dense_train=dense)
 
 
 def squeeze_release(
@@ -232,25 +330,85 @@ def squeeze_release(
     teacher: nn.Module | None = None,
     on_cycle: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
+    info: Mapping[str, Any] | None = None,
 ) -> CycleResult:
     """Run the Squeeze-Release cycle on ``model`` (any nn.Module classifier).
 
-    ``train``/``val``/``test`` are DataLoaders (their dataset and collate function are used; batching
-    and shuffling follow ``config.train`` so runs are reproducible and shard under torchrun) or
-    map-style datasets. ``example_inputs`` are handed to the minimizer. With ``config.train.distill >
-    0`` the dense model (or ``teacher``) is the distillation teacher. ``on_cycle(record)`` is called
-    after every cycle's checkpoint is written (the dense model's record has ``cycle == 0``); on resume
-    it is first called with the restored records.
+    ``train``/``val``/``test`` are DataLoaders (their dataset and collate function are used; shuffling
+    follows the run's seed so runs are reproducible and shard under torchrun) or map-style datasets.
+    The batch size is the training DataLoader's unless ``config.train.batch_size`` sets one (then a
+    warning where they differ). ``example_inputs`` are handed to the minimizer and to the final
+    export. With ``config.train.distill > 0`` the dense model (or ``teacher``) is the distillation
+    teacher. ``on_cycle(record)`` is called after every cycle's checkpoint is written (the dense model's
+    record has ``cycle == 0``); on resume it is first called with the restored records.
+
+    With ``checkpoint_dir`` the run claims that folder (a second run on it refuses) and writes there
+    what ``sr-ir squeeze-release`` writes: ``cycle_NNN.pt`` checkpoints, ``cycles.json`` (with
+    ``info``'s entries, e.g. model and dataset names), ``cycles.txt``, ``cycles.png``,
+    ``final.safetensors`` and ``final.pt2`` (run_files.py).
+
+    >>> cfg = CycleConfig.preset("unit", max_cycles=2, dense_epochs=0)
+    >>> res = squeeze_release(model, train_loader, val_loader, test=test_loader,   # doctest: +SKIP
+    ...                       example_inputs=(x,), config=cfg, checkpoint_dir="run/")
+    >>> print(res.table()); res.best()                                           # doctest: +SKIP
     """
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if folder is not None:
+        check_folder(folder)
+    cfg = resolve_batch_size(config, train)
+    # One run per folder, claimed before any work: a second run would overwrite this one's files.
+    with claim(folder) if (folder is not None and ddp.is_main()) else nullcontext():
+        t0 = time.perf_counter()
+        result = _squeeze_release(model, train, val, example_inputs=example_inputs, cfg=cfg, test=test,
+                                  minimizer=minimizer, folder=folder, resume=resume, teacher=teacher,
+                                  on_cycle=on_cycle, progress=progress, info=dict(info or {}))
+        wall = time.perf_counter() - t0
+        result.summary = {
+            **(info or {}), "processes": ddp.world_size(), "config": cfg.to_dict(), "dense": result.dense_record,
+            "cycles": result.records, "stopped": result.stopped, "best": result.best(),
+            "single_pass": result.records[0] if result.records else None, "wall_s": wall,
+        }
+        if folder is not None:
+            if ddp.is_main():
+                write_final(folder, result.summary, result.module, example_inputs, info or {})
+            ddp.barrier()
+    return result
+
+
+def _squeeze_release(
+    model: nn.Module,
+    train: DataLoader | Dataset,
+    val: DataLoader | Dataset,
+    *,
+    example_inputs: tuple,
+    cfg: CycleConfig,
+    test: DataLoader | Dataset | None,
+    minimizer: Minimizer | None,
+    folder: Path | None,
+    resume: bool,
+    teacher: nn.Module | None,
+    on_cycle: Callable[[dict[str, Any]], None] | None,
+    progress: bool,
+    info: dict[str, Any],
+) -> CycleResult:
+    """The run itself (``squeeze_release``'s body, with the folder claimed and the batch size resolved)."""
     minimizer = minimizer or default_minimizer
     train_ds, train_like = _dataset(train)
     val_ds, val_like = _dataset(val)
     test_ds, test_like = _dataset(test) if test is not None else (None, None)
     device = next(model.parameters()).device
-    cfg = config
     bar = _Bar(progress)
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     main = ddp.is_main()
+    history: list[dict[str, Any]] = []
+
+    def notify(record: dict[str, Any]) -> None:
+        """After each record's checkpoint: cycles.json grows with the run (so a long run can be watched),
+        then the caller's callback."""
+        if folder is not None and main:
+            history.append(record)
+            write_progress(folder, info, cfg.to_dict(), history)
+        if on_cycle is not None:
+            on_cycle(record)
 
     def acc(m: nn.Module, which: str) -> float | None:
         ds, like = (val_ds, val_like) if which == "val" else (test_ds, test_like)
@@ -279,16 +437,16 @@ def squeeze_release(
         dense_record = records.pop(0)
         start_cycle = records[-1]["cycle"] + 1 if records else 1
         protect = output_parameter(model, example_inputs)
-        if on_cycle is not None:  # the callback sees the whole history, restored part first
-            for r in [dense_record, *records]:
-                on_cycle(r)
+        for r in [dense_record, *records]:  # the callback sees the whole history, restored part first
+            notify(r)
     else:
         if folder is not None and ckpt.completed_cycles(folder):  # every rank refuses alike
             raise SrIrError(f"{folder} already holds checkpoints; pass resume=True (--resume) or use another folder")
         t0 = time.perf_counter()
         if cfg.dense_epochs > 0:
             spec = replace(cfg.dense_train or cfg.train, epochs=cfg.dense_epochs, distill=0.0, group_lasso=0.0)
-            fine_tune(model, train_ds, spec, seed=cfg.seed, tag="dense", like=train_like, progress=bar.start("dense"))
+            fine_tune(model, train_ds, spec, seed=cfg.seed, tag="dense", like=train_like,
+                      progress=bar.start("dense", batches_per_phase(train_ds, spec)))
             bar.close()
         dense_model = copy.deepcopy(model).eval()
         a0 = acc(model, "val")
@@ -296,8 +454,7 @@ def squeeze_release(
                         "val_acc": a0, "test_acc": acc(model, "test"), "floor": a0 - cfg.max_drop / 100.0,
                         "time_s": time.perf_counter() - t0}
         save(0, model, None, {}, dense_record, {"stopped": None})
-        if on_cycle is not None:
-            on_cycle(dense_record)
+        notify(dense_record)
     teacher = teacher if teacher is not None else dense_model
     floor = dense_record["floor"]
     # The coupled criterion prunes whole channels, biases and norm entries included: its masks cover
@@ -334,8 +491,10 @@ def squeeze_release(
                 break
             saved = copy.deepcopy(model.state_dict())
             apply_masks(model, new_masks)
-            tick = bar.start(f"cycle {cycle} prune {steps + 1} ({spec.criterion} {amount:.3g})")
-            fine_tune(model, train_ds, replace(tspec, epochs=cfg.prune_epochs), seed=cfg.seed,
+            phase = replace(tspec, epochs=cfg.prune_epochs)
+            tick = bar.start(f"cycle {cycle} prune {steps + 1} ({spec.criterion} {amount:.3g})",
+                             batches_per_phase(train_ds, phase))
+            fine_tune(model, train_ds, phase, seed=cfg.seed,
                       tag=f"c{cycle}/prune{tried}", masks=new_masks, teacher=teacher,
                       lasso_names=list(new_masks), protect_rows=[protect] if protect else [], lasso_groups=groups,
                       like=train_like, progress=tick)
@@ -388,8 +547,7 @@ def squeeze_release(
             records.append(record)
             save(cycle, model, pruned_state, nonzero_masks(model, _excluded(model, cfg.prune_only, vectors), vectors), record,
                  {"stopped": stopped})
-            if on_cycle is not None:
-                on_cycle(record)
+            notify(record)
             break
 
         # --- release (or keep the zeros masked: the ablation) and fine-tune
@@ -402,8 +560,10 @@ def squeeze_release(
         else:
             masks = nonzero_masks(small, _excluded(small, cfg.prune_only, vectors), vectors)
         protect = output_parameter(small, example_inputs)
-        tick = bar.start(f"cycle {cycle} {'release' if cfg.release else 'masked'} fine-tune")
-        fine_tune(small, train_ds, replace(tspec, epochs=cfg.release_epochs), seed=cfg.seed, tag=f"c{cycle}/release",
+        phase = replace(tspec, epochs=cfg.release_epochs)
+        tick = bar.start(f"cycle {cycle} {'release' if cfg.release else 'masked'} fine-tune",
+                         batches_per_phase(train_ds, phase))
+        fine_tune(small, train_ds, phase, seed=cfg.seed, tag=f"c{cycle}/release",
                   masks=masks, teacher=teacher, lasso_names=list(masks), protect_rows=[protect] if protect else [],
                   lasso_groups=groups_of(small), like=train_like, progress=tick)
         bar.close()
@@ -417,11 +577,10 @@ def squeeze_release(
         model = small
         records.append(record)
         save(cycle, model, pruned_state, masks, record, {"stopped": None})
-        if on_cycle is not None:
-            on_cycle(record)
+        notify(record)
         cycle += 1
     bar.close()
-    return CycleResult(model, dense_record, records, stopped or "max-cycles")
+    return CycleResult(model, dense_record, records, stopped or "max-cycles", config=cfg, folder=folder)
 
 
 def _restore(model0, folder, done, cfg: CycleConfig, minimizer, example_inputs):

@@ -44,6 +44,46 @@ def format_units(record: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in u.items()) or "none"
 
 
+def record_lines(record: dict[str, Any]) -> list[str]:
+    """The table lines of one record as the run prints them: its row, and for a cycle the units it removed."""
+    lines = [table_row(record)]
+    if record.get("cycle", 0) > 0:
+        lines.append(f"{'':>10}  units removed: {format_units(record)}")
+    return lines
+
+
+def table_text(dense: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
+    """The per-cycle table (header, the dense model as cycle 0, every cycle) as one string."""
+    lines = [table_header()]
+    for r in [dense, *records]:
+        lines += record_lines(r)
+    return "\n".join(lines) + "\n"
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """How a finished run ended, in words: why it stopped and the smallest state within the floor."""
+    dense, best = summary["dense"], summary.get("best")
+    n = len(summary["cycles"])
+    procs = summary.get("processes", 1)
+    lines = [f"stopped: {summary['stopped']} after {n} cycle(s), {summary.get('wall_s', 0.0):.0f} s"
+             + (f" on {procs} processes" if procs > 1 else "")]
+    drop = summary["config"]["max_drop"]
+    if best:
+        test = "-" if best.get("test_acc") is None else f"{best['test_acc']:.2%}"
+        dense_test = "-" if dense.get("test_acc") is None else f"{dense['test_acc']:.2%}"
+        lines.append(f"smallest within {drop:g} point(s) of dense on validation: cycle {best['cycle']} "
+                     f"({best['stage']}), {best['params']:,} params ({best['compression']:.1f}x), "
+                     f"test {test} vs dense {dense_test}")
+    else:
+        lines.append(f"no state stayed within {drop:g} point(s) of dense on validation")
+    return lines
+
+
+def _pct(values: Sequence[float | None]) -> list[float]:
+    """Fractions as percent; a missing value (no test set) as NaN, which matplotlib leaves out."""
+    return [float("nan") if v is None else 100 * v for v in values]
+
+
 def plot_cycles(
     path: str | Path,
     dense: dict[str, Any],
@@ -53,9 +93,10 @@ def plot_cycles(
     title: str = "Squeeze-Release",
     extra: dict[str, Sequence[dict[str, Any]]] | None = None,
 ) -> None:
-    """PNG: deployable parameters (log scale) and test accuracy per cycle; the dense model at cycle 0;
-    the single-pass prune+minimize baseline as a marked point; ``extra`` runs (e.g. the no-release
-    ablation) as dashed lines."""
+    """PNG: deployable parameters (log scale) and accuracy per cycle; the dense model at cycle 0. Test
+    accuracy for every run (``extra`` runs, e.g. the no-release ablation, dashed), the main run's
+    validation accuracy and the validation floor it enforced (``dense["floor"]``); the single-pass
+    prune+minimize baseline as a marked point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,21 +111,30 @@ def plot_cycles(
         acc = [dense["test_acc"]] + [
             r["released_test_acc"] if r.get("released_test_acc") is not None else r["test_acc"] for r in recs
         ]
-        ax_acc.plot(xs, [100 * a for a in acc], style + "o", label=f"{name} (after fine-tune)")
-    ax_acc.plot([r["cycle"] for r in records], [100 * r["test_acc"] for r in records], ":x", color="gray",
-                label="at minimization")
+        ax_acc.plot(xs, _pct(acc), style + "o", label=f"{name} test (after fine-tune)")
+    ax_acc.plot([r["cycle"] for r in records], _pct([r["test_acc"] for r in records]), ":x", color="gray",
+                label="test at minimization")
+    if dense.get("val_acc") is not None:
+        # what the floor is checked on: validation accuracy after each cycle's fine-tuning
+        val = [dense["val_acc"]] + [
+            r["released_val_acc"] if r.get("released_val_acc") is not None else r["val_acc"] for r in records
+        ]
+        ax_acc.plot([0] + [r["cycle"] for r in records], _pct(val), "-.", color="tab:green", lw=1,
+                    label="validation (after fine-tune)")
     if baseline is not None:
         ax_size.scatter([baseline["cycle"]], [baseline["params"]], marker="*", s=220, color="crimson", zorder=5,
                         label="single-pass prune+minimize")
-        ax_acc.scatter([baseline["cycle"]], [100 * baseline["test_acc"]], marker="*", s=220, color="crimson",
+        ax_acc.scatter([baseline["cycle"]], _pct([baseline["test_acc"]]), marker="*", s=220, color="crimson",
                        zorder=5, label="single-pass prune+minimize")
-    ax_acc.axhline(100 * dense["test_acc"] - 1.0, color="black", lw=0.8, ls=":", label="dense - 1 point")
+    # the floor the run enforced: dense validation accuracy minus max_drop, on validation accuracy
+    ax_acc.axhline(100 * dense["floor"], color="black", lw=0.8, ls=":",
+                   label=f"validation floor ({100 * dense['floor']:.2f}%)")
     from matplotlib.ticker import MaxNLocator
 
     ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_size.set_yscale("log")
     ax_size.set_ylabel("deployable parameters")
-    ax_acc.set_ylabel("test accuracy (%)")
+    ax_acc.set_ylabel("accuracy (%)")
     ax_acc.set_xlabel("cycle (0 = dense)")
     ax_size.set_title(title)
     ax_size.legend(fontsize=8)

@@ -25,15 +25,28 @@ from .pruning import group_norm_penalty
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """How one fine-tuning phase trains. ``batch_size`` is the global batch (over all processes)."""
+    """How one fine-tuning phase trains. ``batch_size`` is the global batch (over all processes);
+    ``None``: the batch size of the DataLoader given to ``squeeze_release``, else ``DEFAULT_BATCH_SIZE``."""
 
     epochs: float = 3.0
     lr: float = 1e-3
-    batch_size: int = 128
+    batch_size: int | None = None
     weight_decay: float = 0.0
     distill: float = 0.0  # weight of the KL term towards the teacher's soft labels (0: plain labels)
     temperature: float = 4.0
     group_lasso: float = 0.0  # coefficient of the group-lasso term (rows/columns, or coupled channels)
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise SrIrError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
+
+
+DEFAULT_BATCH_SIZE = 128  # where neither the TrainSpec nor a DataLoader gives one
+
+
+def batch_size_of(spec: TrainSpec) -> int:
+    """The global batch size ``spec`` trains with."""
+    return spec.batch_size if spec.batch_size is not None else DEFAULT_BATCH_SIZE
 
 
 def phase_seed(seed: int, tag: str) -> int:
@@ -101,7 +114,7 @@ def fine_tune(
     frac = spec.epochs - full_epochs
     last_loss = float("nan")
     for epoch in range(full_epochs + (1 if frac > 0 else 0)):
-        loader = loader_for(dataset, spec.batch_size, sampler_seed, epoch, shuffle=True, like=like)
+        loader = loader_for(dataset, batch_size_of(spec), sampler_seed, epoch, shuffle=True, like=like)
         n_batches = len(loader) if epoch < full_epochs else max(1, int(round(frac * len(loader))))
         total, count = 0.0, 0
         for b, (x, y) in enumerate(loader):
@@ -136,8 +149,13 @@ def fine_tune(
 
 
 def batches_per_phase(dataset: Dataset, spec: TrainSpec) -> int:
-    """How many progress ticks ``fine_tune`` will make (for progress bars)."""
-    per_epoch = -(-len(dataset) // spec.batch_size)  # type: ignore[arg-type]
+    """How many progress ticks ``fine_tune`` will make on this process (the total of its progress bar):
+    ``len(loader)`` of this process's shard per full epoch, the rounded fraction of it for a partial one."""
+    if spec.epochs <= 0:
+        return 0
+    world = ddp.world_size()
+    shard = -(-len(dataset) // world)  # type: ignore[arg-type]  # DistributedSampler pads to equal shards
+    per_epoch = -(-shard // (batch_size_of(spec) // world))
     full = int(spec.epochs)
     frac = spec.epochs - full
     return full * per_epoch + (max(1, int(round(frac * per_epoch))) if frac > 0 else 0)

@@ -42,7 +42,7 @@ def test_load_cycle_refuses_a_reduce_payload_in_one_line(tmp_path, how):
 def test_resume_from_a_planted_checkpoint_is_one_line(tmp_path, capfd, monkeypatch):
     monkeypatch.setattr(cycle_mod, "default_minimizer", mlp_minimize)
     out = tmp_path / "run"
-    path, marker = plant(out / "checkpoints", "exec")
+    path, marker = plant(out, "exec")  # the CLI keeps its checkpoints in OUT itself
     assert main(ARGS + ["--out", str(out), "--resume"]) != 0
     err = capfd.readouterr().err
     assert not marker.exists()

@@ -35,7 +35,10 @@ def test_cli_json_table_plot_and_artefacts(tmp_path, capsys):
     assert json.loads((out / "cycles.json").read_text())["cycles"] == summary["cycles"]
     state = load_file(str(out / "final.safetensors"))
     assert sum(t.numel() for t in state.values()) == summary["cycles"][-1]["params"]
-    assert (out / "final.pt2").stat().st_size > 0
+    assert (out / "final.pt2").stat().st_size > 0 and summary["export_batch"] == "dynamic"
+    table = (out / "cycles.txt").read_text()
+    assert table.splitlines()[0].split()[0] == "cycle" and "units removed:" in table and "stopped:" in table
+    assert sorted(p.name for p in out.glob("cycle_*.pt")) == [f"cycle_{k:03d}.pt" for k in range(len(summary["cycles"]) + 1)]
 
 
 def test_cli_resume_and_one_line_errors(tmp_path, capsys):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import sr_ir.cycle.cycle as cycle_mod
 from sr_ir.cycle import CycleConfig, PruneSpec, TrainSpec, digits, squeeze_release
 from sr_ir.cycle.checkpoint import completed_cycles, cycle_path, load_cycle
 from sr_ir.cycle.cycle import check_same_function
@@ -75,18 +76,35 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_after_interruption_is_identical(data, tmp_path):
+def test_resume_after_interruption_is_identical(data, tmp_path, monkeypatch):
     whole = run(data, tmp_path / "whole")
+    assert [r["cycle"] for r in whole.records] == [1, 2, 3]  # so both interruptions below fall inside the run
+
+    # every training phase, by tag, as the cycle runs it: proof of where a run stopped and restarted
+    phases: list[str] = []
+    real_fine_tune = cycle_mod.fine_tune
+
+    def recording_fine_tune(*args, tag, **kwargs):
+        phases.append(tag)
+        return real_fine_tune(*args, tag=tag, **kwargs)
+    monkeypatch.setattr(cycle_mod, "fine_tune", recording_fine_tune)
+
+    seen: list[int] = []
 
     def stop_after_cycle_1(r):
+        seen.append(r["cycle"])
         if r["cycle"] == 1:
             raise Interrupt
     with pytest.raises(Interrupt):
         run(data, tmp_path / "cut", on_cycle=stop_after_cycle_1)
+    # the interruption happened where it was meant to: after cycle 1's checkpoint, before any cycle-2 phase
+    assert seen == [0, 1] and phases[0] == "dense" and phases[-1] == "c1/release"
+    assert not any(t.startswith("c2/") for t in phases)
     assert completed_cycles(tmp_path / "cut") == [0, 1]
 
     # interrupted again in the middle of cycle 2 (inside minimization): the cycle-1 checkpoint survives
     calls = {"n": 0}
+    phases.clear()
 
     def failing_minimizer(model, ex):
         calls["n"] += 1
@@ -95,10 +113,17 @@ def test_resume_after_interruption_is_identical(data, tmp_path):
         return mlp_minimize(model, ex)
     with pytest.raises(Interrupt):
         run(data, tmp_path / "cut", resume=True, minimizer=failing_minimizer)
+    # it resumed (no dense training, no cycle-1 phase: they were restored) and stopped inside cycle 2's
+    # minimization: cycle 2's pruning ran, its release fine-tuning did not
+    assert calls["n"] == 2 and phases and all(t.startswith("c2/prune") for t in phases)
     assert completed_cycles(tmp_path / "cut") == [0, 1]
     assert not [p for p in (tmp_path / "cut").iterdir() if p.name.startswith(".sr-ir-tmp.")]
 
+    phases.clear()
     resumed = run(data, tmp_path / "cut", resume=True)
+    # the last resume trained only what was left: cycle 2 again (its checkpoint never got written) and 3
+    assert phases[0].startswith("c2/prune") and "c2/release" in phases and phases[-1] == "c3/release"
+    assert not any(t == "dense" or t.startswith("c1/") for t in phases)
     assert strip(resumed.records) == strip(whole.records)
     assert resumed.dense_record["val_acc"] == whole.dense_record["val_acc"]
     a, b = resumed.module.state_dict(), whole.module.state_dict()

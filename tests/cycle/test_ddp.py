@@ -13,6 +13,7 @@ from torch import nn
 from sr_ir.cycle import CycleConfig, PruneSpec, TrainSpec, digits, squeeze_release
 from sr_ir.cycle import ddp
 from sr_ir.cycle.pruning import full_masks, prune_step
+from sr_ir.cycle.run_files import FILES as RUN_FILES
 from sr_ir.cycle.train import fine_tune
 
 from .mlp_minimizer import mlp_minimize
@@ -84,4 +85,8 @@ def test_cycle_runs_data_parallel_and_only_rank0_writes(tmp_path):
     p0 = json.loads((tmp_path / "rank0.json").read_text())
     p1 = json.loads((tmp_path / "rank1.json").read_text())
     assert p0 == p1 and p0[0] < 64 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [f"cycle_{i:03d}.pt" for i in range(len(p0) + 1)]
+    # rank 0 alone wrote the run's files: one checkpoint per cycle, the run's outputs, and no temporaries
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == sorted(
+        [f"cycle_{i:03d}.pt" for i in range(len(p0) + 1)] + [".sr-ir.lock", *RUN_FILES])
+    summary = json.loads((tmp_path / "ck" / "cycles.json").read_text())
+    assert summary["processes"] == 2 and [r["params"] for r in summary["cycles"]] == p0
