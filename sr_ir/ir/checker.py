@@ -9,7 +9,7 @@ from torch import nn
 from ..errors import Loc, TypeCheckError
 from ..lang import ast as A
 from ..lang.evaluate import EvalError, eval_cond, eval_expr
-from .opdecl import AttrParam, OpDecl, TensorParam, TensorPattern
+from .opdecl import DTYPE_CLASSES, AttrParam, OpDecl, TensorParam, TensorPattern
 from .printer import format_attr
 from .shape_functions import SHAPE_FUNCTIONS, ShapeError
 from .program import Node, ParamRef, Program, ValueRef
@@ -52,7 +52,7 @@ def check_program(p: Program, rules: Any = None) -> None:
 
 # Attributes every nn.Module has, and those sr_ir.backend.emit sets on the module it emits: a
 # parameter path component of one of these names cannot be registered (torch refuses it).
-RESERVED_ATTRIBUTES = frozenset(dir(nn.Module())) | {"sr_ir_source", "sr_ir_program"}
+RESERVED_ATTRIBUTES = frozenset(dir(nn.Module())) | {"sr_ir_source", "sr_ir_program", "sr_ir_names", "sr_ir_rules"}
 
 
 def check_declarations(p: Program) -> None:
@@ -222,8 +222,9 @@ def infer_node(decl: OpDecl, node: Node, env: dict[str, TensorType], params: dic
 
 def _match(pat: TensorPattern, t: TensorType, b: dict[str, Any], dtypes: dict[str, str], who: str, fresh: bool = False) -> None:
     if len(pat.dtype) == 1 and pat.dtype.isupper():
-        if pat.dtype == "I" and t.dtype not in ("i32", "i64"):
-            raise ShapeError(f"{who} must be an integer tensor, got {t}")
+        allowed, what = DTYPE_CLASSES.get(pat.dtype, (None, ""))
+        if allowed is not None and t.dtype not in allowed:
+            raise ShapeError(f"{who} must be {what}, got {t}")
         prev = dtypes.setdefault(pat.dtype, t.dtype)
         if prev != t.dtype:
             raise ShapeError(f"{who} has dtype {t.dtype}, expected {prev}")

@@ -77,7 +77,8 @@ class _Kinds:
             return self._arithmetic(e, [e.operand], local)
         if isinstance(e, A.ListExpr):
             for x in e.items:
-                if self.of(x, local) != "number":
+                # true, false and none parse as numbers; no list of a rule (dims, ints, floats) holds one
+                if self.of(x, local) != "number" or (isinstance(x, A.Num) and (x.value is None or isinstance(x.value, bool))):
                     raise self.err(f"`{A.show(e)}`: a list holds numbers, not `{A.show(x)}`")
             return "list"
         if isinstance(e, A.Call):
@@ -290,9 +291,20 @@ def check_means(decl: OpDecl, loc: Loc | None, what: str) -> None:
     twice = next((t for t in targets if targets.count(t) > 1), None)
     if twice is not None:
         raise err(f"{twice!r} is defined twice")
+    defined: set[str] = set()
     for m in decl.means:
         if not isinstance(m, A.IndexEq):
             continue
+        # each definition reads the operands and the tensors defined before it: a loop (`out[*I] =
+        # out[*I]`, or two definitions reading each other) defines nothing
+        ahead = next((n for n in A.walk(m.value) if (n.base if isinstance(n, A.Index) else
+                      n.id if isinstance(n, A.Name) else None) in set(targets) - defined), None)
+        if ahead is not None:
+            name = ahead.base if isinstance(ahead, A.Index) else ahead.id
+            raise err(f"{m.target.base!r} reads {name!r}, which is " +
+                      ("itself" if name == m.target.base else "defined after it") +
+                      " (a definition reads the operands and the tensors defined before it)")
+        defined.add(m.target.base)
         local = {}
         for i in m.target.indices:
             if isinstance(i, A.Variadic):

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..lang import ast as A
 from ..lang.rule import BackwardFact, ForwardFact, Rewrite, Rule, run_private_dims
-from ..ir.opdecl import OpDecl
+from ..ir.opdecl import DTYPE_CLASSES, OpDecl
 from .semantics import (
     Evaluator,
     Extent,
@@ -751,7 +751,7 @@ def free_dtype_operands(rule: Rule, ops: Mapping[str, OpDecl]) -> list[str]:
         for o in b.operands:
             p = decl.tensor_param(o.param)
             if (o.name and p is not None and len(p.pattern.dtype) == 1 and p.pattern.dtype.isupper()
-                    and p.pattern.dtype not in ("T", "I") and dts.count(p.pattern.dtype) == 1
+                    and p.pattern.dtype not in ("T", *DTYPE_CLASSES) and dts.count(p.pattern.dtype) == 1
                     and o.name not in out):
                 out.append(o.name)
     return out

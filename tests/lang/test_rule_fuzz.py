@@ -99,6 +99,14 @@ FOUND = {
                                "'out' is defined twice"),
     "attribute named like a dim": ("rule t.r\n  match y = cumsum(x: [d, n], dim=d)\n  then y[:, c] == 0\n",
                                    "names the attribute dim of cumsum and also"),
+    # 10,000-mutant run of 2026-12-02: a definition that reads itself recursed in the prover's evaluation
+    "a definition that reads itself": ("op f(x: T[*B]) -> T[*B]\n  means out[*I] = out[*I]\n",
+                                       "'out' reads 'out', which is itself"),
+    "a definition that reads a later one": ("op f(x: T[*B]) -> T[*B]\n  means y[*I] = out[*I]; out[*I] = x[*I]\n",
+                                            "'y' reads 'out', which is defined after it"),
+    # ... and `false` in a shape list reached the exact algebra's reshape
+    "a boolean in a list": ("rule t.r\n  match y = reshape(x: [*B], shape=s)\n  where s == [2, false]\n"
+                            "  then y[*B] == 0\n", "a list holds numbers, not `false`"),
 }
 
 
