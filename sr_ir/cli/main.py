@@ -10,10 +10,12 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..errors import SrIrError, VerificationError, describe
 
@@ -41,6 +43,12 @@ EXIT_USAGE = 2  # the command line itself (argparse's code)
 EXIT_VERIFICATION = 4  # the result differs from the original beyond rounding: nothing was written
 EXIT_INTERNAL = 70  # a bug in sr-ir (EX_SOFTWARE of sysexits.h)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15): a scheduler's or `kill`'s stop
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that its `finally` blocks run: the temporary files of an
+    output being written go, the output keeps its old content, the --out lock is released."""
 
 EPILOG = f"""\
 exit codes:
@@ -51,6 +59,7 @@ exit codes:
   {EXIT_VERIFICATION}    verification refused the result (it differs from the original): nothing was written
   {EXIT_INTERNAL}   internal error, a bug in sr-ir: one line; --traceback prints the traceback
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+  {EXIT_TERMINATED}  terminated (SIGTERM); as with Ctrl-C, no output is left half-written
 `sr-ir prove` reports proof outcomes in its own codes: 1 a rule refuted or vacuous (with --check: a
 certificate missing or stale), 2 unknown or timed out, 3 rule files that do not parse or type-check."""
 
@@ -143,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     who = f"sr-ir {args.command}"
     try:
-        with _verbosity(args.verbosity, who):
+        with _verbosity(args.verbosity, who), terminate_as_interrupt():
             if not args.traceback and args.verbosity < INFO:
                 _quiet_torch_logs()
             t0, c0 = time.perf_counter(), time.process_time()
@@ -153,6 +162,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
     except (Exception, KeyboardInterrupt) as e:  # every ending is one line, a bug's included
         return report_failure(e, who, args.traceback)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises Terminated in it (instead of ending the process where it
+    stands); a handler someone else installed, or a thread other than the main one, is left alone."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -197,6 +224,9 @@ def report_failure(e: Exception | KeyboardInterrupt, who: str, show_traceback: b
     """Print `e` as one line on stderr (after its traceback with `show_traceback`); its exit code."""
     if show_traceback:
         traceback.print_exception(e, file=sys.stderr)
+    if isinstance(e, Terminated):
+        print(f"{who}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     if isinstance(e, KeyboardInterrupt):
         print(f"{who}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
