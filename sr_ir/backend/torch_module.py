@@ -250,7 +250,9 @@ def emit_source(program: Program, rules: RuleSet | None = None, class_name: str 
             return params_local[o.name]
         if o is None:
             return "None"
-        return format_attr(o) if not isinstance(o, float) else repr(o)
+        if isinstance(o, float):  # a scalar operand: inf and nan are no Python literals
+            return _render_attr(o)
+        return format_attr(o)
 
     for i, node in enumerate(program.nodes):
         decl = rules.ops.get(node.op)

@@ -99,3 +99,17 @@ def test_an_emitted_module_lowers_back_to_its_program_with_current_weights():
     # converted since emission: the program no longer describes it, so it goes through torch.export
     again = lower(module.double(), (torch.randn(3, 784, dtype=torch.float64),))
     assert again.inputs[0][1].dtype == "f64"
+
+
+def test_non_finite_scalar_operands_emit_as_values():
+    """`mul(%x, inf)` is a program (10,000-mutant IR fuzz of 2026-12-02 found it emitted as the name
+    `inf`, a NameError in the generated module)."""
+    import math
+
+    import sr_ir as _sr
+
+    p = _sr.parse("graph g(%x: f32[N, 4]) -> (f32[N, 4], f32[N, 4], f32[N, 4]) {\n"
+                  "  %s = mul(%x, inf) : f32[N, 4]\n  %t = add(%x, -inf) : f32[N, 4]\n"
+                  "  %u = add(%x, nan) : f32[N, 4]\n  return %s, %t, %u\n}\n")
+    s, t, u = _sr.emit(p)(torch.ones(2, 4))
+    assert bool((s == math.inf).all()) and bool((t == -math.inf).all()) and bool(u.isnan().all())
