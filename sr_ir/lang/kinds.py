@@ -156,6 +156,11 @@ class _Kinds:
         if e.fn in TENSOR_FIRST and e.args and isinstance(e.args[0], A.Name) and kinds[0] not in TENSOR_FIRST[e.fn]:
             raise self.err(f"`{A.show(e)}`: {e.args[0].id!r} is not a tensor")
         if e.fn in BUILTINS:
+            if e.fn in ("min", "max"):  # of numbers: a list has no order with a number
+                bad = next((a for a, k in zip(e.args, kinds) if k in NOT_A_NUMBER), None)
+                if bad is not None:
+                    raise self.err(f"`{A.show(e)}`: {e.fn} takes numbers, `{A.show(bad)}` is a "
+                                   f"{kinds[e.args.index(bad)]}")
             out = BUILTIN_KINDS.get(e.fn, "number")
             if out.startswith("arg "):
                 k = kinds[int(out[4:])] if kinds else "number"
@@ -287,6 +292,13 @@ def check_means(decl: OpDecl, loc: Loc | None, what: str) -> None:
     names.update({t.name: "run" if t.variadic else "tensor" for t in decl.tensor_params})
     names.update({m.target.base: "tensor" for m in decl.means if isinstance(m, A.IndexEq)})
     kinds = _Kinds(names, {}, err, ("position",))
+
+    def where_err(msg: str) -> TypeCheckError:
+        return TypeCheckError(f"{what}: where: {msg}", loc)
+
+    conditions = _Kinds(names, {}, where_err, ("position",))
+    for w in decl.where:  # the preconditions are evaluated too (at type checking, and by the prover)
+        conditions.of(w)
     targets = [m.target.base for m in decl.means if isinstance(m, A.IndexEq)]
     twice = next((t for t in targets if targets.count(t) > 1), None)
     if twice is not None:

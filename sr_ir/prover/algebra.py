@@ -137,7 +137,10 @@ class Exact:
             if e is None:
                 if float(a) < 0:  # a real power of a negative number: outside the domain
                     raise NotReal(f"{a} ^ {b} is not real")
-                return float(a) ** float(b)
+                try:
+                    return float(a) ** float(b)
+                except OverflowError:  # beyond any float: no instance a rule could be checked on
+                    raise SemanticsError(f"{a} ^ {b} overflows a float") from None
             return a**e
         raise SemanticsError(f"unknown operator {op}")
 

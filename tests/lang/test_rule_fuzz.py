@@ -105,6 +105,8 @@ FOUND = {
     "a definition that reads a later one": ("op f(x: T[*B]) -> T[*B]\n  means y[*I] = out[*I]; out[*I] = x[*I]\n",
                                             "'y' reads 'out', which is defined after it"),
     # ... and `false` in a shape list reached the exact algebra's reshape
+    "a list given to min": ("op f(x: T[*B, w], pad: ints) -> T[*B, w]\n  where w + min([2], 0) >= 0\n"
+                            "  means out[*I] = x[*I]\n", "min takes numbers, `[2]` is a list"),
     "a boolean in a list": ("rule t.r\n  match y = reshape(x: [*B], shape=s)\n  where s == [2, false]\n"
                             "  then y[*B] == 0\n", "a list holds numbers, not `false`"),
 }

@@ -21,3 +21,9 @@ def test_huge_exponent_is_refused_quickly(alg):
 def test_exponents_up_to_the_limit_still_compute():
     assert Exact("standin").binop("^", Fraction(1, 2), MAX_EXPONENT) == Fraction(1, 2**MAX_EXPONENT)
     assert Exact("standin").binop("^", Fraction(2), 2) == 4
+
+
+def test_a_real_power_beyond_any_float_is_a_semantics_error():
+    """`x ^ rsqrt(...)` in a mutated norm: 3.7 ^ 1e300 overflows a float (an OverflowError escaped)."""
+    with pytest.raises(SemanticsError, match="overflows a float"):
+        Exact("standin").binop("^", Fraction(37, 10), 1e300)
