@@ -386,9 +386,13 @@ def _reduce_generated(self: nn.Module) -> tuple[Any, ...]:
     module name is not importable in another process). copy.deepcopy goes through here too."""
     cls = type(self)
     source = sys.modules[cls.__module__].__dict__["__sr_ir_source__"]
-    # the rule set stays behind: it is the loaded declarations, not state (another process has its own)
-    state = {k: v for k, v in self.__dict__.items() if k != "sr_ir_rules"}
-    return rebuild_generated, (source, cls.__qualname__), state
+    return rebuild_generated, (source, cls.__qualname__), _state(self)
+
+
+def _state(module: nn.Module) -> dict[str, Any]:
+    """What a copy or a pickle carries: all but the rule set, which is the loaded declarations, not
+    state (another process has its own, a copy shares this one)."""
+    return {k: v for k, v in module.__dict__.items() if k != "sr_ir_rules"}
 
 
 def _deepcopy_generated(self: nn.Module, memo: dict[int, Any]) -> nn.Module:
@@ -396,8 +400,7 @@ def _deepcopy_generated(self: nn.Module, memo: dict[int, Any]) -> nn.Module:
     rules = self.__dict__.get("sr_ir_rules")
     copy_ = type(self).__new__(type(self))
     memo[id(self)] = copy_
-    state = {k: v for k, v in self.__dict__.items() if k != "sr_ir_rules"}
-    copy_.__dict__.update(copy.deepcopy(state, memo))
+    copy_.__dict__.update(copy.deepcopy(_state(self), memo))
     if "sr_ir_rules" in self.__dict__:
         copy_.__dict__["sr_ir_rules"] = rules
     return copy_

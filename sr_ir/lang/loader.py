@@ -507,15 +507,16 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) -> RuleSet:
+def load_rules(paths: Iterable[Path] | None = None, extra: Iterable[Path] = (), *, cache: bool = True) -> RuleSet:
     """Load the bundled rules/ (or `paths`) plus `extra` user directories (or files).
 
     A set loaded before from the same files (same bytes, same sr-ir) is read from the rule cache
-    (sr_ir.lang.cache; SR_IR_NO_CACHE=1 turns it off) instead of being parsed and checked again."""
+    (sr_ir.lang.cache; SR_IR_NO_CACHE=1 turns it off) instead of being parsed and checked again.
+    `cache=False`: neither read nor written (a set loaded once, like a fuzzer's mutant)."""
     base = [data_dir("rules")] if paths is None else list(paths)
     from .cache import Slot
 
-    slot = Slot.of([Path(r) for r in [*base, *extra]], lambda r: rule_files([r]), _display)
+    slot = Slot.of([Path(r) for r in [*base, *extra]], lambda r: rule_files([r]), _display) if cache else None
     cached = slot.read() if slot is not None else None
     if cached is not None:
         return cached

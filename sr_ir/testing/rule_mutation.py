@@ -14,7 +14,6 @@ Only tests and benchmarks use this.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import re
 import signal
@@ -179,8 +178,7 @@ class RuleFuzz:
 
     def load(self, path: Path, text: str) -> RuleSet:
         base, user = self.write(path, text)
-        with _no_rule_cache():  # a mutant is loaded once: caching it would only cost a write
-            return load_rules(paths=[base], extra=[user])
+        return load_rules(paths=[base], extra=[user], cache=False)  # loaded once: caching costs a write
 
     def baseline(self, path: Path) -> dict[str, str]:
         """What every item means in the unmutated layout: a changed item is what a mutant changed."""
@@ -319,19 +317,6 @@ def check_and_emit(program: Any, rs: RuleSet, expected: tuple[type[BaseException
         check_program(program, rs)
         source = emit_source(program, rs)
         compile(source, "<sr-ir fuzz>", "exec")
-
-
-@contextlib.contextmanager
-def _no_rule_cache() -> Iterator[None]:
-    saved = os.environ.get("SR_IR_NO_CACHE")
-    os.environ["SR_IR_NO_CACHE"] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["SR_IR_NO_CACHE"]
-        else:
-            os.environ["SR_IR_NO_CACHE"] = saved
 
 
 class _OutOfTime(BaseException):

@@ -1,7 +1,7 @@
 """The model zoo: public architectures built from code or configs (random weights, no download).
 
 Each entry builds a small configuration of the architecture as its library ships it, the inputs to
-lower it with, and optionally plants removable units: `plant(model)` writes exact zeros and returns the
+lower it with, and the removable units tests/zoo/plants.py plants in it: `plant(model)` writes exact zeros and returns the
 widths the minimized parameters must have, `{parameter name: (axis, size)}`, counted by hand from the
 architecture. Entries that do not minimize yet carry the reason (`limit`), which the coverage table in
 docs/coverage.md repeats.
@@ -14,9 +14,8 @@ from typing import Any, Callable
 
 import torch
 
-from .plants import PLANTS
+from .plants import PLANTS, Widths
 
-Widths = dict[str, tuple[int, int]]
 
 
 @dataclass
@@ -43,80 +42,6 @@ def _tokens(vocab: int = 100, length: int = 8) -> Callable[[int], tuple[torch.Te
 
 def _sequence(features: int, length: int = 6) -> Callable[[int], tuple[torch.Tensor, ...]]:
     return lambda b: (torch.randn(b, length, features, generator=torch.Generator().manual_seed(b), dtype=torch.float64),)
-
-
-@torch.no_grad()
-def _zero_bn_channel(bn: torch.nn.Module, c: int) -> None:
-    """An exact zero channel: gamma and beta 0, so the norm writes 0 whatever its statistics."""
-    bn.weight[c] = 0
-    bn.bias[c] = 0
-
-
-def _plant_basic_block(prefix: str, block: Any) -> Widths:
-    """ResNet basic block: channel 3 between conv1 and conv2 is zero, so conv1 loses a filter and conv2
-    an input channel (the block's output joins the residual stream and stays)."""
-    _zero_bn_channel(block.bn1, 3)
-    w = block.conv1.weight.shape[0]
-    return {f"{prefix}.conv1.weight": (0, w - 1), f"{prefix}.conv2.weight": (1, w - 1)}
-
-
-def _plant_resnet(model: Any) -> Widths:
-    return _plant_basic_block("layer1.0", model.layer1[0])
-
-
-def _plant_inverted_residual(model: Any) -> Widths:
-    """MobileNetV2 block features[2]: expansion channel 1 zero after its norm. relu6(0) = 0, the depthwise
-    conv keeps it 0, its norm makes it a constant, and the 1x1 projection folds that constant into its
-    bias: the expansion conv, the depthwise conv and the projection all lose that channel."""
-    conv = model.features[2].conv
-    _zero_bn_channel(conv[0][1], 1)
-    e = conv[0][0].weight.shape[0]
-    return {"features.2.conv.0.0.weight": (0, e - 1), "features.2.conv.1.0.weight": (0, e - 1),
-            "features.2.conv.2.weight": (1, e - 1)}
-
-
-@torch.no_grad()
-def _plant_cn_block(model: Any) -> Widths:
-    """ConvNeXt block features[1][0]: MLP unit 5 has a zero row and bias in the first pointwise linear,
-    so GELU(0) = 0 reaches the second one, which loses the column."""
-    block = model.features[1][0].block
-    block[3].weight[5] = 0
-    block[3].bias[5] = 0
-    h = block[3].weight.shape[0]
-    return {"features.1.0.block.3.weight": (0, h - 1), "features.1.0.block.5.weight": (1, h - 1)}
-
-
-@torch.no_grad()
-def _plant_bert(model: Any) -> Widths:
-    """BERT layer 0: MLP unit 7 has a zero row and bias (GELU(0) = 0), so the output dense loses a column."""
-    lyr = model.encoder.layer[0]
-    lyr.intermediate.dense.weight[7] = 0
-    lyr.intermediate.dense.bias[7] = 0
-    h = lyr.intermediate.dense.weight.shape[0]
-    return {"encoder.layer.0.intermediate.dense.weight": (0, h - 1), "encoder.layer.0.output.dense.weight": (1, h - 1)}
-
-
-@torch.no_grad()
-def _plant_gated_mlp(model: Any) -> Widths:
-    """Llama-style decoder layer 0 (Mistral, Qwen2 alike): gated MLP unit 5 has a zero gate row, so
-    silu(0) * up = 0 reaches the down projection, which loses the column; gate and up lose the row.
-    The norms around it compute in float32 (HF RMSNorm's casts), which the minimized model keeps."""
-    mlp = model.layers[0].mlp
-    mlp.gate_proj.weight[5] = 0
-    h = mlp.gate_proj.weight.shape[0]
-    return {"layers.0.mlp.gate_proj.weight": (0, h - 1), "layers.0.mlp.up_proj.weight": (0, h - 1),
-            "layers.0.mlp.down_proj.weight": (1, h - 1)}
-
-
-@torch.no_grad()
-def _plant_t5(model: Any) -> Widths:
-    """T5 block 0: feed-forward unit 5 has a zero row in `wi` (no bias, relu(0) = 0), so `wo` loses the
-    column. (Its norm multiplies float64 activations by a float32 rsqrt: lowered as an explicit cast.)"""
-    ff = model.encoder.block[0].layer[1].DenseReluDense
-    ff.wi.weight[5] = 0
-    h = ff.wi.weight.shape[0]
-    return {"encoder.block.0.layer.1.DenseReluDense.wi.weight": (0, h - 1),
-            "encoder.block.0.layer.1.DenseReluDense.wo.weight": (1, h - 1)}
 
 
 def _torchvision() -> list[Entry]:
@@ -151,15 +76,15 @@ def _torchvision() -> list[Entry]:
                                num_classes=10)
 
     return [
-        Entry("ResNet-18", "torchvision", tv("resnet18"), _image(), _plant_resnet),
-        Entry("MobileNetV2", "torchvision", tv("mobilenet_v2", width_mult=0.25), _image(), _plant_inverted_residual),
+        Entry("ResNet-18", "torchvision", tv("resnet18"), _image()),
+        Entry("MobileNetV2", "torchvision", tv("mobilenet_v2", width_mult=0.25), _image()),
         Entry("MobileNetV3-Small", "torchvision", tv("mobilenet_v3_small"), _image()),
         Entry("EfficientNet-B0", "torchvision", tv("efficientnet_b0"), _image()),
         Entry("RegNetY-400MF", "torchvision", tv("regnet_y_400mf"), _image()),
         Entry("SqueezeNet 1.1", "torchvision", tv("squeezenet1_1"), _image(64)),
         Entry("DenseNet (121's blocks, small)", "torchvision", densenet, _image()),
         Entry("ShuffleNetV2 x0.5", "torchvision", tv("shufflenet_v2_x0_5"), _image()),
-        Entry("ConvNeXt (Tiny's blocks, small)", "torchvision", convnext, _image(), _plant_cn_block),
+        Entry("ConvNeXt (Tiny's blocks, small)", "torchvision", convnext, _image()),
         Entry("ViT (small)", "torchvision", vit, _image()),
         Entry("Swin (small)", "torchvision", swin, _image()),
     ]
@@ -176,7 +101,7 @@ def _timm() -> list[Entry]:
 
     return [
         # timm zero-initialises each block's last norm, which makes whole blocks removable: keep them alive
-        Entry("ResNet-18", "timm", create("resnet18", zero_init_last=False), _image(), _plant_resnet),
+        Entry("ResNet-18", "timm", create("resnet18", zero_init_last=False), _image()),
         Entry("ConvNeXt-Atto", "timm", create("convnext_atto"), _image()),
         Entry("DeiT (small)", "timm", create("deit_tiny_patch16_224", img_size=32, patch_size=8, depth=2), _image()),
         Entry("MobileViT-XXS", "timm", create("mobilevit_xxs"), _image(64)),
@@ -198,7 +123,7 @@ def _transformers() -> list[Entry]:
         return build
 
     return [
-        Entry("BERT", "transformers", hf("BertConfig", "BertModel", **small), _tokens(), _plant_bert),
+        Entry("BERT", "transformers", hf("BertConfig", "BertModel", **small), _tokens()),
         Entry("DistilBERT", "transformers",
               hf("DistilBertConfig", "DistilBertModel", vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64),
               _tokens()),
@@ -214,13 +139,10 @@ def _transformers() -> list[Entry]:
                  **{k: v for k, v in small.items() if k != "vocab_size"}), _image()),
         Entry("T5 encoder", "transformers",
               hf("T5Config", "T5EncoderModel", vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
-              _tokens(), _plant_t5),
-        Entry("Llama", "transformers", hf("LlamaConfig", "LlamaModel", num_key_value_heads=2, **small), _tokens(),
-              _plant_gated_mlp),
-        Entry("Mistral", "transformers", hf("MistralConfig", "MistralModel", num_key_value_heads=2, **small), _tokens(),
-              _plant_gated_mlp),
-        Entry("Qwen2", "transformers", hf("Qwen2Config", "Qwen2Model", num_key_value_heads=2, **small), _tokens(),
-              _plant_gated_mlp),
+              _tokens()),
+        Entry("Llama", "transformers", hf("LlamaConfig", "LlamaModel", num_key_value_heads=2, **small), _tokens()),
+        Entry("Mistral", "transformers", hf("MistralConfig", "MistralModel", num_key_value_heads=2, **small), _tokens()),
+        Entry("Qwen2", "transformers", hf("Qwen2Config", "Qwen2Model", num_key_value_heads=2, **small), _tokens()),
     ]
 
 
@@ -251,13 +173,12 @@ ZOO: list[Entry] = _torchvision() + _timm() + _transformers() + _torch_nn()
 
 
 def _with_plants(zoo: list[Entry]) -> list[Entry]:
-    """Entries without a plant of their own take the one tests/zoo/plants.py counts for them."""
+    """Each entry takes the plant tests/zoo/plants.py counts for it."""
     names = {e.name for e in zoo}
     unknown = sorted(set(PLANTS) - names)
     assert not unknown, f"plants for no zoo entry: {unknown}"
     for e in zoo:
-        if e.plant is None:
-            e.plant = PLANTS.get(e.name)
+        e.plant = PLANTS.get(e.name)
     return zoo
 
 

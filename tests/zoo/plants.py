@@ -29,11 +29,6 @@ def _get(model: Any, path: str) -> Any:
     return operator.attrgetter(path)(model)
 
 
-def _zero_bn(bn: Any, c: int) -> None:
-    bn.weight[c] = 0
-    bn.bias[c] = 0
-
-
 @torch.no_grad()
 def _revive(model: Any) -> None:
     """timm zero-initialises the last norm of each residual branch, which makes whole blocks removable;
@@ -52,7 +47,7 @@ def _expansion(block: str, expand: str, expand_bn: str, dw: str, project: str, c
     def plant(model: Any) -> Widths:
         if revive:
             _revive(model)
-        _zero_bn(_get(model, f"{block}.{expand_bn}"), c)
+        _zero_bn_channel(_get(model, f"{block}.{expand_bn}"), c)
         e = _get(model, f"{block}.{expand}").weight.shape[0]
         return {f"{block}.{expand}.weight": (0, e - 1), f"{block}.{dw}.weight": (0, e - 1),
                 f"{block}.{project}.weight": (1, e - 1)}
@@ -86,7 +81,7 @@ def _se_block(prefix: str, expand: str, dw: str, dw_bn: str, se1: str, se2: str,
     reduce column and expand row, and the projection's column all go."""
     @torch.no_grad()
     def plant(model: Any) -> Widths:
-        _zero_bn(_get(model, f"{prefix}.{dw_bn}"), c)
+        _zero_bn_channel(_get(model, f"{prefix}.{dw_bn}"), c)
         e = _get(model, f"{prefix}.{dw}").weight.shape[0]
         w = {f"{prefix}.{dw}.weight": (0, e - 1), f"{prefix}.{se1}.weight": (1, e - 1),
              f"{prefix}.{se2}.weight": (0, e - 1), f"{prefix}.{project}.weight": (1, e - 1)}
@@ -113,7 +108,7 @@ def _dense_layer(model: Any) -> Widths:
     """DenseNet layer denseblock1.denselayer1: bottleneck channel 4 zero after norm2, so ReLU gives 0 and
     the 3x3 conv loses the input channel and the 1x1 bottleneck conv the filter."""
     lyr = model.features.denseblock1.denselayer1
-    _zero_bn(lyr.norm2, 4)
+    _zero_bn_channel(lyr.norm2, 4)
     b = lyr.conv1.weight.shape[0]
     p = "features.denseblock1.denselayer1"
     return {f"{p}.conv1.weight": (0, b - 1), f"{p}.conv2.weight": (1, b - 1)}
@@ -136,7 +131,90 @@ def _heads(in_proj: str, out_proj: str, heads: int, head: int = 1) -> Callable[[
     return plant
 
 
+@torch.no_grad()
+def _zero_bn_channel(bn: torch.nn.Module, c: int) -> None:
+    """An exact zero channel: gamma and beta 0, so the norm writes 0 whatever its statistics."""
+    bn.weight[c] = 0
+    bn.bias[c] = 0
+
+
+def _plant_basic_block(prefix: str, block: Any) -> Widths:
+    """ResNet basic block: channel 3 between conv1 and conv2 is zero, so conv1 loses a filter and conv2
+    an input channel (the block's output joins the residual stream and stays)."""
+    _zero_bn_channel(block.bn1, 3)
+    w = block.conv1.weight.shape[0]
+    return {f"{prefix}.conv1.weight": (0, w - 1), f"{prefix}.conv2.weight": (1, w - 1)}
+
+
+def _plant_resnet(model: Any) -> Widths:
+    return _plant_basic_block("layer1.0", model.layer1[0])
+
+
+def _plant_inverted_residual(model: Any) -> Widths:
+    """MobileNetV2 block features[2]: expansion channel 1 zero after its norm. relu6(0) = 0, the depthwise
+    conv keeps it 0, its norm makes it a constant, and the 1x1 projection folds that constant into its
+    bias: the expansion conv, the depthwise conv and the projection all lose that channel."""
+    conv = model.features[2].conv
+    _zero_bn_channel(conv[0][1], 1)
+    e = conv[0][0].weight.shape[0]
+    return {"features.2.conv.0.0.weight": (0, e - 1), "features.2.conv.1.0.weight": (0, e - 1),
+            "features.2.conv.2.weight": (1, e - 1)}
+
+
+@torch.no_grad()
+def _plant_cn_block(model: Any) -> Widths:
+    """ConvNeXt block features[1][0]: MLP unit 5 has a zero row and bias in the first pointwise linear,
+    so GELU(0) = 0 reaches the second one, which loses the column."""
+    block = model.features[1][0].block
+    block[3].weight[5] = 0
+    block[3].bias[5] = 0
+    h = block[3].weight.shape[0]
+    return {"features.1.0.block.3.weight": (0, h - 1), "features.1.0.block.5.weight": (1, h - 1)}
+
+
+@torch.no_grad()
+def _plant_bert(model: Any) -> Widths:
+    """BERT layer 0: MLP unit 7 has a zero row and bias (GELU(0) = 0), so the output dense loses a column."""
+    lyr = model.encoder.layer[0]
+    lyr.intermediate.dense.weight[7] = 0
+    lyr.intermediate.dense.bias[7] = 0
+    h = lyr.intermediate.dense.weight.shape[0]
+    return {"encoder.layer.0.intermediate.dense.weight": (0, h - 1), "encoder.layer.0.output.dense.weight": (1, h - 1)}
+
+
+@torch.no_grad()
+def _plant_gated_mlp(model: Any) -> Widths:
+    """Llama-style decoder layer 0 (Mistral, Qwen2 alike): gated MLP unit 5 has a zero gate row, so
+    silu(0) * up = 0 reaches the down projection, which loses the column; gate and up lose the row.
+    The norms around it compute in float32 (HF RMSNorm's casts), which the minimized model keeps."""
+    mlp = model.layers[0].mlp
+    mlp.gate_proj.weight[5] = 0
+    h = mlp.gate_proj.weight.shape[0]
+    return {"layers.0.mlp.gate_proj.weight": (0, h - 1), "layers.0.mlp.up_proj.weight": (0, h - 1),
+            "layers.0.mlp.down_proj.weight": (1, h - 1)}
+
+
+@torch.no_grad()
+def _plant_t5(model: Any) -> Widths:
+    """T5 block 0: feed-forward unit 5 has a zero row in `wi` (no bias, relu(0) = 0), so `wo` loses the
+    column. (Its norm multiplies float64 activations by a float32 rsqrt: lowered as an explicit cast.)"""
+    ff = model.encoder.block[0].layer[1].DenseReluDense
+    ff.wi.weight[5] = 0
+    h = ff.wi.weight.shape[0]
+    return {"encoder.block.0.layer.1.DenseReluDense.wi.weight": (0, h - 1),
+            "encoder.block.0.layer.1.DenseReluDense.wo.weight": (1, h - 1)}
+
+
+
 PLANTS: dict[str, Callable[[Any], Widths]] = {
+    "ResNet-18": _plant_resnet,  # torchvision's and timm's alike
+    "MobileNetV2": _plant_inverted_residual,
+    "ConvNeXt (Tiny's blocks, small)": _plant_cn_block,
+    "BERT": _plant_bert,
+    "T5 encoder": _plant_t5,
+    "Llama": _plant_gated_mlp,
+    "Mistral": _plant_gated_mlp,
+    "Qwen2": _plant_gated_mlp,
     "MobileNetV3-Small": _expansion("features.2.block", "0.0", "0.1", "1.0", "2.0", 5),
     "EfficientNet-B0": _se_block("features.2.0.block", "0.0", "1.0", "1.1", "2.fc1", "2.fc2", "3.0"),
     "RegNetY-400MF": _mlp("trunk_output.block1.block1-0.f.se.fc1", "trunk_output.block1.block1-0.f.se.fc2", 2, 5),
