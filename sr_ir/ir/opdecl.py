@@ -73,6 +73,8 @@ class OpDecl:
     means: list[Any] = field(default_factory=list)
     loc: Loc | None = None
     module: ModuleTemplate | None = None  # the layer a node may be emitted as (sr_ir.backend)
+    # a recurrent op (`carry` / `step` clauses): its `means` is one step (sr_ir.lang.recurrence)
+    recurrence: Any = None
 
     def attr(self, name: str) -> AttrParam | None:
         for a in self.attr_params:

@@ -44,7 +44,7 @@ MAX_FILES = 32  # rule sets of other directories (user rule folders, test folder
 
 # The modules whose dataclasses a rule set is built from: the only classes a cache file may name
 _CLASS_MODULES = ("sr_ir.errors", "sr_ir.ir.opdecl", "sr_ir.lang.ast", "sr_ir.lang.rule", "sr_ir.lang.functions",
-                  "sr_ir.lang.loader")
+                  "sr_ir.lang.loader", "sr_ir.lang.recurrence")
 # What the parsed and checked rule set depends on besides the rule files: code and data of the package
 _PACKAGE = Path(__file__).resolve().parent.parent
 _SOURCES = ("lang/*.py", "ir/*.py", "errors.py", "syntax.py", "resources.py", "nn/functional.py", "__init__.py")

@@ -291,6 +291,11 @@ def check_means(decl: OpDecl, loc: Loc | None, what: str) -> None:
     names.update({a.name: attr_kind(a.kind) for a in decl.attr_params})
     names.update({t.name: "run" if t.variadic else "tensor" for t in decl.tensor_params})
     names.update({m.target.base: "tensor" for m in decl.means if isinstance(m, A.IndexEq)})
+    rec = getattr(decl, "recurrence", None)
+    carried: set[str] = set(rec.names) if rec is not None else set()
+    names.update({n: "tensor" for n in carried})
+    if rec is not None:  # the step index is a number in every definition of the step
+        names[rec.var] = "number"
     kinds = _Kinds(names, {}, err, ("position",))
 
     def where_err(msg: str) -> TypeCheckError:
@@ -303,7 +308,11 @@ def check_means(decl: OpDecl, loc: Loc | None, what: str) -> None:
     twice = next((t for t in targets if targets.count(t) > 1), None)
     if twice is not None:
         raise err(f"{twice!r} is defined twice")
-    defined: set[str] = set()
+    # a carried tensor (a recurrent op) is defined before the step: its redefinition reads the state
+    defined: set[str] = set(carried)
+    if rec is not None:
+        for c in rec.carries:
+            kinds.of(c.value, {i.id: "number" for i in c.target.indices if isinstance(i, A.Name)})
     for m in decl.means:
         if not isinstance(m, A.IndexEq):
             continue

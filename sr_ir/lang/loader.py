@@ -24,6 +24,7 @@ from . import ast as A
 from . import functions as Fn
 from . import rule as R
 from .kinds import check_means
+from .recurrence import Recurrence, check_recurrence
 from .templates import FUNCTION_NAMESPACES, OP_NAMESPACES, check_module_template, check_template
 
 
@@ -198,6 +199,12 @@ class _DeclBuilder(ExprBuilder):
     def means_clause(self, a):
         return ("means", list(a))
 
+    def carry_clause(self, a):
+        return ("carry", list(a))
+
+    def step_clause(self, a):
+        return ("step", (str(a[0]), a[1]))
+
     @lark.v_args(meta=True)
     def op_decl(self, meta, a):
         name = str(a[0])
@@ -214,9 +221,17 @@ class _DeclBuilder(ExprBuilder):
             result,
             loc=self.loc(meta),
         )
+        carries: list[Any] = []
+        step: tuple[str, Any] | None = None
         for clause in a[i + 1 :]:
             kind, body = clause
-            if kind == "where":
+            if kind == "carry":
+                carries.extend(body)
+            elif kind == "step":
+                if step is not None:
+                    raise ParseError(f"op {name!r} has two `step` clauses", decl.loc)
+                step = body
+            elif kind == "where":
                 decl.where.extend(body)
             elif kind == "aten":
                 decl.aten.append(body)
@@ -233,6 +248,10 @@ class _DeclBuilder(ExprBuilder):
                 tpl, holds = body
                 check_module_template(decl, tpl.text, holds, tpl.loc, tpl.raw)
                 decl.module = ModuleTemplate(tpl.text, holds, tpl.loc)
+        if carries and step is None:
+            raise ParseError(f"op {name!r}: `carry` without `step` (a recurrence names its step index)", decl.loc)
+        if step is not None:
+            decl.recurrence = Recurrence(step[0], step[1], tuple(carries))
         return decl
 
 
@@ -584,6 +603,9 @@ def _load_rules(base: list[Path], extra: Iterable[Path]) -> RuleSet:
         what, at = (f"semantics of {decl.name!r}", sem.loc) if sem else (f"op {decl.name!r}", decl.loc)
         _check_calls(decl.means, rs, sites, at, what, scalar=True)
         check_means(decl, at, what)
+        if decl.recurrence is not None:
+            _check_calls([c.value for c in decl.recurrence.carries], rs, sites, at, what, scalar=True)
+            check_recurrence(decl, at, what)
     for r in pending:
         rs.rules.append(resolved_rule(r, rs, sites))
     return rs

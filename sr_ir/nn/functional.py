@@ -21,6 +21,8 @@ import torch.nn.functional as F
 __all__ = [
     "compensated_layer_norm",
     "compensated_rms_norm",
+    "gru",
+    "lstm",
     "rms_norm",
 ]
 
@@ -105,3 +107,39 @@ def cast(x: torch.Tensor, dtype: str) -> torch.Tensor:
         "u8": torch.uint8, "bool": torch.bool,
     }
     return x.to(table[dtype])
+
+
+def lstm(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: "torch.Tensor | None" = None,
+         bias_hh: "torch.Tensor | None" = None, h0: "torch.Tensor | None" = None,
+         c0: "torch.Tensor | None" = None) -> torch.Tensor:
+    """One batch-first unidirectional LSTM layer (nn.LSTM's gate order i, f, g, o), weights held per
+    gate ([4, m, n], [4, m, m], biases [4, m]): the output sequence [b, t, m]. An absent initial state
+    is zeros, an absent bias zeros (both absent: no bias)."""
+    m = weight_hh.shape[1]
+    weight_ih, weight_hh = weight_ih.flatten(0, 1), weight_hh.flatten(0, 1)
+    bias_ih = None if bias_ih is None else bias_ih.flatten()
+    bias_hh = None if bias_hh is None else bias_hh.flatten()
+    zero = x.new_zeros(1, x.shape[0], m)
+    hx = [zero if h0 is None else h0.unsqueeze(0), zero if c0 is None else c0.unsqueeze(0)]
+    params = [weight_ih, weight_hh]
+    if bias_ih is not None or bias_hh is not None:
+        params += [x.new_zeros(weight_ih.shape[0]) if bias_ih is None else bias_ih,
+                   x.new_zeros(weight_hh.shape[0]) if bias_hh is None else bias_hh]
+    return torch.lstm(x, hx, params, len(params) == 4, 1, 0.0, False, False, True)[0]
+
+
+def gru(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: "torch.Tensor | None" = None,
+        bias_hh: "torch.Tensor | None" = None, h0: "torch.Tensor | None" = None) -> torch.Tensor:
+    """One batch-first unidirectional GRU layer (nn.GRU's gate order r, z, n), weights held per gate
+    ([3, m, n], [3, m, m], biases [3, m]): the output sequence [b, t, m]. An absent initial state is
+    zeros, an absent bias zeros (both absent: no bias)."""
+    m = weight_hh.shape[1]
+    weight_ih, weight_hh = weight_ih.flatten(0, 1), weight_hh.flatten(0, 1)
+    bias_ih = None if bias_ih is None else bias_ih.flatten()
+    bias_hh = None if bias_hh is None else bias_hh.flatten()
+    hx = x.new_zeros(1, x.shape[0], m) if h0 is None else h0.unsqueeze(0)
+    params = [weight_ih, weight_hh]
+    if bias_ih is not None or bias_hh is not None:
+        params += [x.new_zeros(weight_ih.shape[0]) if bias_ih is None else bias_ih,
+                   x.new_zeros(weight_hh.shape[0]) if bias_hh is None else bias_hh]
+    return torch.gru(x, hx, params, len(params) == 4, 1, 0.0, False, False, True)[0]

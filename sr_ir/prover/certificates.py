@@ -69,6 +69,8 @@ def op_semantics_text(decl: OpDecl) -> str:
     parts.append("-> " + (res if isinstance(res, str) else f"[{', '.join(A.show(d) for d in res.dims)}]"))
     parts += ["where " + A.show(w) for w in decl.where]
     parts += ["means " + A.show(m) for m in decl.means]
+    if decl.recurrence is not None:  # a recurrent op: its means is one step of this recurrence
+        parts.append(decl.recurrence.text())
     # the template is what the engine and the emitter run: a rule is certified through it, and
     # through the source of every prelude helper the template calls
     parts.append("torch " + (decl.torch if decl.torch is not None else "<none>"))

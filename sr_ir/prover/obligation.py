@@ -507,9 +507,105 @@ def build(
     primed: str | None = None,
     first_diff: bool = False,
     validate_only: bool = False,
+    induction: bool = True,
 ) -> Obligation:
-    """Evaluate both sides of the rule at one instance."""
+    """Evaluate both sides of the rule at one instance.
+
+    A rule whose matched node is a recurrent op (sr_ir/lang/recurrence.py) is proved by induction over
+    the steps, for every sequence length: the obligation is the conjunction of the base case (the
+    initial states, stacked, satisfy the conclusion) and the step (one step from states that satisfy
+    it gives an output and states that do; `_Induction`). `induction=False` unrolls the steps instead
+    (a template check compares the whole sequence)."""
+    args = (rule, ops, alg, inst, valuation, where, value_vars, primed, first_diff, validate_only)
+    if ops[rule.root.op].recurrence is None or not induction:
+        return _build(*args)
+    parts = [_build(*args, recurrence=_Induction(rule, mode)) for mode in ("init", "step")]
+    pairs = [(f"{mode}: {label}", a, b) for mode, ob in zip(("initial state", "step"), parts)
+             for label, a, b in ob.pairs]
+    leaves = {**parts[0].leaves, **parts[1].leaves}
+    return Obligation(inst, pairs, parts[0].assumptions + parts[1].assumptions, parts[1].env, leaves)
+
+
+class _Induction:
+    """How an induction obligation reads the recurrent ops of a rule (Evaluator.recurrence).
+
+    Mode "init": every recurrent op's result is its initial state, stacked along the step axis (one
+    position per carried tensor). Mode "step": the matched op takes one step from a free state E (the
+    carried tensors stacked likewise: a leaf `y@state`); where the rule concludes a fact, E satisfies
+    it (the induction hypothesis); the new node of a rewrite takes one step from E transformed as its
+    left side says (`drop(y, -1, c)`: E without channel c; `y`: E itself). Both results stack the
+    step's output and the states after it, so the rule's own conclusion, checked on them, says that
+    the output and the next states correspond: with the base case, for every step."""
+
+    def __init__(self, rule: Rule, mode: str):
+        self.rule = rule
+        self.mode = mode
+        self.calls = 0
+        self.state: Tensor | None = None
+        self.env: dict[str, Any] = {}
+        self.valuation: Valuation | None = None
+        self.leaves: dict[str, Tensor] = {}
+
+    def pre_states(self, ev: Evaluator, decl: OpDecl, state_shape: tuple, axis: int) -> dict[str, Tensor]:
+        self.calls += 1
+        names = decl.recurrence.names
+        c = self.rule.conclusion
+        root = self.rule.root.result
+        if self.calls == 1:  # the matched node: a free state (satisfying a concluded fact)
+            shape = tuple(state_shape[:axis]) + (len(names),) + tuple(state_shape[axis:])
+            tag = f"{root}@state"
+
+            def get(idx: tuple) -> Any:
+                if isinstance(c, ForwardFact):
+                    bind = _match(c.target, idx, self.env, ev, len(shape))
+                    if bind is not None:
+                        return ev.ev(c.value, {**self.env, **bind})
+                return self.valuation.entry(tag, idx, False)
+
+            self.state = Tensor(tag, shape, get)
+            self.leaves[tag] = self.state
+            stacked = self.state
+        elif self.calls == 2 and isinstance(c, Rewrite):
+            if isinstance(c.target, A.Call):
+                ax = ev.ev(c.target.args[1], self.env)
+                if isinstance(ax, int) and ax % len(self.state.shape) == axis:
+                    raise SemanticsError("a rule may not drop along a recurrent op's step axis")
+            stacked = ev.tensor_expr(c.target, {**self.env, root: self.state})
+        else:
+            raise SemanticsError("a recurrent op in a rule is the matched node, or the new node of a rewrite of it")
+
+        def state(k: int) -> Tensor:
+            return Tensor(names[k], tuple(stacked.shape[:axis]) + tuple(stacked.shape[axis + 1:]),
+                          lambda idx: stacked[tuple(idx[:axis]) + (k,) + tuple(idx[axis:])])
+
+        return {n: state(k) for k, n in enumerate(names)}
+
+
+def _build(
+    rule: Rule,
+    ops: Mapping[str, OpDecl],
+    alg: Any,
+    inst: Instance,
+    valuation: Valuation,
+    where: Where,
+    value_vars: Mapping[str, Any],
+    primed: str | None = None,
+    first_diff: bool = False,
+    validate_only: bool = False,
+    recurrence: _Induction | None = None,
+) -> Obligation:
     ev = Evaluator(alg, ops, inst.channel)
+    if recurrence is not None:
+        if isinstance(rule.conclusion, BackwardFact) or where.unused:
+            raise SemanticsError("a rule about a recurrent op concludes a fact or a rewrite, without `unused`")
+        if any(ops[b.op].recurrence is not None for b in rule.bindings[1:]):
+            raise SemanticsError("a recurrent op in a rule is the matched node (the first binding)")
+        root = rule.root.result
+        if any((isinstance(x, A.Index) and x.base == root) or (isinstance(x, A.Name) and x.id == root)
+               for w in rule.where for x in A.walk(w)):
+            # the induction reads the result as [output, states]: a condition on it would be about both
+            raise SemanticsError(f"a rule about a recurrent op states no condition on its result {root!r}")
+        ev.recurrence = recurrence
     info = rule.info
     env: dict[str, Any] = {}
     for k, v in inst.dims.items():
@@ -522,6 +618,8 @@ def build(
     for name, e in where.value_subst:
         env[name] = ev.ev(e, env)
     leaves: dict[str, Tensor] = {}
+    if recurrence is not None:  # it reads the instance's names and adds its state leaf
+        recurrence.env, recurrence.valuation, recurrence.leaves = env, valuation, leaves
     shapes = shape_asts(rule, ops)
     subst_by_tensor: dict[str, list[tuple[A.Index, A.Expr]]] = {}
     for ix, val in where.substitutions:

@@ -143,6 +143,10 @@ class Evaluator:
         self.depth = 0
         self.assumed: list[tuple[Any, dict]] = []  # op preconditions a symbolic instance cannot decide
         self.scalar_calls = 0  # > 0 inside `means`: a call names a scalar function, never an op
+        # how a recurrent op is read: None unrolls its steps; an obligation proving a rule by induction
+        # sets an object with `mode` "init" (the result is the stacked initial state) or "step" (one
+        # step from the state `pre_states(...)` gives; sr_ir/prover/obligation.py)
+        self.recurrence: Any = None
 
     # ---- scalar / index expressions -----------------------------------------------------------
     def ev(self, e: Any, env: Mapping[str, Any]) -> Any:
@@ -639,6 +643,10 @@ class Evaluator:
         shape = self.result_shape(decl, local)
         if any(isinstance(x, int) and x < 1 for x in shape):
             raise InstanceError(f"{decl.name}: empty result shape {shape}")
+        if decl.recurrence is not None:
+            out = self.recurrent(decl, local, shape)
+            out.dtype = _result_dtype(decl, local)
+            return out
         defs = decl.means
         outs: dict[str, Any] = {}
         final = next((d for d in defs if d.target.base == "out"), defs[-1])
@@ -651,6 +659,56 @@ class Evaluator:
         out = outs.get("out") or outs[defs[-1].target.base]
         out.dtype = _result_dtype(decl, local)
         return out
+
+    def recurrent(self, decl: OpDecl, local: Mapping[str, Any], shape: tuple) -> Tensor:
+        """A recurrent op's result (sr_ir/lang/recurrence.py): its steps unrolled, or, while an
+        obligation proves a rule by induction (`self.recurrence`), the stacked initial state (mode
+        "init") or one step from a given state (mode "step"), whose result stacks the step's output
+        and the state after it along the step axis: [out, state_1, ..., state_K]."""
+        from ..lang.recurrence import output_def, step_axis
+
+        rec = decl.recurrence
+        names = rec.names
+        p = step_axis(decl)
+        state_shape = tuple(shape[:p]) + tuple(shape[p + 1:])
+        inits = {c.target.base: self._defined(c, dict(local), {}, state_shape, decl.name) for c in rec.carries}
+        mode = getattr(self.recurrence, "mode", None)
+        if mode == "init":
+            return _stacked(decl.name, [inits[n] for n in names], p, state_shape)
+        if mode == "step":
+            states = dict(self.recurrence.pre_states(self, decl, state_shape, p))
+            steps = 1
+        else:
+            steps = shape[p]
+            if not isinstance(steps, int):
+                raise NeedConcrete({steps.dim} if isinstance(steps, Extent) else set(self.alg.dims_of(steps)))
+            states = inits
+        final = output_def(decl)
+        per_step: list[Tensor] = []
+        for s in range(steps):
+            env = {**local, rec.var: s}
+            outs: dict[str, Any] = dict(states)
+            for d in decl.means:
+                # a carried tensor has the state's shape, `out` the result's; each definition reads
+                # the tensors as they stand when it is made (a snapshot: a later redefinition of a
+                # carried tensor is the next value, not the one this definition read)
+                shp = state_shape if d.target.base in names else (shape if d is final else None)
+                outs[d.target.base] = self._defined(d, env, dict(outs), shp, decl.name)
+            states = {n: outs[n] for n in names}
+            per_step.append(outs[final.target.base])
+        if mode == "step":
+            step_out = per_step[0]
+
+            def first(idx: tuple) -> Any:  # a state-shaped index: the output at the step's position
+                return step_out[tuple(idx[:p]) + (0,) + tuple(idx[p:])]
+
+            return _stacked(decl.name, [Tensor("out", state_shape, first)] + [states[n] for n in names],
+                            p, state_shape)
+
+        def get(idx: tuple) -> Any:
+            return per_step[idx[p]][idx]
+
+        return Tensor("out", shape, get)
 
     def _defined(self, d: A.IndexEq, local: dict, outs: dict, shape: Any, decl_name: str = "op") -> Tensor:
         target = d.target
@@ -964,6 +1022,14 @@ def _same_extent(a: Any, b: Any, ev: Evaluator) -> bool:
     if not isinstance(a, int):
         a = ev.alg.as_int(a)
     return a == b
+
+
+def _stacked(name: str, parts: list[Tensor], axis: int, shape: tuple) -> Tensor:
+    """Tensors of one shape stacked along a new axis at `axis` (a recurrent op's states, sequence-like)."""
+    def get(idx: tuple) -> Any:
+        return parts[idx[axis]][tuple(idx[:axis]) + tuple(idx[axis + 1:])]
+
+    return Tensor(name, tuple(shape[:axis]) + (len(parts),) + tuple(shape[axis:]), get)
 
 
 def broadcast_shapes(a: tuple, b: tuple) -> tuple:

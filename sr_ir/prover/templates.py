@@ -300,7 +300,7 @@ def _compare(rule: Any, ops: Mapping[str, OpDecl], inst: Any, rng: random.Random
     values: dict = {}
     try:
         ob = build(rule, ops, alg, inst, Valuation(alg, _draw(rng)), classify_where(rule), values,
-                   validate_only=True)
+                   validate_only=True, induction=False)  # a recurrent op: the whole sequence
         result = ob.env[rule.root.result]
         means = deep(full(result)) if isinstance(result, Tensor) and result.shape is not None else None
         if means is None:

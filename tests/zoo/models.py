@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from .plants import PLANTS, Widths
+from .plants import PLANTS, RAISED_HEADS, Widths
 
 
 
@@ -26,6 +26,7 @@ class Entry:
     inputs: Callable[[int], tuple[torch.Tensor, ...]]  # batch size -> example inputs
     plant: Callable[[torch.nn.Module], Widths] | None = None
     limit: str | None = None  # why it does not minimize yet (the test expects the failure)
+    heads: int | None = None  # attention heads of all layers that raising splits into one attention each
 
 
 def available(library: str) -> bool:
@@ -42,6 +43,11 @@ def _tokens(vocab: int = 100, length: int = 8) -> Callable[[int], tuple[torch.Te
 
 def _sequence(features: int, length: int = 6) -> Callable[[int], tuple[torch.Tensor, ...]]:
     return lambda b: (torch.randn(b, length, features, generator=torch.Generator().manual_seed(b), dtype=torch.float64),)
+
+
+def _features(channels: int, length: int) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    """Channels-first features [b, channels, length] (an audio model's log-mel frames)."""
+    return lambda b: (torch.randn(b, channels, length, generator=torch.Generator().manual_seed(b), dtype=torch.float64),)
 
 
 def _torchvision() -> list[Entry]:
@@ -122,6 +128,17 @@ def _transformers() -> list[Entry]:
 
         return build
 
+    def whisper_encoder() -> torch.nn.Module:
+        import transformers
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        # max_source_positions 8: the encoder takes 2 * 8 input frames (its second conv has stride 2)
+        cfg = transformers.WhisperConfig(num_mel_bins=8, d_model=32, encoder_layers=2, encoder_attention_heads=4,
+                                         encoder_ffn_dim=64, max_source_positions=8, vocab_size=100,
+                                         pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3)
+        cfg._attn_implementation = "sdpa"
+        return WhisperEncoder(cfg)
+
     return [
         Entry("BERT", "transformers", hf("BertConfig", "BertModel", **small), _tokens()),
         Entry("DistilBERT", "transformers",
@@ -143,7 +160,20 @@ def _transformers() -> list[Entry]:
         Entry("Llama", "transformers", hf("LlamaConfig", "LlamaModel", num_key_value_heads=2, **small), _tokens()),
         Entry("Mistral", "transformers", hf("MistralConfig", "MistralModel", num_key_value_heads=2, **small), _tokens()),
         Entry("Qwen2", "transformers", hf("Qwen2Config", "Qwen2Model", num_key_value_heads=2, **small), _tokens()),
+        Entry("Whisper encoder", "transformers", whisper_encoder, _features(8, 16)),
     ]
+
+
+class _Recurrent(torch.nn.Module):
+    """nn.LSTM / nn.GRU with a linear head on its output sequence (what a tagger or a regressor is)."""
+
+    def __init__(self, rnn: torch.nn.Module) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.head = torch.nn.Linear(rnn.hidden_size, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0])
 
 
 def _torch_nn() -> list[Entry]:
@@ -162,10 +192,9 @@ def _torch_nn() -> list[Entry]:
               lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2,
                                             enable_nested_tensor=False), _sequence(32)),
         Entry("MultiheadAttention", "torch.nn", MHA, _sequence(32)),
-        Entry("LSTM", "torch.nn", lambda: nn.LSTM(8, 16, batch_first=True), _sequence(8),
-              limit="aten.lstm is not declared yet"),
-        Entry("GRU", "torch.nn", lambda: nn.GRU(8, 16, batch_first=True), _sequence(8),
-              limit="aten.gru is not declared yet"),
+        # a recurrent layer and the head that reads it (every unit of a bare layer is a model output)
+        Entry("LSTM", "torch.nn", lambda: _Recurrent(nn.LSTM(8, 16, batch_first=True)), _sequence(8)),
+        Entry("GRU", "torch.nn", lambda: _Recurrent(nn.GRU(8, 16, batch_first=True)), _sequence(8)),
     ]
 
 
@@ -173,12 +202,13 @@ ZOO: list[Entry] = _torchvision() + _timm() + _transformers() + _torch_nn()
 
 
 def _with_plants(zoo: list[Entry]) -> list[Entry]:
-    """Each entry takes the plant tests/zoo/plants.py counts for it."""
+    """Each entry takes the plant tests/zoo/plants.py counts for it, and the number of heads raised."""
     names = {e.name for e in zoo}
-    unknown = sorted(set(PLANTS) - names)
+    unknown = sorted((set(PLANTS) | set(RAISED_HEADS)) - names)
     assert not unknown, f"plants for no zoo entry: {unknown}"
     for e in zoo:
         e.plant = PLANTS.get(e.name)
+        e.heads = RAISED_HEADS.get(e.name)
     return zoo
 
 

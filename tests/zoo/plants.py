@@ -131,6 +131,85 @@ def _heads(in_proj: str, out_proj: str, heads: int, head: int = 1) -> Callable[[
     return plant
 
 
+def _split_heads(attn: str, q: str, k: str, v: str, o: str, heads: int, kv_heads: int | None = None,
+                 head: int = 1) -> Callable[[Any], Widths]:
+    """Separate q/k/v/output projections (Hugging Face attention): key/value head `head`'s value rows
+    (and bias, where there is one) are zero, so every query head that reads it writes 0 whatever it
+    attends to. Those query heads' query rows, the key/value head's key and value rows and the output
+    projection's columns for those query heads all go. With grouped-query attention (`kv_heads` <
+    `heads`) the `heads // kv_heads` query heads of the group go together."""
+    @torch.no_grad()
+    def plant(model: Any) -> Widths:
+        g = kv_heads or heads
+        vp = _get(model, f"{attn}.{v}")
+        w = vp.weight
+        d = _get(model, f"{attn}.{q}").weight.shape[0]  # query width = heads * hd
+        hd = d // heads
+        w[head * hd:(head + 1) * hd] = 0
+        if vp.bias is not None:
+            vp.bias[head * hd:(head + 1) * hd] = 0
+        r = heads // g  # query heads per key/value head
+        kv = g * hd
+        return {f"{attn}.{q}.weight": (0, d - r * hd), f"{attn}.{k}.weight": (0, kv - hd),
+                f"{attn}.{v}.weight": (0, kv - hd), f"{attn}.{o}.weight": (1, d - r * hd)}
+    return plant
+
+
+def _packed_heads(attn: str, qkv: str, o: str, heads: int, head: int = 1) -> Callable[[Any], Widths]:
+    """GPT-2's packed c_attn (a Conv1D: weight [e, 3e], read as `weight_t` [3e, e]): head `head`'s value
+    columns and bias are zero, so its query, key and value rows of `weight_t` and the output
+    projection's columns go (as `_heads` for nn.MultiheadAttention)."""
+    @torch.no_grad()
+    def plant(model: Any) -> Widths:
+        c = _get(model, f"{attn}.{qkv}")
+        e = c.weight.shape[0]
+        hd = e // heads
+        cols = slice(2 * e + head * hd, 2 * e + (head + 1) * hd)
+        c.weight[:, cols] = 0
+        c.bias[cols] = 0
+        return {f"{attn}.{qkv}.weight_t": (0, 3 * (e - hd)), f"{attn}.{o}.weight_t": (1, e - hd)}
+    return plant
+
+
+def _interleaved_heads(attn: str, qkv: str, o: str, heads: int, head: int = 1) -> Callable[[Any], Widths]:
+    """GPT-NeoX's query_key_value packs each head's q, k, v together (rows [i * 3d, (i + 1) * 3d) for head
+    i): head `head`'s value rows and bias are zero, so its whole block of 3d rows and the output
+    projection's columns go."""
+    @torch.no_grad()
+    def plant(model: Any) -> Widths:
+        c = _get(model, f"{attn}.{qkv}")
+        d = c.weight.shape[0] // (3 * heads)
+        rows = slice(head * 3 * d + 2 * d, (head + 1) * 3 * d)
+        c.weight[rows] = 0
+        c.bias[rows] = 0
+        return {f"{attn}.{qkv}.weight": (0, 3 * d * (heads - 1)), f"{attn}.{o}.weight": (1, d * (heads - 1))}
+    return plant
+
+
+def _conv_filter(first: str, second: str, c: int = 3) -> Callable[[Any], Widths]:
+    """Filter `c` of conv `first` is zero with bias 0, and its activation is 0 at 0 (GELU, ReLU): the
+    next conv reads an exactly-zero channel, which survives its zero padding, so it loses the input
+    channel and `first` the filter (Whisper's conv1d stem)."""
+    @torch.no_grad()
+    def plant(model: Any) -> Widths:
+        a = _get(model, first)
+        a.weight[c] = 0
+        a.bias[c] = 0
+        n = a.weight.shape[0]
+        return {f"{first}.weight": (0, n - 1), f"{second}.weight": (1, n - 1)}
+    return plant
+
+
+def _all(*plants: Callable[[Any], Widths]) -> Callable[[Any], Widths]:
+    """Several plants in one model (an MLP unit and an attention head): their widths together."""
+    def plant(model: Any) -> Widths:
+        widths: Widths = {}
+        for p in plants:
+            widths.update(p(model))
+        return widths
+    return plant
+
+
 @torch.no_grad()
 def _zero_bn_channel(bn: torch.nn.Module, c: int) -> None:
     """An exact zero channel: gamma and beta 0, so the norm writes 0 whatever its statistics."""
@@ -206,15 +285,44 @@ def _plant_t5(model: Any) -> Widths:
 
 
 
+# grouped-query attention, 4 query heads over 2 key/value heads (Llama, Mistral, Qwen2): key/value head 1
+# is dead, so query heads 2 and 3 go with it
+_GQA_HEAD = _split_heads("layers.0.self_attn", "q_proj", "k_proj", "v_proj", "o_proj", 4, kv_heads=2)
+
+def _recurrent(gates: int, unused: int = 3, dead: int = 9) -> Callable[[Any], Widths]:
+    """nn.LSTM (4 gates) / nn.GRU (3) under a linear head (tests/zoo/models.py `_Recurrent`): unit `unused`
+    is read by no unit (recurrent column zero in every gate) and not by the head (zero column); unit
+    `dead` has every gate row and bias zero, so its state stays 0 (LSTM: i = f = o = 1/2, g = 0; GRU:
+    z = 1/2, candidate 0), and no unit reads it either. Both go: 2 of the m units, in the rows of
+    every gate (the program holds a gate weight [G*m, n] as [G, m, n]), the recurrent columns and the
+    head's columns."""
+    @torch.no_grad()
+    def plant(model: Any) -> Widths:
+        rnn, head = model.rnn, model.head
+        m = rnn.hidden_size
+        rows = [q * m + dead for q in range(gates)]
+        rnn.weight_ih_l0[rows] = 0
+        rnn.weight_hh_l0[rows] = 0
+        rnn.bias_ih_l0[rows] = 0
+        rnn.bias_hh_l0[rows] = 0
+        rnn.weight_hh_l0[:, [unused, dead]] = 0
+        head.weight[:, unused] = 0
+        return {"rnn.weight_ih_l0": (1, m - 2), "rnn.weight_hh_l0": (2, m - 2), "rnn.bias_ih_l0": (1, m - 2),
+                "rnn.bias_hh_l0": (1, m - 2), "head.weight": (1, m - 2)}
+    return plant
+
+
 PLANTS: dict[str, Callable[[Any], Widths]] = {
     "ResNet-18": _plant_resnet,  # torchvision's and timm's alike
     "MobileNetV2": _plant_inverted_residual,
     "ConvNeXt (Tiny's blocks, small)": _plant_cn_block,
-    "BERT": _plant_bert,
-    "T5 encoder": _plant_t5,
-    "Llama": _plant_gated_mlp,
-    "Mistral": _plant_gated_mlp,
-    "Qwen2": _plant_gated_mlp,
+    "BERT": _all(_plant_bert, _split_heads("encoder.layer.0.attention", "self.query", "self.key", "self.value",
+                                           "output.dense", 4)),
+    # T5's relative position bias [1, h, l, s] is the mask of the raised heads: the dead head's slice goes with it
+    "T5 encoder": _all(_plant_t5, _split_heads("encoder.block.0.layer.0.SelfAttention", "q", "k", "v", "o", 4)),
+    "Llama": _all(_plant_gated_mlp, _GQA_HEAD),
+    "Mistral": _all(_plant_gated_mlp, _GQA_HEAD),
+    "Qwen2": _all(_plant_gated_mlp, _GQA_HEAD),
     "MobileNetV3-Small": _expansion("features.2.block", "0.0", "0.1", "1.0", "2.0", 5),
     "EfficientNet-B0": _se_block("features.2.0.block", "0.0", "1.0", "1.1", "2.fc1", "2.fc2", "3.0"),
     "RegNetY-400MF": _mlp("trunk_output.block1.block1-0.f.se.fc1", "trunk_output.block1.block1-0.f.se.fc2", 2, 5),
@@ -228,12 +336,32 @@ PLANTS: dict[str, Callable[[Any], Widths]] = {
     "ConvNeXt-Atto": _mlp("stages.0.blocks.0.mlp.fc1", "stages.0.blocks.0.mlp.fc2"),
     "DeiT (small)": _mlp("blocks.0.mlp.fc1", "blocks.0.mlp.fc2"),
     "MobileViT-XXS": _expansion("stages.0.0", "conv1_1x1.conv", "conv1_1x1.bn", "conv2_kxk.conv", "conv3_1x1.conv", 2, revive=True),
-    "DistilBERT": _mlp("transformer.layer.0.ffn.lin1", "transformer.layer.0.ffn.lin2"),
-    "GPT-2": _mlp("h.0.mlp.c_fc", "h.0.mlp.c_proj", conv1d=True),
-    "GPT-NeoX": _mlp("layers.0.mlp.dense_h_to_4h", "layers.0.mlp.dense_4h_to_h"),
-    "OPT": _mlp("decoder.layers.0.fc1", "decoder.layers.0.fc2"),
-    "Phi": _mlp("layers.0.mlp.fc1", "layers.0.mlp.fc2"),
+    "DistilBERT": _all(_mlp("transformer.layer.0.ffn.lin1", "transformer.layer.0.ffn.lin2"),
+                       _split_heads("transformer.layer.0.attention", "q_lin", "k_lin", "v_lin", "out_lin", 4)),
+    "GPT-2": _all(_mlp("h.0.mlp.c_fc", "h.0.mlp.c_proj", conv1d=True), _packed_heads("h.0.attn", "c_attn", "c_proj", 4)),
+    # GPT-NeoX packs q, k, v per head and rotates a quarter of each (raise.attention.heads_packed_partial_rope_masked)
+    "GPT-NeoX": _all(_mlp("layers.0.mlp.dense_h_to_4h", "layers.0.mlp.dense_4h_to_h"),
+                     _interleaved_heads("layers.0.attention", "query_key_value", "dense", 4)),
+    # OPT scales the query projection before splitting heads (raise.attention.slice_scaled)
+    "OPT": _all(_mlp("decoder.layers.0.fc1", "decoder.layers.0.fc2"),
+                _split_heads("decoder.layers.0.self_attn", "q_proj", "k_proj", "v_proj", "out_proj", 4)),
+    # Phi rotates the first half of each head (raise.attention.heads_partial_rope_masked)
+    "Phi": _all(_mlp("layers.0.mlp.fc1", "layers.0.mlp.fc2"),
+                _split_heads("layers.0.self_attn", "q_proj", "k_proj", "v_proj", "dense", 4)),
+    # Whisper: a zero conv1 filter before the zero-padded conv2 (channels.conv1d.fold_zero), an MLP unit, a head
+    "Whisper encoder": _all(_conv_filter("conv1", "conv2"), _mlp("layers.0.fc1", "layers.0.fc2"),
+                            _split_heads("layers.0.self_attn", "q_proj", "k_proj", "v_proj", "out_proj", 4)),
     "ViT": _mlp("layers.0.mlp.fc1", "layers.0.mlp.fc2"),
     "TransformerEncoder": _mlp("layers.0.linear1", "layers.0.linear2"),
     "MultiheadAttention": _heads("attn.in_proj", "attn.out_proj", 4),
+    "LSTM": _recurrent(4),
+    "GRU": _recurrent(3),
+}
+
+# Attention raised per head (rules/raise/attention.rules, multihead.rules): the lowered program holds one
+# scaled_dot_product_attention per head of every layer, layers x heads, which the dead-head plants rely on.
+RAISED_HEADS: dict[str, int] = {
+    **{name: 2 * 4 for name in ("BERT", "DistilBERT", "GPT-2", "GPT-NeoX", "OPT", "Phi", "T5 encoder", "Llama",
+                                "Mistral", "Qwen2", "Whisper encoder", "ViT", "TransformerEncoder")},
+    "MultiheadAttention": 4,
 }

@@ -35,6 +35,8 @@ def test_architecture_minimizes_as_given(entry: Entry):
     random_mask(model)  # the unstructured zeros a pruned model has around its dead units
     x = entry.inputs(2)
     program = sr_ir.lower(model, list(x))
+    if entry.heads is not None:  # attention raised: one attention per head, so that a head can go
+        assert sum(n.op == "scaled_dot_product_attention" for n in program.nodes) == entry.heads
     text = program.to_text()
     assert sr_ir.parse(text).to_text() == text
     result = sr_ir.minimize(model, list(x))
