@@ -13,10 +13,12 @@ def _api() -> dict:
     from .ir.program import Node, ParamRef, Program, ValueRef
     from .ir.types import TensorType
     from .minimization import Minimized, MinimizeReport, minimize
+    from .minimization.streaming import minimize_checkpoint
 
     return {"emit": emit, "lower": lower, "parse": parse, "load": load, "Node": Node, "ParamRef": ParamRef,
             "Program": Program, "ValueRef": ValueRef, "TensorType": TensorType, "Minimized": Minimized,
-            "MinimizeReport": MinimizeReport, "minimize": minimize}
+            "MinimizeReport": MinimizeReport, "minimize": minimize,
+            "minimize_checkpoint": minimize_checkpoint}
 
 
 def __getattr__(name: str) -> object:
@@ -35,6 +37,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "emit",
     "minimize",
+    "minimize_checkpoint",
     "Minimized",
     "MinimizeReport",
     "load",

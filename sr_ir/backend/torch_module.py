@@ -415,8 +415,17 @@ def rebuild_generated(source: str, class_name: str) -> nn.Module:
     return cls.__new__(cls)
 
 
+def _held(t: torch.Tensor, dtype: torch.dtype, share: bool) -> torch.Tensor:
+    """The tensor the emitted module holds for a program weight `t` declared `dtype`: `t` itself (its
+    storage, detached) when sharing and it already fits, else a contiguous copy in `dtype`."""
+    t = t.detach()
+    if share and t.dtype == dtype and t.is_contiguous():
+        return t
+    return t.to(dtype).clone(memory_format=torch.contiguous_format)
+
+
 def emit(program: Program, rules: RuleSet | None = None, class_name: str | None = None,
-         layers: bool = True) -> nn.Module:
+         layers: bool = True, *, share_weights: bool = False) -> nn.Module:
     """An nn.Module computing `program`, with its weights loaded. `module.sr_ir_source` holds the code;
     `module.sr_ir_program` the program without weights, from which `sr_ir.lower` reads the module back
     (its ops, such as compensated norms, are not ATen ops torch.export could give back);
@@ -424,7 +433,23 @@ def emit(program: Program, rules: RuleSet | None = None, class_name: str | None 
     state_dict key; `module.sr_ir_rules` is the rule set it was emitted with (None: the bundled one). `layers=False`: every node in its functional form.
 
     The module pickles (`torch.save(module)`, then `torch.load(path, weights_only=False)` in a process
-    with sr-ir) and deep-copies."""
+    with sr-ir) and deep-copies.
+
+    >>> import torch, sr_ir
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    >>> module = sr_ir.emit(sr_ir.lower(net, (torch.randn(2, 4),)))
+    >>> module
+    Sequential(
+      (0): Linear(in_features=4, out_features=3, bias=True)
+    )
+    >>> x = torch.randn(5, 4)
+    >>> bool(torch.equal(module(x), net(x)))
+    True
+
+    `share_weights`: the module's tensors are the program's own where they already have the declared
+    dtype and a contiguous layout (no copy; training the module changes `program.weights` too), copies
+    elsewhere. Off by default, because a lowered program's weights are the user's model's storage:
+    `minimize` shares only after giving its result program tensors of its own."""
     cls_name = class_name or _class_name(program.name)
     source = emit_source(program, rules, cls_name, layers)
     cls = load_source(source, cls_name)
@@ -435,8 +460,7 @@ def emit(program: Program, rules: RuleSet | None = None, class_name: str | None 
     # initialisation the weights would overwrite, and the global random state left as it was
     with torch.device("meta"):
         module = cls()
-    weights = {n: program.weights[n].detach().to(t.torch_dtype).clone(memory_format=torch.contiguous_format)
-               for n, t in program.params.items()}
+    weights = {n: _held(program.weights[n], t.torch_dtype, share_weights) for n, t in program.params.items()}
     try:
         module.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as e:

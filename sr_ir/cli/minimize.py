@@ -12,6 +12,7 @@ import torch
 from ..backend.export import SUFFIXES, check_output
 from ..ir.sampling import sample_inputs
 from ..lang.loader import RuleSet
+from ..minimization.verify import N_RANDOM
 from .inputs import add_model_arguments, factory_model_and_inputs, rules_for, writing
 
 OUTPUT_KINDS = SUFFIXES
@@ -29,9 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
                    help="write the minimized model: .pt2 (torch.export, dynamic batch), .sr (IR text + .safetensors "
                    "beside it), .onnx (checked with onnxruntime) or .py (standalone source + .safetensors); "
-                   "repeatable")
+                   "repeatable. With --weights, a .safetensors OUT streams: the checkpoint is read by memory map "
+                   "and never held, the result is written tensor by tensor (its program text beside it as .sr)")
     p.add_argument("--no-verify", action="store_true", help="skip the numeric comparison (not recommended)")
-    p.add_argument("--random-inputs", type=int, default=3, metavar="K", help="random inputs to verify on (default 3)")
+    p.add_argument("--random-inputs", type=int, default=N_RANDOM, metavar="K",
+                   help=f"random inputs to verify on, besides the example (default {N_RANDOM})")
     p.add_argument("--strict", action="store_true",
                    help="fail when a rule that would apply has no current certificate (default: leave that node as is)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -63,6 +66,8 @@ def _load(args: argparse.Namespace, rules: RuleSet) -> tuple[Any, tuple[Any, ...
 def run(args: argparse.Namespace) -> int:
     from ..minimization import minimize
 
+    if any(Path(o).suffix == ".safetensors" for o in args.output):
+        return run_streaming(args)
     for out in args.output:
         # refuse an unknown suffix or a folder before minimizing, not after (.sr and .py are also their .safetensors)
         check_output(out)
@@ -91,3 +96,43 @@ def write_output(result: Any, out: str, inputs: tuple[Any, ...]) -> str:
     """Write one output (`Minimized.save`: atomic; an .onnx file is run in onnxruntime and compared first)."""
     result.save(out, example_inputs=inputs or None)
     return out
+
+
+def run_streaming(args: argparse.Namespace) -> int:
+    """`sr-ir minimize pkg.mod:factory --weights big.safetensors -o small.safetensors`: the streaming path
+    (`sr_ir.minimize_checkpoint`), for checkpoints larger than memory."""
+    import importlib
+
+    from ..errors import SrIrError, describe
+    from ..minimization.streaming import minimize_checkpoint
+    from .inputs import _import_from_current_folder, example_inputs_for
+
+    if len(args.output) != 1 or not args.weights or ":" not in args.model:
+        raise SrIrError("a .safetensors output streams a checkpoint: give pkg.module:factory, --weights FILE "
+                        "and that one -o OUT.safetensors")
+    mod_name, _, fn_name = args.model.partition(":")
+    _import_from_current_folder()
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:
+        raise SrIrError(f"cannot import {mod_name!r}: {describe(e)}") from None
+    factory = getattr(mod, fn_name, None)
+    if not callable(factory):
+        raise SrIrError(f"{mod_name!r} has no callable {fn_name!r}")
+    with writing(args.output[0]):
+        result = minimize_checkpoint(factory, example_inputs_for(args, mod), weights=args.weights,
+                                     out=args.output[0], rules=rules_for(args), verify=not args.no_verify,
+                                     n_random=args.random_inputs, strict=args.strict,
+                                     progress=not args.quiet and sys.stderr.isatty())
+    for name, why in result.report.refused_rules.items():
+        print(f"sr-ir minimize: warning: rule '{name}' not applied, no current certificate ({why})", file=sys.stderr)
+    written = [str(p) for p in result.written]
+    if args.json:
+        d = result.report.to_dict()
+        d["written"], d["streamed_verification"] = written, result.verification
+        print(json.dumps(d, indent=1, default=str))
+    else:
+        print(result.report.table())
+        for w in written:
+            print(f"wrote {w}")
+    return 0

@@ -26,6 +26,13 @@ IDENTITY_OPS = {
 HANDLERS: dict[str, Handler] = {}
 
 
+def _derived(c: Any, how: str) -> tuple[str, str]:
+    """The origin of a tensor derived from the known tensor `c` by `how`: the model's state_dict key
+    `c` itself came from, and every step on the way (the report's name map)."""
+    key, before = c.origin if c.origin is not None else (c.name, "")
+    return key, f"{before}; {how}" if before else how
+
+
 def handles(*keys: str):
     def deco(fn: Handler) -> Handler:
         for k in keys:
@@ -217,7 +224,8 @@ def _addmm(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
     bias, x, w, beta, alpha = v[:5]
     if isinstance(w, _Const) and beta in (None, 1) and alpha in (None, 1) and w.tensor.dim() == 2:
         # x @ W + b with a known W [in, out] (GPT-2's Conv1D) is linear(x, W^T, b)
-        wt = _Const(w.tensor.t().contiguous(), re.sub(r"weight$", "weight_t", w.name), w.is_buffer)
+        wt = _Const(w.tensor.t().contiguous(), re.sub(r"weight$", "weight_t", w.name), w.is_buffer,
+                    _derived(w, "transposed"))
         return lw.add_node("linear", [lw.operand(x, n), lw.param(wt), lw.operand(bias, n)], {}, n)
     raise UnsupportedOpError(f"addmm with a computed matrix operand at {source_line(n)} is not supported")
 
@@ -238,7 +246,8 @@ def _split(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
 
     if isinstance(x, _Const):  # a known tensor (a packed projection's weight): split it now
         parts = torch.split(x.tensor, list(sizes), dim)
-        return tuple(_Const(t.contiguous(), f"{x.name}_{i}", x.is_buffer) for i, t in enumerate(parts))
+        return tuple(_Const(t.contiguous(), f"{x.name}_{i}", x.is_buffer, _derived(x, f"part {i} along axis {dim}"))
+                     for i, t in enumerate(parts))
     outs, start = [], 0
     dim = _last_as_negative(dim, len(shape))
     for i, size in enumerate(sizes):
@@ -260,7 +269,8 @@ def _unbind(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
     from .lower import _Const
 
     if isinstance(x, _Const):
-        return tuple(_Const(t.contiguous(), f"{x.name}_{i}", x.is_buffer) for i, t in enumerate(torch.unbind(x.tensor, dim)))
+        return tuple(_Const(t.contiguous(), f"{x.name}_{i}", x.is_buffer, _derived(x, f"index {i} along axis {dim}"))
+                     for i, t in enumerate(torch.unbind(x.tensor, dim)))
     return tuple(lw.add_node("select", [lw.operand(x, n)], {"dim": dim, "index": i}, n, n.meta["val"][i])
                  for i in range(shape[dim]))
 
@@ -273,3 +283,80 @@ def _zeros_like(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
     if dt not in DTYPE_NAMES:
         raise UnsupportedOpError(f"zeros_like with dtype {dt} at {source_line(n)} is not supported")
     return lw.add_node("zeros_like", [lw.operand(v[0], n)], {"dtype": DTYPE_NAMES[dt]}, n)
+
+
+# ---- recurrent layers (rules/ops/recurrent.rules) ----------------------------------------------------
+@handles("aten.lstm.input", "aten.gru.input")
+def _recurrent(lw: _Lowering, n: torch.fx.Node, v: list[Any]) -> Any:
+    """nn.LSTM / nn.GRU: one `lstm` / `gru` node per layer, batch-first (batch_first=False: a permute on
+    each side), the weights as parameters under their own names with each gate's rows on an axis of
+    their own ([G*m, n] held as [G, m, n], the declaration's layout). An initial state of zeros (what
+    nn.LSTM makes when none is given) is the absent operand; the final hidden state is the last step of
+    each layer's output. Returns (output, h_n[, c_n])."""
+    from .lower import _BatchConst, _Const
+
+    lstm = str(n.target) == "aten.lstm.input"
+    op, gates = ("lstm", 4) if lstm else ("gru", 3)
+    x, hx, params, has_biases, layers, _dropout, train, bidirectional, batch_first = v
+    where = source_line(n)
+    if bidirectional:
+        raise UnsupportedOpError(f"{op} with bidirectional=True at {where} is not supported yet")
+    if train:
+        raise UnsupportedOpError(f"{op} in training mode at {where} (lower the model in eval mode)")
+    per_layer = 4 if has_biases else 2
+    if len(params) != per_layer * layers or not all(isinstance(p, _Const) for p in params):
+        raise UnsupportedOpError(f"{op} at {where}: weights that are not the layer's own parameters, or "
+                                 f"proj_size (not supported yet)")
+    states = list(hx) if lstm else [hx]
+    for s in states:
+        zero = (isinstance(s, _Const) and not s.tensor.any()) or (
+            isinstance(s, _BatchConst) and not any(t.any() for t in s.values.values()))
+        if not zero:
+            raise UnsupportedOpError(f"{op} at {where} with a given initial state is not supported yet "
+                                     f"(only the zero state nn.{op.upper()} uses by default)")
+    out_type = lw.ttype(n.meta["val"][0], n)
+    shape = list(out_type.shape)
+    if not batch_first:
+        shape[0], shape[1] = shape[1], shape[0]
+        x = _node(lw, "permute", [lw.operand(x, n)], {"dims": [1, 0, 2]}, out_type.dtype,
+                  [shape[0], shape[1], lw.value_type(lw.operand(x, n)).shape[2]], n)
+    y = lw.operand(x, n)
+    outs = []
+    for layer in range(layers):
+        ws = params[layer * per_layer:(layer + 1) * per_layer]
+        m = ws[1].tensor.shape[1]
+        gated = [lw.param(_Const(w.tensor.reshape(gates, m, *w.tensor.shape[1:]).contiguous(), w.name, w.is_buffer,
+                                 _derived(w, f"gate rows as [{gates}, {m}, ...]"))) for w in ws]
+        y = _node(lw, op, [y] + gated, {}, out_type.dtype, shape, n)
+        outs.append(y)
+    output = y
+    if not batch_first:
+        output = _node(lw, "permute", [y], {"dims": [1, 0, 2]}, out_type.dtype, list(out_type.shape), n)
+    used = {u.args[1] for u in n.users if u.users}
+    if lstm and 2 in used:
+        raise UnsupportedOpError(f"lstm at {where}: the final cell state c_n is used; only the output and h_n "
+                                 f"are supported")
+    h_n = None
+    if 1 in used:  # the last step of every layer, stacked: [layers, b, m]
+        t = shape[1]
+        if not isinstance(t, int):
+            raise UnsupportedOpError(f"{op} at {where}: h_n of a sequence of symbolic length is not supported")
+        last = []
+        for y_l in outs:
+            step = _node(lw, "select", [y_l], {"dim": 1, "index": t - 1}, out_type.dtype, [shape[0], shape[2]], n)
+            last.append(_node(lw, "reshape", [step], {"shape": [1, shape[0], shape[2]]}, out_type.dtype,
+                              [1, shape[0], shape[2]], n))
+        h_n = last[0] if layers == 1 else _node(lw, "concat", last, {"dim": 0}, out_type.dtype,
+                                                   [layers, shape[0], shape[2]], n)
+    return (output, h_n, None) if lstm else (output, h_n)
+
+
+def _node(lw: _Lowering, op: str, operands: list[Any], attrs: dict[str, Any], dtype: str, shape: list[Any],
+          n: torch.fx.Node) -> Any:
+    """An IR node of a given type (for the nodes a handler makes that no fx node has the value of)."""
+    from ..ir.program import Node, ValueRef
+    from ..ir.types import TensorType
+
+    name = lw.fresh(n.name)
+    lw.nodes.append(Node(name, op, operands, attrs, TensorType(dtype, tuple(shape)), origin=source_line(n)))
+    return ValueRef(name)

@@ -76,6 +76,7 @@ def lower(
     name: str | None = None,
     check: bool = True,
     raise_book: RuleBook | None = None,
+    capture: str = "trace",
 ) -> Program:
     """Lower `model` (or an ExportedProgram) to a type-checked Program holding its weights.
 
@@ -84,9 +85,23 @@ def lower(
 
     `raise_book` runs the raise rules (default: every certified `raise.*` rule); its `used` afterwards
     names the rules that raised something. `rules`, as `sr_ir.minimize` takes them: None (the bundled
-    rules), a RuleSet, or rule directories added to the bundled ones."""
+    rules), a RuleSet, or rule directories added to the bundled ones.
+
+    `capture` chooses how a module's ATen graph is obtained: "trace" (the default) traces it with fake
+    tensors at static shapes and reintroduces the batch symbol (sr_ir/frontend/capture.py, about 3x
+    faster), and uses torch.export wherever that capture cannot promise export's graph; "export" always
+    uses torch.export. Both give the same program (tests/frontend/test_capture.py).
+
+    >>> import torch, sr_ir
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    >>> prog = sr_ir.lower(net, (torch.randn(2, 4),))
+    >>> [n.op for n in prog.nodes], prog.inputs[0][1]
+    (['linear', 'relu'], TensorType(dtype='f32', shape=(N, 4)))
+    """
     from ..minimization.api import resolve_rules  # (lazy: the minimization package imports this one)
 
+    if capture not in CAPTURES:
+        raise SrIrError(f"unknown capture {capture!r} (one of {', '.join(CAPTURES)})")
     rules = resolve_rules(rules)
     emitted = _emitted_program(model, example_inputs)
     if emitted is not None:
@@ -97,8 +112,12 @@ def lower(
         ep = model
         graph_name = name or "model"
     else:
-        ep = export_model(model, example_inputs, dynamic_batch)
         graph_name = name or _graph_name(type(model).__name__)
+        if capture == "trace":
+            traced = _lower_traced(model, example_inputs, dynamic_batch, rules, graph_name, raise_book)
+            if traced is not None:
+                return traced
+        ep = export_model(model, example_inputs, dynamic_batch)
     try:
         prog = _Lowering(functional(ep), rules, graph_name).run()
     except UnsupportedOpError:
@@ -106,10 +125,38 @@ def lower(
             raise
         # model libraries build masks from the batch size (arange over it): lower at static shapes
         return lower(model, example_inputs, dynamic_batch=False, rules=rules, name=name, check=check,
-                     raise_book=raise_book)
+                     raise_book=raise_book, capture=capture)
     prog = raise_program(_without_identity_views(prog), rules, raise_book)
     if check:
         check_program(prog, rules)
+    return prog
+
+
+# The ways `lower` obtains a module's ATen graph (see its docstring).
+CAPTURES = ("trace", "export")
+
+
+def _lower_traced(model: nn.Module, example_inputs: Sequence[Any], dynamic_batch: bool, rules: RuleSet,
+                  graph_name: str, raise_book: RuleBook | None) -> Program | None:
+    """`lower` through the fast capture (sr_ir/frontend/capture.py), or None where torch.export must
+    give the graph: the capture declined, the graph needs torch's functionalization, the batch leaked
+    into other arithmetic, or lowering failed (the export path then reports the failure, or falls back,
+    exactly as it always has). The program is always type-checked: the check is what confirms that
+    the reintroduced batch symbol is consistent."""
+    from .capture import capture, leaked_batch
+
+    model = model.eval()
+    cap = capture(model, example_inputs, _without_cache(model), dynamic_batch)
+    if cap is None or needs_functionalization(cap.graph_module.graph):
+        return None
+    try:
+        prog = _Lowering(cap, rules, graph_name, traced_batch=cap.batch_size).run()  # type: ignore[arg-type]
+        if cap.batch_size is not None and leaked_batch(prog):
+            return None
+        prog = raise_program(_without_identity_views(prog), rules, raise_book)
+        check_program(prog, rules)
+    except Exception:  # any failure: the torch.export path is the reference, its error the one to see
+        return None
     return prog
 
 
@@ -150,9 +197,13 @@ def functional(ep: ExportedProgram) -> ExportedProgram:
     rebinds the written name, which keeps the graph (and so the IR) exactly as the user wrote it.
     Writes to views, inputs, weights or through ops without a twin (`copy_` into a slice) need
     torch's functionalization, which also rewrites a few ops (batch norm into its no-training form)."""
+    return ep.run_decompositions({}) if needs_functionalization(ep.graph_module.graph) else ep
+
+
+def needs_functionalization(graph: torch.fx.Graph) -> bool:
+    """Whether some in-place op of `graph` writes a value the walk cannot rebind (see `functional`)."""
     from .handlers import IDENTITY_OPS
 
-    graph = ep.graph_module.graph
     views = {n.name for n in graph.nodes if n.op == "call_function" and _is_view(n.target)}
     for n in graph.nodes:
         if n.op != "call_function":
@@ -173,8 +224,8 @@ def functional(ep: ExportedProgram) -> ExportedProgram:
             and not any(_is_view(u.target) for u in written.users if u is not n)
         )
         if not simple:
-            return ep.run_decompositions({})
-    return ep
+            return True
+    return False
 
 
 def _live_nodes(graph: torch.fx.Graph) -> set[torch.fx.Node]:
@@ -269,6 +320,9 @@ class _Const:
     tensor: torch.Tensor
     name: str
     is_buffer: bool
+    # (the model's state_dict key, how) when this tensor is derived from one under another name
+    # (GPT-2's transposed Conv1D weight, a part of a packed projection): the report's name map
+    origin: tuple[str | None, str] | None = None  # key None: no model tensor (computed at lowering)
 
 
 # The batch sizes at which a value computed from the batch size alone is evaluated (see _BatchConst).
@@ -301,7 +355,10 @@ class _Lowering:
     symbols: dict[sympy.Symbol, sympy.Symbol] = field(default_factory=dict)
     inputs: list[tuple[str, TensorType]] = field(default_factory=list)
     used_names: set[str] = field(default_factory=set)
+    origins: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # param -> (model key, how)
     batch: Any = None  # the batch symbol, when the leading dim of the first input is dynamic
+    # the size the batch was traced at (sr_ir/frontend/capture.py): its multiples are multiples of `batch`
+    traced_batch: int | None = None
 
     # ---- naming and types -----------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -315,7 +372,7 @@ class _Lowering:
         if isinstance(expr, torch.SymInt):
             expr = expr.node.expr
         if isinstance(expr, int):
-            return expr
+            return self.literal(expr)
         expr = sympy.sympify(expr)
         subs = {}
         ours = set(self.symbols.values())
@@ -326,6 +383,14 @@ class _Lowering:
                 self.symbols[s] = symbol("N" if not self.symbols else f"S{len(self.symbols)}")
             subs[s] = self.symbols[s]
         return normalize_dim(expr.xreplace(subs))
+
+    def literal(self, v: Any) -> Any:
+        """An integer of the graph as a dim expression: a multiple of the traced batch size is that
+        multiple of the batch symbol (a captured graph holds sizes, not symbols); anything else as is."""
+        b = self.traced_batch
+        if b is not None and type(v) is int and v and v % b == 0:
+            return normalize_dim((v // b) * self.batch)
+        return v
 
     def ttype(self, val: Any, where: torch.fx.Node) -> TensorType:
         if not isinstance(val, torch.Tensor):
@@ -350,6 +415,9 @@ class _Lowering:
         }
         graph = self.ep.graph_module.graph
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+        if self.traced_batch is not None:  # traced at static shapes: the batch is N by construction
+            self.batch = symbol("N")
+            self.symbols[sympy.Symbol("traced_batch")] = self.batch
         # Name the batch symbol N after the first user input's leading dim.
         for n in placeholders:
             if n.name in user_inputs:
@@ -394,6 +462,7 @@ class _Lowering:
                     outputs.append(v.name)
                     out_types.append(self.value_type(v))
         prog = Program(self.name, self.inputs, self.params, self.nodes, outputs, out_types, self.weights, self.buffers)
+        prog.origins = {n: o for n, o in self.origins.items() if n in prog.params}
         return prog
 
     def value_type(self, v: ValueRef) -> TensorType:
@@ -421,6 +490,8 @@ class _Lowering:
             self.params[name] = TensorType.of(t)
             if c.is_buffer or not t.is_floating_point():
                 self.buffers.add(name)
+            if c.origin is not None and c.origin[0] != name:
+                self.origins[name] = c.origin
         return ParamRef(name)
 
     def arg(self, a: Any) -> Any:
@@ -429,7 +500,7 @@ class _Lowering:
             return self.env[a.name]
         if isinstance(a, (list, tuple)):
             return [self.arg(x) for x in a]
-        return a
+        return self.literal(a)
 
     def call(self, n: torch.fx.Node, handlers: dict, identities: set, aten_index: dict) -> Any:
         twin = out_of_place(n.target)
@@ -522,7 +593,13 @@ class _Lowering:
         base = src[0].name if src else n.name
         base = re.sub(r"(_orig|\.parametrizations\.(\w+)\.original\d*)$", lambda m: "." + m.group(2) if m.group(2) else "", base)
         base = base.replace(".parametrizations.", ".")
-        return _Const(out.detach(), base, all(c.is_buffer for c in src) if src else True)
+        if src:  # weight_orig * weight_mask is the model's weight: say what it came from
+            key, before = src[0].origin or (src[0].name, "")
+            how = "computed from " + ", ".join(c.name for c in src)
+            origin = (key, f"{before}; {how}" if before else how)
+        else:
+            origin = (None, f"a constant the model computes ({n.target})")
+        return _Const(out.detach(), base, all(c.is_buffer for c in src) if src else True, origin)
 
     def batch_only(self, values: list[Any], tensor_inputs: list[Any], val: torch.Tensor) -> bool:
         """Whether a node reads no input value but depends on the batch size (through a batch-sized
@@ -534,7 +611,7 @@ class _Lowering:
             if isinstance(v, sympy.Basic):
                 syms |= v.free_symbols
         for d in val.shape:
-            if isinstance(d, torch.SymInt):
+            if isinstance(d, torch.SymInt) or self.traced_batch is not None:
                 syms |= sympy.sympify(self.sym(d)).free_symbols
         batched = any(isinstance(v, _BatchConst) for v in tensor_inputs) or bool(syms)
         return batched and syms <= {self.batch}
@@ -550,7 +627,7 @@ class _Lowering:
                 return real_value(v, b)
             if isinstance(a, (list, tuple)):
                 return type(a)(real(x, b) for x in a)
-            return a
+            return real_value(self.literal(a), b)
 
         def real_value(v: Any, b: int) -> Any:
             if isinstance(v, _BatchConst):
@@ -570,7 +647,7 @@ class _Lowering:
             raise UnsupportedOpError(f"{n.target} at {source_line(n)} on sizes computed from the batch: {e}") from None
         first = out[SAMPLE_BATCHES[0]]
         if all(t.shape == first.shape and torch.equal(t, first) for t in out.values()):
-            return _Const(first.detach(), n.name, True)
+            return _Const(first.detach(), n.name, True, (None, "a constant the model computes from the batch size"))
         return _BatchConst({b: t.detach() for b, t in out.items()}, n.name)
 
     def batch_row(self, v: _BatchConst, n: torch.fx.Node) -> _Const:
@@ -582,7 +659,7 @@ class _Lowering:
                     f"{n.target} at {source_line(n)} reads a value computed from the batch size that is not "
                     f"one row repeated over the batch"
                 )
-        return _Const(row.contiguous(), v.name, True)
+        return _Const(row.contiguous(), v.name, True, (None, "a constant the model computes from the batch size (its one row)"))
 
     def operand(self, v: Any, n: torch.fx.Node, broadcasts: bool = False) -> Any:
         """An fx value as an IR operand. `broadcasts`: the op reads this operand by broadcasting, so a

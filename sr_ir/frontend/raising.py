@@ -31,9 +31,12 @@ def raise_program(p: Program, rules: RuleSet, book: RuleBook | None = None) -> P
     book = book or RuleBook(rules, stage="raise")
     if not book.kinds("substitution"):
         return p
+    before = set(p.params)
     p, replaced = substitute(p.drop_dead(), book, function_table(rules), private=False)
     if not replaced:
         return p
+    for name in set(p.params) - before:  # for the report's name map: no model tensor has this name
+        p.origins.setdefault(name, (None, "made by a raise rule"))
     p = fold_parameter_nodes(merge_duplicates(p), rules)
     return merge_duplicates(p).drop_dead()
 
@@ -61,6 +64,9 @@ def fold_parameter_nodes(p: Program, rules: RuleSet) -> Program:
         name = fresh_name(n.name, q.params)
         q.weights[name] = val.detach().contiguous()
         q.params[name] = TensorType.of(q.weights[name])
+        first = next(o.name for o in n.operands if isinstance(o, ParamRef))
+        key, how = q.origins.get(first, (first, ""))
+        q.origins[name] = (key, f"{how}; {n.op}" if how else f"{n.op} of it")
         if all(o.name in q.buffers for o in n.operands if isinstance(o, ParamRef)):
             q.buffers.add(name)  # computed from buffers only (a RoPE table): not trainable either
         known[n.name] = ParamRef(name)

@@ -217,16 +217,25 @@ class LaneEval:
 
     def __init__(self, env: Mapping[str, Any], functions: FunctionTable, channel: str | None = None,
                  lanes: torch.Tensor | None = None, values: tuple[str, ...] = (), where: Loc | None = None,
-                 rule: str = ""):
+                 rule: str = "", memo: dict | None = None):
         self.env: dict[str, Any] = dict(env)
+        # slice tests already computed (see `_slice_test`), shared by every evaluator of one analysis:
+        # rules that test the same parameter's slices the same way (a zero row) reuse the answer
+        self.memo = memo
         self.functions = functions
         self.channel = channel
         self.values = set(values)  # value variables (bound by the first condition that names them)
         self.where = where
         self.rule = rule
         self._fresh = 0
+        self._lane_arr: Arr | None = None
+        # whether lane i is channel i (lanes = arange(n)): a read at the channel is then a whole axis
+        self._all_lanes = False
         if channel is not None and lanes is not None:
-            self.env[channel] = Arr(lanes.to(torch.int64), ("#c",))
+            self._lane_arr = self.env[channel] = Arr(lanes.to(torch.int64), ("#c",))
+            n = lanes.numel()
+            self._all_lanes = lanes.dim() == 1 and (n == 0 or (int(lanes[0]) == 0 and int(lanes[-1]) == n - 1
+                                                                and bool((lanes.diff() == 1).all())))
         self.lanes = lanes
         self.sources: torch.Tensor | None = None  # bool[lanes, R]: fact rules the reads rested on
 
@@ -488,8 +497,64 @@ class LaneEval:
     # ---- conditions ----------------------------------------------------------------------------
     def holds(self, w: Any) -> torch.Tensor:
         """bool[lanes]: where the condition holds (every other named axis reduced)."""
+        fast = self._slice_test(w)
+        if fast is not None:
+            return fast
         v = self._bool(w)
         return self._reduce_lanes(v)
+
+    def _slice_test(self, w: Any) -> torch.Tensor | None:
+        """`p[:, c, *S] <cmp> k` -- a parameter's slice at the channel against one number (`weight[c, :] ==
+        0`, a zero row) -- decided by reductions of the whole tensor over every other axis
+        (`_slice_compare`), and remembered per tensor, axis and test in `memo`. The same answer as
+        reading the slices (`read`: a gather copying the tensor, per rule), comparing them in float64
+        and reducing (`_reduce_lanes`); None where the condition has another form. The result may be
+        shared through `memo`: callers must not write into it."""
+        if not (isinstance(w, A.Cmp) and w.op in _TORCH_CMP and isinstance(w.left, A.Index) and self._all_lanes
+                and self.env.get(self.channel) is self._lane_arr):  # (not shadowed by a bound variable)
+            return None
+        op = self.env.get(w.left.base)
+        if not isinstance(op, Operand) or op.kind != "param" or op.tensor is None:
+            return None
+        if isinstance(w.right, A.Name) and w.right.id in self.values and w.right.id not in self.env:
+            return None  # `== k` binds k: the general path does that
+        t = op.tensor
+        axis = self._channel_axis(w.left, t.dim())
+        if axis is None or t.shape[axis] != self.n_lanes:
+            return None
+        k = self.expr(w.right)
+        if isinstance(k, sympy.Basic):
+            k = normalize_dim(k)
+        if isinstance(k, bool) or not isinstance(k, (int, float)):
+            return None
+        key = (id(t), t._version, axis, w.op, float(k), type(k))
+        if self.memo is not None:
+            hit = self.memo.get(key)
+            if hit is not None and hit[0] is t:
+                return hit[1]
+        out = _slice_compare(t, axis, w.op, k)
+        if self.memo is not None:
+            self.memo[key] = (t, out)
+        return out
+
+    def _channel_axis(self, ix: A.Index, rank: int) -> int | None:
+        """The axis a read indexes by the channel variable itself, every other index being `:` or `*B`;
+        None for any other read."""
+        n_var = sum(isinstance(i, A.Variadic) for i in ix.indices)
+        n_fixed = len(ix.indices) - n_var
+        if n_var > 1 or (n_var == 0 and n_fixed != rank) or n_fixed > rank:
+            return None
+        axis, pos = None, 0
+        for i in ix.indices:
+            if isinstance(i, A.Variadic):
+                pos += rank - n_fixed
+                continue
+            if not isinstance(i, A.Slice):
+                if axis is not None or not (isinstance(i, A.Name) and i.id == self.channel):
+                    return None
+                axis = pos
+            pos += 1
+        return axis
 
     def _reduce_lanes(self, v: Any) -> torch.Tensor:
         n = self.n_lanes
@@ -643,6 +708,33 @@ class LaneEval:
 
 
 _MISSING = object()
+
+# Which whole-slice extremes decide `all(slice <op> k)`: every entry equals k iff the largest and the
+# smallest do, every entry is below k iff the largest is, and so on (`!=` has no such extreme).
+_EXTREMES = {"==": ("amax", "amin"), "<": ("amax",), "<=": ("amax",), ">": ("amin",), ">=": ("amin",)}
+
+
+def _slice_compare(t: torch.Tensor, axis: int, op: str, k: int | float) -> torch.Tensor:
+    """bool[t.shape[axis]]: whether every entry of slice i of t along `axis` compares `op` k, as `_bool`
+    decides it (both sides in float64 when either is a float).
+
+    The slices' largest and smallest entries decide it (`_EXTREMES`): one reduction per extreme, in
+    t's own dtype, with no copy of t. Taking a max is exact in any dtype and widening to float64 is
+    exact and order-preserving, so comparing the n extremes in float64 is the entrywise float64 test; a
+    NaN entry makes its extreme NaN and the test false, as it makes the entrywise test false."""
+    others = tuple(d for d in range(t.dim()) if d != axis)
+    wide = t.is_floating_point() or isinstance(k, float)
+    ref = torch.tensor(k, dtype=torch.float64 if wide else torch.int64)
+    if op in _EXTREMES and t.dtype != torch.bool and all(t.shape[d] for d in others):
+        out = None
+        for fn in _EXTREMES[op]:
+            e = getattr(t, fn)(dim=others) if others else t
+            hit = _TORCH_CMP[op](e.to(torch.float64) if wide else e, ref)
+            out = hit if out is None else out & hit
+        return out
+    x = t.to(torch.float64) if wide else t  # `!=`, bool tensors, empty slices: entrywise as `_bool` does
+    hit = _TORCH_CMP[op](x, ref.to(x.dtype))
+    return hit.all(dim=others) if others else hit
 
 
 def lanes_value(v: Any, n: int) -> torch.Tensor:

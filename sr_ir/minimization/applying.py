@@ -176,6 +176,10 @@ def apply_plan(p: Plan, book: RuleBook, functions: Mapping[str, Any]) -> tuple[P
         # it did not have, and the row-cutting rules were matched on the node's original form
         for s, chans in sorted(todo, key=lambda x: x[0].cr.target is None):
             _apply_site(st, s, chans, book, functions)
+        # the tensors of this node's intermediate forms (rows cut, then columns) go now: kept until the
+        # whole plan is applied, they held about one more copy of the model (issue 15, peak memory)
+        held = {o.name for o in st.operands if isinstance(o, ParamRef)}
+        st.tensors = {k: v for k, v in st.tensors.items() if k in held}
         states[node.name] = st
     prog = _materialize(g, states)
     _check_consistent(g, states)
@@ -342,6 +346,12 @@ def _evaluate(st: _State, cr: CompiledRule, m: Match, lanes: torch.Tensor, book:
                 if n != 1:
                     raise EngineError(f"rule '{cr.name}': argument {a.param} is evaluated for one channel at a time")
                 val = _materialize_value(st, v, a.param, is_tensor, m, decl)
+                own = _own_operand(cr, a) if is_tensor else None
+                if own is not None and isinstance(m.refs.get(own), ParamRef) and isinstance(val, ParamRef):
+                    # computed from its own operand alone (a recurrent weight cut on two axes): the same
+                    # parameter, cut, so it keeps its name and a later rule planned on it still matches
+                    src = m.refs[own].name
+                    st.origin[val.name] = st.origin.get(src) if src.startswith("#") else src
             if decl.tensor_param(a.param) is not None and decl.tensor_param(a.param).variadic:
                 items = new_ops.setdefault(a.param, [])
                 items.extend(val if isinstance(val, list) else [val])
@@ -431,6 +441,19 @@ def _accumulate(st: _State, ev, a, m: Match, n: int, is_tensor: bool) -> Any:
     from ..lang.tensor_eval import scalar_binop
 
     return scalar_binop("+" if a.sign > 0 else "-", base, total)
+
+
+def _own_operand(cr: CompiledRule, a: Any) -> str | None:
+    """The rule's name for the matched operand of parameter `a.param`, when the expression computing the
+    new operand reads that tensor and no other of the match."""
+    from ..lang import ast as A
+
+    root = cr.rule.root
+    names = {o.name for o in root.operands if o.name}
+    own = next((o.name for o in root.operands if o.param == a.param and o.name), None)
+    reads = {x.base for x in A.walk(a.term) if isinstance(x, A.Index)}
+    reads |= {x.id for x in A.walk(a.term) if isinstance(x, A.Name)}
+    return own if own is not None and reads & names == {own} else None
 
 
 def _materialize_value(st: _State, v: Any, param: str, is_tensor: bool, m: Match, decl) -> Any:

@@ -36,6 +36,9 @@ class Graph:
     producer: dict[str, Node] = field(default_factory=dict)
     users: dict[str, list[Node]] = field(default_factory=dict)
     facts: dict[str, Facts] = field(default_factory=dict)
+    # results rule evaluators share over one analysis of this program (LaneEval.memo): keyed by the
+    # tensor's identity and version, so a weight changed in place is tested afresh
+    memo: dict = field(default_factory=dict)
 
     @staticmethod
     def of(p: Program, ops: Mapping[str, OpDecl]) -> "Graph":
