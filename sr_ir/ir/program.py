@@ -69,11 +69,13 @@ class Node:
     origin: str | None = field(default=None, compare=False)
 
     def value_operands(self) -> Iterator[ValueRef]:
+        """The operands that are values (%name), in order."""
         for o in self.operands:
             if isinstance(o, ValueRef):
                 yield o
 
     def param_operands(self) -> Iterator[ParamRef]:
+        """The operands that are parameters (@name), in order."""
         for o in self.operands:
             if isinstance(o, ParamRef):
                 yield o
@@ -101,15 +103,21 @@ class Program:
     ret_loc: Loc | None = field(default=None, compare=False)
     # Where each parameter was declared, for errors about a declaration (text programs only).
     param_locs: dict[str, Loc] = field(default_factory=dict, compare=False)
+    # Parameters lowered from a model tensor of another name: name -> (the model's state_dict key,
+    # how it was derived), e.g. GPT-2's `c_attn.weight_t` -> ("c_attn.weight", "transposed"); the
+    # key is None for a constant the model computes (attention-mask code).
+    origins: dict[str, tuple[str | None, str]] = field(default_factory=dict, compare=False)
 
     # ---- queries -------------------------------------------------------------------------
     def value_types(self) -> dict[str, TensorType]:
+        """The type of every value: the inputs and each node's result."""
         types = {n: t for n, t in self.inputs}
         for node in self.nodes:
             types[node.name] = node.type
         return types
 
     def node_map(self) -> dict[str, Node]:
+        """Each node by the name of the value it defines."""
         return {n.name: n for n in self.nodes}
 
     def users(self) -> dict[str, list[Node]]:
@@ -156,6 +164,7 @@ class Program:
                 del self.params[name]
                 self.weights.pop(name, None)
                 self.buffers.discard(name)
+                self.origins.pop(name, None)
 
     def drop_dead(self) -> "Program":
         """Remove nodes no result depends on, then the parameters left unused. Returns self."""
@@ -176,6 +185,7 @@ class Program:
         p.inputs = list(self.inputs)
         p.params = dict(self.params)
         p.param_locs = dict(self.param_locs)
+        p.origins = dict(self.origins)
         p.buffers = set(self.buffers)
         p.nodes = [copy.copy(n) for n in self.nodes]
         for n in p.nodes:
@@ -188,16 +198,20 @@ class Program:
 
     # ---- text and files ------------------------------------------------------------------
     def to_text(self) -> str:
+        """The program as IR text (what `sr_ir.parse` reads back)."""
         from .printer import print_program
 
         return print_program(self)
 
     def save(self, path: str) -> None:
+        """Write the IR text to `path` and the weights beside it (`<stem>.safetensors`), as one pair
+        `sr_ir.load` reads back; atomically, with the user's umask."""
         from .persist import save_program
 
         save_program(self, path)
 
     def check(self) -> None:
+        """Type-check every node against its op's declaration (TypeCheckError at the first mistake)."""
         from .checker import check_program
 
         check_program(self)

@@ -141,19 +141,23 @@ class TensorType:
 
     @property
     def rank(self) -> int:
+        """The number of axes."""
         return len(self.shape)
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        """The torch dtype of the IR dtype name ("f32" -> torch.float32)."""
         return DTYPES[self.dtype]
 
     def numel(self) -> Dim:
+        """The number of entries: an int, or an expression in the symbolic dims."""
         n: Dim = 1
         for d in self.shape:
             n = normalize_dim(n * d)
         return n
 
     def is_static(self) -> bool:
+        """Whether every dim is a number (no batch symbol)."""
         return all(isinstance(d, int) for d in self.shape)
 
     def __str__(self) -> str:
@@ -161,4 +165,5 @@ class TensorType:
 
     @staticmethod
     def of(t: torch.Tensor) -> "TensorType":
+        """The type of a tensor (its dtype and static shape)."""
         return TensorType(DTYPE_NAMES[t.dtype], tuple(int(s) for s in t.shape))

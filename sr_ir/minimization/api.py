@@ -25,7 +25,7 @@ from .report import MinimizeReport, removal_rows
 from ..rewrite.rulebook import RuleBook
 from ..rewrite.substitution import substitute
 from ..lang.functions import function_table
-from .verify import same_function
+from .verify import N_RANDOM, same_function
 
 RulesArg = RuleSet | str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None
 
@@ -34,11 +34,15 @@ RulesArg = RuleSet | str | os.PathLike[str] | Iterable[str | os.PathLike[str]] |
 class Minimized:
     """The result of `minimize`: the smaller module, its program, and what happened.
 
-    >>> result = sr_ir.minimize(model, (x,))  # doctest: +SKIP
+    >>> import torch, sr_ir
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> with torch.no_grad():  # unit 1 is relu(0 * x - 1) = 0: dead
+    ...     _ = net[0].weight[1].zero_(), net[0].bias[1].fill_(-1.0)
+    >>> result = sr_ir.minimize(net, (torch.randn(2, 4),))
     >>> result
-    Minimized(params 266,610 -> 6,834 (39.0x), verified float64 rel err 3e-16)
-    >>> print(result.report)  # the before/after table
-    >>> result.save("small.pt2")  # or .onnx, .sr, .py
+    Minimized(params 23 -> 16 (1.4x), verified float64 rel err ...)
+    >>> print(result.report)  # the before/after table  # doctest: +SKIP
+    >>> result.save("small.pt2")  # or .onnx, .sr, .py  # doctest: +SKIP
     """
 
     module: nn.Module
@@ -56,6 +60,17 @@ class Minimized:
             dt = "float64" if "float64" in r.verification else "float32"
             checked = f"verified {dt} rel err {worst['max_rel']:.2g}"
         return f"Minimized(params {r.params_before:,} -> {r.params_after:,} ({ratio}), {checked})"
+
+    @property
+    def name_map(self) -> dict[str, str | None]:
+        """Each `state_dict()` key of `module` -> the original model's key it came from (None for a
+        tensor a rewrite made, such as a folded batch norm's bias). ``report.names`` says how.
+
+        >>> result.name_map["h.0.attn.c_attn.weight_t"]  # doctest: +SKIP
+        'h.0.attn.c_attn.weight'
+        """
+        keys = getattr(self.module, "sr_ir_names", {n: n for n in self.program.params})
+        return {keys.get(n, n): e["original"] for n, e in self.report.names.items()}
 
     def save(self, path: str | os.PathLike[str], *, example_inputs: Sequence[Any] | None = None) -> list[Path]:
         """Write the minimized model as ``path``, the format chosen by its suffix; the files written.
@@ -95,8 +110,9 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
     functions = function_table(rs)
     report = MinimizeReport.start(program)
     t0 = time.perf_counter()
-    p = with_input_gathers(_shallow(program), rs)
+    p = gathered = with_input_gathers(_shallow(program), rs)
     p, replaced = substitute(p, book, functions)
+    substituted = p
     report.batch_norms_folded = replaced
     bar = None
     if progress:
@@ -122,7 +138,8 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
     if bar is not None:
         bar.close()
     p = _without_identity_gathers(p).drop_dead()
-    report.finish(p, time.perf_counter() - t0, sorted(book.used))
+    report.finish(p, time.perf_counter() - t0, sorted(book.used), before=program,
+                  substituted=substituted, gathers=gathered)
     # a rule the engine cannot run at all (proved or not) is refused too, so that its author hears of it
     refused = {**{n: f"not runnable: {why}" for n, why in book.uncompiled.items()}, **book.refused}
     report.refused_rules = dict(sorted(refused.items()))
@@ -201,7 +218,7 @@ def minimize(
     *,
     rules: RulesArg = None,
     verify: bool = True,
-    n_random: int = 3,
+    n_random: int = N_RANDOM,
     progress: bool = False,
     tolerance: dict[torch.dtype, float] | None = None,
     strict: bool = False,
@@ -211,12 +228,26 @@ def minimize(
     `model` is an nn.Module (masks from torch.nn.utils.prune and parametrizations are applied when it
     is lowered), a torch.export program, or an sr-ir Program. `rules` adds rule directories to the
     bundled ones (or replaces them with a RuleSet). With `verify`, the result is compared with the
-    original on `example_inputs` and `n_random` random inputs in float32 and float64, and a difference
-    beyond rounding raises VerificationError saying where it appeared.
+    original on `example_inputs` and `n_random` random inputs (default 1, see `verify.N_RANDOM`) in
+    the model's own dtype when it is a half one, float32 and float64, and a difference beyond rounding
+    raises VerificationError saying where it appeared. The passes in another dtype than the model's
+    run the original and minimized programs node by node with each parameter cast as it is read, so
+    verification holds no converted copy of either model (peak memory: the result plus activations).
 
     Only rules with a current certificate are applied. A node whose rule has none is left as is and
     the rule is listed in `report.refused_rules` with the reason; with `strict`, UncertifiedRuleError
     names it instead.
+
+    >>> import torch, sr_ir
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> with torch.no_grad():  # unit 1 is relu(0 * x - 1) = 0: dead
+    ...     _ = net[0].weight[1].zero_(), net[0].bias[1].fill_(-1.0)
+    >>> result = sr_ir.minimize(net, (torch.randn(2, 4),))
+    >>> result.report.params_before, result.report.params_after
+    (23, 16)
+    >>> x = torch.randn(5, 4)
+    >>> bool(torch.allclose(result.module(x), net(x), atol=1e-6))
+    True
     """
     from ..backend import emit
     from ..frontend import lower
@@ -236,18 +267,33 @@ def minimize(
     if raise_book is not None:  # what raising applied is part of what ran
         report.rules_used = sorted({*report.rules_used, *raise_book.used})
         report.refused_rules = dict(sorted({**raise_book.refused, **report.refused_rules}.items()))
-    module = emit(program, rs)
+    program = _unaliased(program, original)
+    module = emit(program, rs, share_weights=True)  # the module's tensors are the result program's
     report.seconds["lower"] = t_lower
     report.buffers_after = _buffer_bytes(program)
     if verify:
         t1 = time.perf_counter()
-        reference = model if isinstance(model, nn.Module) else model.module() if isinstance(model, ExportedProgram) else emit(original, rs)
+        # the user's model in its own dtype (the lowering checked with the rest), the original program
+        # in the other dtypes (no converted copy); a Program given is its own reference, sharing weights
+        reference = (model if isinstance(model, nn.Module) else model.module() if isinstance(model, ExportedProgram)
+                     else emit(original, rs, share_weights=True))
         inputs = list(example_inputs) if example_inputs else _sample(original)
         report.verification = same_function(reference, module, inputs, n_random=n_random, tolerance=tolerance,
-                                            rules=rs).to_dict()
+                                            rules=rs, original_program=original).to_dict()
         report.seconds["verify"] = time.perf_counter() - t1
     report.seconds["total"] = time.perf_counter() - t0
     return Minimized(module, program, report, original)
+
+
+def _unaliased(program: Program, original: Program) -> Program:
+    """`program` with a copy of each weight that shares storage with one of `original` (a tensor no
+    rewrite touched is the lowered model's, which is the user's model's storage): the emitted module
+    shares the result's tensors, and training it must not write into the model it came from."""
+    theirs = {t.untyped_storage().data_ptr() for t in original.weights.values() if t.device.type != "meta"}
+    for name, t in program.weights.items():
+        if t.device.type != "meta" and t.untyped_storage().data_ptr() in theirs:
+            program.weights[name] = t.detach().clone(memory_format=torch.contiguous_format)
+    return program
 
 
 def _sample(p: Program) -> list[torch.Tensor]:

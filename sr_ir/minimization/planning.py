@@ -144,7 +144,7 @@ def _site(cr: CompiledRule, m: Match, node: Node, g: Graph, book: RuleBook, func
     n = channel_range(cr, m)
     if not n:
         return None
-    ev = evaluator(cr, m, functions, torch.arange(n))
+    ev = evaluator(cr, m, functions, torch.arange(n), g.memo)
     ties: list[Tie] = []
     try:
         ok = torch.ones(n, dtype=torch.bool) if structural else conditions(ev, cr)
@@ -186,12 +186,22 @@ def _site(cr: CompiledRule, m: Match, node: Node, g: Graph, book: RuleBook, func
 
 
 def groups_of(g: Graph, sites: list[Site]) -> tuple[list[Group], dict[tuple[Key, int], int]]:
-    """The groups the sites' same-channel ties make (every axis of every tensor is in one)."""
+    """The groups the sites' same-channel ties make (every axis of every tensor is in one); the
+    readers of one trainable parameter share each axis's group."""
     uf = _UF()
+    readers: dict[str, Key] = {}
     for node in g.program.nodes:
         for key, _ in slot_keys(node):
             for ax in range(_rank(g, key)):
                 uf.find((key, ax))
+            if key[0] == "p" and key[1] not in g.program.buffers:
+                # a trainable parameter several nodes read (tied weights) loses a slice only where every
+                # reader loses it: cut differently it would become two tensors, a larger model than
+                # before, no longer tied. A buffer (a RoPE table both q and k read) is a constant: each
+                # reader may keep its own cut of it.
+                first = readers.setdefault(key[1], key)
+                for ax in range(_rank(g, key)):
+                    uf.union((first, ax), (key, ax))
     for s in sites:
         ident = [t for t in s.ties if _is_identity(t, s.n, g)]
         for t in ident[1:]:
@@ -291,14 +301,25 @@ def _alive(s: Site, removed: list[torch.Tensor]) -> torch.Tensor:
 
 def _partition(req: set, parts: dict[frozenset, list]) -> list[frozenset] | None:
     """Disjoint member sets of `parts` whose union is `req`: the whole set when one site removes it
-    all, else the single members (one site per tensor)."""
+    all, else an exact cover by several sites (a concat dropping channel p from each operand through
+    its own site; a layer reading a tied weight on both axes, its rows and columns in one group)."""
     whole = frozenset(req)
     if whole in parts:
         return [whole]
-    singles = [frozenset([m]) for m in req]
-    if len(req) > 1 and all(k in parts for k in singles):
-        return singles
-    return None
+    usable = sorted((k for k in parts if k <= whole), key=len, reverse=True)
+
+    def cover(left: frozenset) -> list[frozenset] | None:
+        if not left:
+            return []
+        first = min(left, key=repr)  # some part must hold it: try only those
+        for k in usable:
+            if first in k and k <= left:
+                rest = cover(left - k)
+                if rest is not None:
+                    return [k, *rest]
+        return None
+
+    return cover(whole) if len(req) > 1 else None
 
 
 def _fixpoint(sites: list[Site], covers, removed: list[torch.Tensor]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from ..ir.program import Program
 from .applying import Removal
 
@@ -32,9 +34,14 @@ class MinimizeReport:
     ops_after: dict[str, int] = field(default_factory=dict)
     # channels known to be exactly zero that stay, with why: {value, op, axis, channels, why}
     kept_zero: list[dict[str, Any]] = field(default_factory=list)
+    # each parameter of the result -> {"original": the model's state_dict key it came from (None: made
+    # by a rewrite), "how": "as is" | how it was derived, sliced or rewritten}; see `name_map`
+    names: dict[str, dict[str, Any]] = field(default_factory=dict)
+    removed_params: list[str] = field(default_factory=list)  # model keys with nothing left in the result
 
     @staticmethod
     def start(p: Program) -> "MinimizeReport":
+        """A report opened on the program about to be minimized (its sizes and op counts)."""
         return MinimizeReport(
             p.param_count(), p.param_bytes(),
             shapes_before={n: [int(d) for d in t.shape] for n, t in p.params.items() if t.is_static()},
@@ -42,6 +49,7 @@ class MinimizeReport:
         )
 
     def record(self, pass_no: int, removals: list[Removal]) -> None:
+        """Add what one pass of the engine removed."""
         self.passes = pass_no
         for r in removals:
             self.groups.append({"pass": pass_no, "group": r.group, "size": r.size, "removed": len(r.removed),
@@ -53,7 +61,12 @@ class MinimizeReport:
                     d = self.removed_by_param.setdefault(name, {})
                     d[ax] = d.get(ax, 0) + len(r.removed)
 
-    def finish(self, p: Program, seconds: float, rules_used: list[str]) -> None:
+    def finish(self, p: Program, seconds: float, rules_used: list[str], before: Program | None = None,
+               **steps: Program) -> None:
+        """Close the report on the result `p`; with `before` (the program minimized) also the name map
+        (`steps`: the intermediate programs `name_map` takes)."""
+        if before is not None:
+            self.names, self.removed_params = name_map(before, p, **steps)
         self.params_after = p.param_count()
         self.bytes_after = p.param_bytes()
         self.kept_by_param = {n: [int(d) for d in t.shape] for n, t in p.params.items() if t.is_static()}
@@ -70,9 +83,11 @@ class MinimizeReport:
 
     @property
     def ratio(self) -> float:
+        """Parameters before over parameters after (inf when nothing is left)."""
         return self.params_before / self.params_after if self.params_after else float("inf")
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole report as JSON-ready data (`sr-ir minimize --json` prints it)."""
         return {
             "params_before": self.params_before, "params_after": self.params_after, "ratio": self.ratio,
             "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
@@ -83,6 +98,7 @@ class MinimizeReport:
             "refused_rules": self.refused_rules,
             "verification": self.verification, "seconds": self.seconds,
             "ops_before": self.ops_before, "ops_after": self.ops_after, "kept_zero": self.kept_zero,
+            "names": self.names, "removed_params": self.removed_params,
         }
 
     def table(self) -> str:
@@ -95,7 +111,7 @@ class MinimizeReport:
         lines.append(f"{'total':<{w}}  {self.params_before:>16,}  {self.params_after:>16,}  {self.params_before - self.params_after:>9,}")
         lines.append(f"{'bytes':<{w}}  {self.bytes_before:>16,}  {self.bytes_after:>16,}  x{self.ratio:.2f} smaller")
         v = self.verification
-        for dt in ("float32", "float64"):
+        for dt in ("bfloat16", "float16", "float32", "float64"):
             if dt in v:
                 lines.append(f"verified {dt}: max abs error {v[dt]['max_abs']:.3g}, max relative error {v[dt]['max_rel']:.3g}")
         if self.batch_norms_folded:
@@ -105,6 +121,14 @@ class MinimizeReport:
         if changed:
             lines.append("nodes: " + ", ".join(f"{op} {self.ops_before.get(op, 0)} -> {self.ops_after.get(op, 0)}"
                                                for op in changed))
+        if self.names:
+            kinds = {"as is": 0, "renamed": 0, "changed": 0, "computed": 0}
+            for n, e in self.names.items():
+                kinds["computed" if e["original"] is None else "renamed" if e["original"] != n else
+                      "as is" if e["how"] == "as is" else "changed"] += 1
+            lines.append("parameter names: " + ", ".join(f"{n} {k}" for k, n in kinds.items() if n)
+                         + (f", {len(self.removed_params)} removed" if self.removed_params else "")
+                         + " (report.names)")
         for k in self.kept_zero[:5]:
             chans = ", ".join(map(str, k["channels"][:8])) + (", ..." if len(k["channels"]) > 8 else "")
             lines.append(f"kept zero: %{k['value']} ({k['op']}) axis {k['axis']} channels {chans}: {k['why'][0]}")
@@ -112,6 +136,43 @@ class MinimizeReport:
             lines.append(f"kept zero: {len(self.kept_zero) - 5} more values (report.kept_zero, --json)")
         lines.append(f"passes: {self.passes}; time: " + ", ".join(f"{k} {s:.3f}s" for k, s in self.seconds.items()))
         return "\n".join(lines)
+
+
+def name_map(before: Program, after: Program, *, substituted: Program | None = None,
+             gathers: Program | None = None) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Where each parameter of `after` came from in the model `before` was lowered from, and the model
+    keys of `before`'s parameters that `after` no longer has. A parameter keeps its name through the
+    rewrites; the lowering records the few it derives under another name (`Program.origins`).
+    `gathers` is `before` with its input gathers, `substituted` that after the substitution rules
+    (batch-norm folding), so the map can say which step changed or made a tensor."""
+    names: dict[str, dict[str, Any]] = {}
+    for n, t in after.params.items():
+        if n not in before.params:
+            if gathers is not None and n in gathers.params:
+                how = "new: indices of the input features kept"
+            elif substituted is not None and n in substituted.params:
+                how = "new: made by a substitution rule (a folded norm's bias)"
+            else:
+                how = "new: made by a rewrite"
+            names[n] = {"original": None, "how": how}
+            continue
+        key, how = before.origins.get(n, (n, ""))
+        steps = [how] if how else []
+        wb = before.weights.get(n)
+        if substituted is not None and substituted.weights.get(n) is not wb:
+            steps.append("rewritten by a substitution rule (a norm folded in)")
+            wb = substituted.weights.get(n)
+        b, a = before.params[n].shape, t.shape
+        if b != a:
+            steps.append(f"sliced {list(b)} -> {list(a)}")
+        else:
+            wa = after.weights.get(n)
+            # rewrites replace tensors and never write into them: an identical object is unchanged
+            if wb is not None and wa is not None and wb is not wa and not torch.equal(wb, wa):
+                steps.append("values rewritten (constants folded in)")
+        names[n] = {"original": key, "how": "; ".join(steps) or "as is"}
+    removed = {before.origins.get(n, (n, ""))[0] for n in before.params if n not in after.params}
+    return names, sorted(removed - {e["original"] for e in names.values()} - {None})
 
 
 def removal_rows(r: MinimizeReport) -> list[tuple[str, str, str, str]]:
