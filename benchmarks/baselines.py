@@ -185,8 +185,25 @@ def cycle_config(a: argparse.Namespace, spec: ModelSpec, seed: int) -> CycleConf
         prune_epochs=a.prune_epochs, max_prune_steps=a.max_prune_steps, backoff=a.backoff,
         release_epochs=a.release_epochs, lr=a.lr, batch_size=a.batch_size, prune_only=spec.prune_only, seed=seed,
     )
-    over.update({k: v for k, v in (("criterion", a.criterion), ("scope", a.scope)) if v is not None})
+    over.update({k: v for k, v in (("criterion", a.criterion), ("scope", a.scope), ("schedule", a.schedule))
+                 if v is not None})
+    over.update(parse_settings(a.set))
     return CycleConfig.preset(a.preset or spec.preset, **over)
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as CycleConfig flat settings; VALUE is read as JSON where it parses
+    (numbers, true/false), else kept as a string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise SrIrError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
 
 
 def baseline_train(cfg: CycleConfig, a: argparse.Namespace) -> TrainSpec:
@@ -458,7 +475,9 @@ def table(agg: dict[str, Any]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def plot(agg: dict[str, Any], path: str | Path, title: str) -> None:
+def plot(agg: dict[str, Any], path: str | Path, title: str, runs: Sequence[dict[str, Any]] = ()) -> None:
+    """The figure: per method the mean over seeds with min/max bars, and with ``runs`` every seed's own
+    point as a faint cross (seeds stop at different sizes, so the mean of a point index mixes sizes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -475,7 +494,10 @@ def plot(agg: dict[str, Any], path: str | Path, title: str) -> None:
         xerr = [[r[m][key]["mean"] - r[m][key]["min"] for r in agg["points"]],
                 [r[m][key]["max"] - r[m][key]["mean"] for r in agg["points"]]]
         fmt, lw = styles.get(m, ("-o", 1.2))
-        ax.errorbar(xs, ys, yerr=yerr, xerr=xerr, fmt=fmt, lw=lw, ms=4, capsize=3, label=LABELS[m])
+        h = ax.errorbar(xs, ys, yerr=yerr, xerr=xerr, fmt=fmt, lw=lw, ms=4, capsize=3, label=LABELS[m])
+        own = [(p[m][key], 100 * p[m]["test_acc"]) for r in runs for p in r["points"]]
+        if own:
+            ax.scatter(*zip(*own), marker="x", s=18, alpha=0.45, color=h[0].get_color())
     d = agg["dense"]
     # the dense model as a point too: it anchors the log axis, and it is where (e) is deployed
     ax.plot([d["params"]["mean"]], [100 * d["test_acc"]["mean"]], "k*", ms=12,
@@ -486,7 +508,8 @@ def plot(agg: dict[str, Any], path: str | Path, title: str) -> None:
     ax.set_xlabel("deployable parameters (log)")
     ax.set_ylabel("test accuracy (%)")
     n = d["test_acc"]["n"]
-    ax.set_title(f"{title}\nmean over {n} seed{'s' if n > 1 else ''}, bars min/max; equal epochs per point")
+    seeds = ", crosses: each seed" if runs else ""
+    ax.set_title(f"{title}\nmean over {n} seed{'s' if n > 1 else ''}, bars min/max{seeds}; equal epochs per point")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -520,6 +543,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--backoff", type=int, default=1)
     b.add_argument("--max-drop", type=float, default=1.0, help="validation points a pruning step may lose")
     b.add_argument("--lr", type=float, default=1e-3)
+    b.add_argument("--schedule", choices=("constant", "cosine"), default=None,
+                   help="learning rate of every phase, dense training and the baselines included (default: "
+                        "the preset's, constant)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other CycleConfig flat setting of the cycle, e.g. distill=0.5, group_lasso=0, "
+                        "release=false (the baselines take the cycle's loss: its distillation, no lasso)")
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--baseline-distill", type=float, default=None,
                    help="distillation weight of every baseline (default: the cycle's)")
@@ -533,11 +562,49 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true", help="print results.json to stdout")
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("--threads", type=int, default=1)
+    o.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="train nothing: aggregate the runs of earlier OUT folders (one seed each, say, so that a "
+                        "long measurement keeps what finished) into --out and --png")
     return ap
+
+
+def merge(a: argparse.Namespace) -> dict[str, Any]:
+    """``--merge``: the runs of earlier results.json files, aggregated, tabled and plotted as one."""
+    parts = []
+    for folder in a.merge:
+        path = Path(folder) / "results.json"
+        if not path.is_file():
+            raise SrIrError(f"--merge: {path} does not exist")
+        parts.append(json.loads(path.read_text()))
+    kinds = {(p["model"], p["dataset"]) for p in parts}
+    if len(kinds) > 1:
+        raise SrIrError(f"--merge: the folders hold different models or datasets: {sorted(kinds)}")
+    seeds = [r["seed"] for p in parts for r in p["runs"]]
+    if len(set(seeds)) < len(seeds):
+        raise SrIrError(f"--merge: a seed appears twice ({sorted(seeds)})")
+    model, dataset = parts[0]["model"], parts[0]["dataset"]
+    runs = [r for p in parts for r in p["runs"]]
+    agg = aggregate(runs)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = Path(a.png) if a.png else out / f"baselines_{model}_{dataset}.png"
+    result = {"model": model, "dataset": dataset, "commands": [p["command"] for p in parts],
+              "merged": [str(f) for f in a.merge], "cycle_config": parts[0]["cycle_config"],
+              "baseline_train": parts[0]["baseline_train"], "runs": runs, "aggregate": agg,
+              "wall_s": sum(p["wall_s"] for p in parts), "png": str(png)}
+    md = table(agg)
+    atomic_write(out / "results.json", json.dumps(result, indent=1, default=float))
+    atomic_write(out / "table.md", md)
+    plot(agg, png, f"{model} on {dataset}: Squeeze-Release vs baselines ({len(runs)} seeds)", runs)
+    print(md)
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {png}")
+    return result
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     a = parser().parse_args(argv)
+    if a.merge:
+        return merge(a)
     if a.dense_epochs <= 0:
         raise SrIrError("--dense-epochs must be > 0: the baselines that start from the dense model need it")
     torch.set_num_threads(a.threads)
@@ -567,7 +634,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     md = table(agg)
     atomic_write(out / "results.json", json.dumps(result, indent=1, default=float))
     atomic_write(out / "table.md", md)
-    plot(agg, png, f"{a.model} on {a.dataset}: Squeeze-Release vs baselines")
+    plot(agg, png, f"{a.model} on {a.dataset}: Squeeze-Release vs baselines", runs)
     if a.json:
         print(json.dumps(result, indent=1, default=float))
     else:

@@ -65,7 +65,16 @@ Minimizer = Callable[[nn.Module, tuple], MinimizeResult]
 
 
 def default_minimizer(model: nn.Module, example_inputs: tuple) -> MinimizeResult:
-    """``sr_ir.minimization.minimize(model, example_inputs, verify=True)``."""
+    """``sr_ir.minimization.minimize(model, example_inputs, verify=True)`` (a float32 model's float64
+    check at float32 rounding): what the cycle minimizes with unless given another minimizer.
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> with torch.no_grad():  # unit 1 is relu(0 * x - 1) = 0: dead
+    ...     _ = net[0].weight[1].zero_(), net[0].bias[1].fill_(-1.0)
+    >>> default_minimizer(net, (torch.randn(2, 4),)).report.params_after
+    16
+    """
     from ..minimization import minimize
 
     # A float32 model's folded constants are rounded to float32 once, so its float64 comparison can only
@@ -99,6 +108,7 @@ class CycleConfig:
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """Every value as JSON-ready data (stored in each checkpoint; `from_dict` reads it back)."""
         d = asdict(self)
         d["release_ladder"] = list(self.release_ladder)
         return d
@@ -108,7 +118,7 @@ class CycleConfig:
         """The configuration ``sr-ir squeeze-release --preset NAME`` runs (``PRESETS``), with ``overrides``:
         any CycleConfig field, or a field of its specs by its flat name (``criterion``, ``scope``,
         ``prune_amount``, ``min_keep``; ``lr``, ``batch_size``, ``distill``, ``group_lasso``,
-        ``weight_decay``, ``temperature``). The batch size stays ``None``: the DataLoader's.
+        ``weight_decay``, ``temperature``, ``schedule``). The batch size stays ``None``: the DataLoader's.
 
         >>> CycleConfig.preset("unit", max_cycles=2, dense_epochs=0).prune.criterion
         'unit'
@@ -136,6 +146,7 @@ class CycleConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CycleConfig":
+        """The config `to_dict` wrote."""
         d = dict(d)
         d["prune"] = PruneSpec(**d["prune"])
         d["train"] = TrainSpec(**d["train"])
@@ -156,6 +167,7 @@ _FLAT: dict[str, tuple[str, str]] = {
     "group_lasso": ("train", "group_lasso"),
     "weight_decay": ("train", "weight_decay"),
     "temperature": ("train", "temperature"),
+    "schedule": ("train", "schedule"),
 }
 
 # The presets, in flat names: the one definition ``CycleConfig.preset`` and ``sr-ir squeeze-release
@@ -201,6 +213,18 @@ class CycleResult:
 
 
 def best_state(dense: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The smallest state of a run (a cycle's minimized model, or it after release and fine-tuning) whose
+    validation accuracy is at least the dense model's ``floor``; fewer parameters first, then higher
+    validation accuracy, then the earlier cycle. None when no state holds the floor.
+
+    >>> dense = {"floor": 0.90, "params": 1000}
+    >>> records = [{"cycle": 1, "params": 400, "bytes": 1600, "flops": 0, "val_acc": 0.93},
+    ...            {"cycle": 2, "params": 200, "bytes": 800, "flops": 0, "val_acc": 0.88,
+    ...             "released_val_acc": 0.91}]
+    >>> b = best_state(dense, records)
+    >>> b["cycle"], b["stage"], b["compression"]
+    (2, 'released', 5.0)
+    """
     floor = dense["floor"]
     cands = []
     for r in records:
@@ -229,7 +253,13 @@ def _batch(dataset: Dataset, n: int, like: DataLoader | None, device) -> tuple[t
 
 @torch.no_grad()
 def check_same_function(a: nn.Module, b: nn.Module, inputs: Sequence[torch.Tensor], tolerance: float) -> dict[str, float]:
-    """Max abs and relative difference of two modules' outputs; VerificationError beyond ``tolerance``."""
+    """Max abs and relative difference of two modules' outputs; VerificationError beyond ``tolerance``.
+
+    >>> import torch
+    >>> net = torch.nn.Linear(4, 2)
+    >>> check_same_function(net, net, [torch.randn(3, 4)], 1e-6)
+    {'max_abs_err': 0.0, 'max_rel_err': 0.0}
+    """
     a.eval()
     b.eval()
     worst_abs, worst_rel = 0.0, 0.0
@@ -300,7 +330,14 @@ class _Bar:
 
 def resolve_batch_size(config: CycleConfig, train: DataLoader | Dataset) -> CycleConfig:
     """``config`` with the batch size it trains with: the config's own where it sets one (with a warning
-    when a DataLoader says otherwise), else the training DataLoader's, else ``DEFAULT_BATCH_SIZE``."""
+    when a DataLoader says otherwise), else the training DataLoader's, else ``DEFAULT_BATCH_SIZE``.
+
+    >>> import torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> data = TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
+    >>> resolve_batch_size(CycleConfig(), DataLoader(data, batch_size=4)).train.batch_size
+    4
+    """
     loader_bs = train.batch_size if isinstance(train, DataLoader) else None
     own = config.train.batch_size
     if own is not None:

@@ -42,7 +42,13 @@ SCOPES = ("global", "layer")
 
 def prunable_parameters(model: nn.Module, exclude: Iterable[str] = (), vectors: bool = False) -> dict[str, nn.Parameter]:
     """The tensors pruning may touch: parameters with >= 2 dimensions (every trainable parameter with
-    ``vectors``, for the coupled criterion), minus ``exclude``."""
+    ``vectors``, for the coupled criterion), minus ``exclude``.
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> sorted(prunable_parameters(net)), sorted(prunable_parameters(net, vectors=True))
+    (['0.weight', '2.weight'], ['0.bias', '0.weight', '2.bias', '2.weight'])
+    """
     excluded = set(exclude)
     return {
         n: p
@@ -110,7 +116,17 @@ def prune_step(
     groups: Sequence[ChannelGroup] | None = None,
 ) -> Masks:
     """New masks with ``spec.amount`` of the alive weights (or groups) removed. Does not touch weights.
-    The coupled criterion needs ``groups`` (channel_groups(model, example_inputs))."""
+    The coupled criterion needs ``groups`` (channel_groups(model, example_inputs)).
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable_parameters(net).items()}
+    >>> new = prune_step(net, masks, PruneSpec(criterion="magnitude", amount=0.5))
+    >>> {n: int(m.sum()) for n, m in new.items()}  # half of the 18 weights, smallest magnitude first
+    {'0.weight': ..., '2.weight': ...}
+    >>> sum(int(m.sum()) for m in new.values())
+    9
+    """
     params = dict(model.named_parameters())
     if spec.criterion == "magnitude":
         return _magnitude(params, masks, spec)

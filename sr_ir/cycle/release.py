@@ -30,6 +30,7 @@ class ReleaseRecord:
     ladder: tuple[tuple[float, float], ...]  # (alpha, calibration loss) for every rung tried
 
     def to_dict(self) -> dict:
+        """The record as JSON-ready data (cycles.json)."""
         d = asdict(self)
         d["ladder"] = [list(r) for r in self.ladder]
         return d
@@ -56,7 +57,17 @@ def release(
     tolerance: float = 0.05,
     exclude: Sequence[str] = (),
 ) -> ReleaseRecord:
-    """Fill the zeros of ``model``'s prunable tensors with calibrated noise, in place."""
+    """Fill the zeros of ``model``'s prunable tensors with calibrated noise, in place.
+
+    >>> import torch
+    >>> torch.manual_seed(0) and None
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight[0, :2].zero_()
+    >>> rec = release(net, (torch.randn(8, 4), torch.zeros(8, dtype=torch.long)), seed=0)
+    >>> rec.released, bool((net[0].weight != 0).all())
+    (2, True)
+    """
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     targets = []  # (param, zero mask, rms-scaled noise)

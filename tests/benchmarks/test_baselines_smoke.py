@@ -129,3 +129,40 @@ class _Splits28:
     num_features = 784
     num_classes = 10
     name = "synthetic-28x28"
+
+
+def test_set_and_schedule_reach_the_cycle_and_the_baselines():
+    a = bl.parser().parse_args(["--out", "x", "--schedule", "cosine", "--set", "distill=0.5", "--set",
+                                "release=false", "--set", "scope=global"])
+    cfg = bl.cycle_config(a, bl.MODELS["lenet-300-100"], seed=4)
+    assert (cfg.train.schedule, cfg.train.distill, cfg.release, cfg.prune.scope, cfg.seed) == \
+        ("cosine", 0.5, False, "global", 4)
+    base = bl.baseline_train(cfg, a)
+    assert (base.schedule, base.distill, base.group_lasso) == ("cosine", 0.5, 0.0)
+    with pytest.raises(bl.SrIrError, match="--set takes KEY=VALUE, got 'distill'"):
+        bl.parse_settings(["distill"])
+
+
+def _fake_result(folder: Path, seed: int, acc: float) -> None:
+    point = {"cycle": 1, "epochs": 20.0,
+             **{m: {"params": 1000.0, "nonzero": 1000.0, "test_acc": acc + i / 100, "val_acc": acc} for i, m in
+                enumerate(bl.METHODS)}}
+    run = {"seed": seed, "dense": {"params": 5000.0, "test_acc": 0.9, "val_acc": 0.9}, "points": [point]}
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({
+        "model": "lenet-300-100", "dataset": "digits", "command": f"seed {seed}", "cycle_config": {},
+        "baseline_train": {}, "runs": [run], "wall_s": 1.0}))
+
+
+def test_merge_aggregates_the_seeds_of_several_folders(tmp_path, capsys):
+    _fake_result(tmp_path / "s0", 0, 0.80)
+    _fake_result(tmp_path / "s1", 1, 0.84)
+    png = tmp_path / "m.png"
+    result = bl.run(["--merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m"),
+                     "--png", str(png)])
+    sr = result["aggregate"]["points"][0]["sr"]["test_acc"]
+    assert (sr["n"], sr["min"], sr["max"]) == (2, 0.80, 0.84) and abs(sr["mean"] - 0.82) < 1e-12
+    assert result["commands"] == ["seed 0", "seed 1"] and png.read_bytes()[:4] == b"\x89PNG"
+    _fake_result(tmp_path / "again", 1, 0.5)
+    with pytest.raises(bl.SrIrError, match=r"--merge: a seed appears twice \(\[0, 1, 1\]\)"):
+        bl.run(["--merge", str(tmp_path / "s0"), str(tmp_path / "s1"), str(tmp_path / "again"), "--out", "x"])
