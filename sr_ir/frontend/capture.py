@@ -129,6 +129,10 @@ def _capture(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dy
 
     if not args or not all(isinstance(a, torch.Tensor) for a in args):
         raise _Declined("inputs that are not all tensors")
+    if dynamic_batch and any(isinstance(m, nn.RNNBase) and not m.batch_first for m in model.modules()):
+        # a sequence-first recurrent layer reads the leading dim as time: its kernel would step through
+        # the traced batch (2**31 - 1 steps) inside one call, where no call limit can see it
+        raise _Declined("a sequence-first recurrent layer")
     names = _argument_names(model, len(args))
     batch = _batch_size(args) if dynamic_batch else None
     # every name of a tied tensor is a graph input, as in export: the trace reads it under the name the

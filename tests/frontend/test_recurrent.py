@@ -1,7 +1,7 @@
 """nn.LSTM / nn.GRU lower to one `lstm` / `gru` node per layer (sr_ir/frontend/handlers.py): stacked
-layers and the final hidden state; what is not supported yet fails in one line. (batch_first=False is
-lowered with a permute on each side, but torch.export, which makes axis 0 dynamic, then traces the
-layer over a symbolic sequence length, which can take minutes: not tested here.)"""
+layers and the final hidden state; what is not supported yet fails in one line. A sequence-first layer
+(batch_first=False, torch's default) lowers through torch.export, which specializes its shapes: the
+program is exact at the example's sizes only."""
 import pytest
 import torch
 
@@ -54,3 +54,18 @@ def test_unsupported_forms_fail_in_one_line(rnn, use, message):
     with pytest.raises(UnsupportedOpError, match=message) as e:
         sr_ir.lower(model, [_x(2)])
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("cls", [torch.nn.LSTM, torch.nn.GRU])
+def test_a_sequence_first_layer_lowers_and_minimizes_at_the_examples_sizes(cls):
+    torch.manual_seed(0)
+    model = _Tagger(cls(6, 7), use="out").double().eval()
+    with torch.no_grad():
+        model.head.weight[:, 3] = 0  # unit 3 is read by nobody ...
+        model.rnn.weight_hh_l0[:, 3] = 0  # ... and by no gate of the next step
+    x = _x(2, first=False)
+    result = sr_ir.minimize(model, (x,))
+    assert [n.op for n in result.program.nodes].count(cls.__name__.lower()) == 1
+    assert result.program.inputs[0][1].shape == (5, 2, 6)  # static: torch.export specialized the sizes
+    assert result.module.state_dict()["rnn.weight_hh_l0"].shape[1:] == (6, 6)
+    assert torch.allclose(result.module(x), model(x), rtol=0, atol=1e-12)
