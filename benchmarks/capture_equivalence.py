@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import torch
 
+from sr_ir.testing.torchvision_schemas import make_torchvision_importable
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -52,21 +54,6 @@ def models(batch: int) -> list[tuple[str, Callable[[], torch.nn.Module], Callabl
         out.append((f"bundled transformer {family}", lambda f=family: tr.build(f),
                     lambda cfg=cfg: (tr.example_ids(cfg, batch),)))
     return out
-
-
-def _transformers_without_broken_torchvision() -> None:
-    """Where torchvision is installed but does not import (a build for another torch), tell transformers
-    it is absent, as it would be if not installed: its models do not need it, but its lazy imports
-    otherwise fail on it. (This benchmark's environment only; the zoo test suite is not changed.)"""
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        try:
-            import transformers.utils as tu
-            import transformers.utils.import_utils as iu
-        except Exception:
-            return
-        iu.is_torchvision_available = tu.is_torchvision_available = lambda: False
 
 
 def _pruned_lenet() -> torch.nn.Module:
@@ -128,7 +115,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    _transformers_without_broken_torchvision()
+    make_torchvision_importable()
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for name, build, inputs in models(a.batch):

@@ -35,28 +35,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-
-def _torchvision_importable() -> None:
-    """transformers imports torchvision, whose CUDA-built extension does not load with the CPU torch;
-    define the two op schemas its import registers fakes for (as tests/conftest.py does)."""
-    import glob
-    import importlib.util
-
-    if getattr(_torchvision_importable, "keep", None) is not None:
-        return
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    for lib in glob.glob(os.path.join(spec.submodule_search_locations[0], "_C*.so")):
-        try:
-            torch.ops.load_library(lib)
-            return
-        except OSError:
-            pass
-    schemas = torch.library.Library("torchvision", "DEF")
-    schemas.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    schemas.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _torchvision_importable.keep = schemas  # type: ignore[attr-defined]
+from sr_ir.testing.torchvision_schemas import make_torchvision_importable  # noqa: E402
 
 
 class Logits(nn.Module):
@@ -72,7 +51,7 @@ class Logits(nn.Module):
 
 def factory(args: argparse.Namespace):
     def make() -> nn.Module:
-        _torchvision_importable()
+        make_torchvision_importable()
         from transformers.models.llama.configuration_llama import LlamaConfig
         from transformers.models.llama.modeling_llama import LlamaForCausalLM
 
