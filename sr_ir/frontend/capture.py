@@ -95,8 +95,16 @@ class _CallLimit(torch.overrides.TorchFunctionMode):
 
 def _over_batch(name: str, x: torch.Tensor, rest: tuple, kwargs: dict[str, Any]) -> bool:
     """Whether a per-index call (see _PER_INDEX) runs over a dim of the traced batch's size."""
+    if name == "__iter__":
+        return x.dim() > 0 and x.shape[0] >= LEAK_THRESHOLD
     if name in _PER_INDEX:
-        return any(d >= LEAK_THRESHOLD for d in x.shape)
+        # one tensor per index only along the dim the call splits: `qkv.unbind(0)` over a leading dim of
+        # 3 (timm's attention) or `split(width, dim=2)` (GPT-2's packed projection) is not a batch loop
+        at = 0 if name == "unbind" else 1
+        dim = rest[at] if len(rest) > at else kwargs.get("dim", 0)
+        if not isinstance(dim, int) or x.dim() == 0:
+            return True
+        return x.shape[dim] >= LEAK_THRESHOLD
     if name == "select":
         dim = rest[0] if rest else kwargs.get("dim", 0)
         return isinstance(dim, int) and x.dim() > 0 and x.shape[dim] >= LEAK_THRESHOLD

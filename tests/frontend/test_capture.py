@@ -189,9 +189,39 @@ def test_models_the_capture_cannot_promise_are_left_to_torch_export(model, why):
     assert not _fast(model, x), why
 
 
-@pytest.mark.parametrize("model", [_IteratesOverTheBatch(), _IndexesTheBatch()])
+class _SplitsTheBatch(_IteratesOverTheBatch):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.fc(row) for row in x.split(1)])
+
+
+class _UnbindsTheBatch(_IteratesOverTheBatch):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.fc(row) for row in x.unsqueeze(1).unbind(dim=0)])
+
+
+class _SplitsFeatures(nn.Module):
+    """The packed attention projections of timm (`qkv.unbind(0)` over a leading 3) and GPT-2
+    (`split(width, dim=2)`): per-index calls that are not over the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(4, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).reshape(x.shape[0], 3, 4).permute(1, 0, 2).unbind(0)
+        a, b, c = self.qkv(x).split(4, dim=1)
+        return q * k + v - a * b * c
+
+
+@pytest.mark.parametrize("model", [_IteratesOverTheBatch(), _IndexesTheBatch(), _SplitsTheBatch(), _UnbindsTheBatch()])
 def test_a_loop_over_the_batch_is_declined_before_it_starts(model):
     assert capture(model.eval(), (torch.randn(2, 4),), {}) is None
+
+
+def test_splits_along_other_dims_stay_with_the_capture():
+    x = (torch.randn(3, 4),)
+    _both(_SplitsFeatures(), x)
+    assert _fast(_SplitsFeatures(), x)
 
 
 def test_a_trace_that_runs_on_is_declined(monkeypatch):
