@@ -19,6 +19,7 @@ Everything here is plain data: frozen dataclasses of sr_ir.lang.ast trees plus n
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Union
 
@@ -150,6 +151,18 @@ class Rule:
                         and sub.fn not in (self.functions or ())):  # a scalar function is not an op
                     names.append(sub.fn)
         return tuple(names)
+
+    # A Rule is immutable: what matching derives from its text alone is computed once per rule (the
+    # engine asks at every node of every pass)
+    @cached_property
+    def private_dims(self) -> dict[str, set[str]]:
+        """`run_private_dims` of this rule (read-only)."""
+        return run_private_dims(self)
+
+    @cached_property
+    def static_where(self) -> tuple[A.Cond, ...]:
+        """The side conditions over attributes and dims only (decided once per match)."""
+        return tuple(w for w in self.where if is_static(self, w))
 
     def text(self) -> str:
         """Normalised rule text (no comments, no positions): what certificates hash."""
@@ -538,6 +551,22 @@ def _int_of(e: Any) -> int | None:
     if isinstance(e, A.Neg) and isinstance(e.operand, A.Num) and isinstance(e.operand.value, int):
         return -e.operand.value
     return None
+
+
+def is_static(rule: Rule, w: Any) -> bool:
+    """Whether side condition `w` reads only attributes and dims (no tensor entry, value variable,
+    channel or `unused`)."""
+    tensors = set(rule.info.tensors) if rule.info else set()
+    values = set(rule.info.values) if rule.info else set()
+    channel = rule.info.channel if rule.info else None
+    for sub in A.walk(w):
+        if isinstance(sub, (A.Unused, A.Quant)):
+            return False
+        if isinstance(sub, A.Index) and sub.base in tensors:
+            return False
+        if isinstance(sub, A.Name) and (sub.id in values or sub.id == channel):
+            return False
+    return True
 
 
 def run_private_dims(rule: Rule) -> dict[str, set[str]]:

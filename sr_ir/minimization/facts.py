@@ -56,12 +56,14 @@ def positions(ev: LaneEval, use: Any, n_lanes: int) -> torch.Tensor:
     return pt.unsqueeze(-1) * b + torch.arange(b)
 
 
-def evaluator(cr: CompiledRule, m: Match, functions: Mapping[str, Any], lanes: torch.Tensor,
+def evaluator(cr: CompiledRule, m: Match, functions: Mapping[str, Any], lanes: torch.Tensor | int,
               memo: dict | None = None) -> LaneEval:
-    """The rule's evaluator at a match; `memo` (a Graph's) shares slice tests between evaluators."""
+    """The rule's evaluator at a match, its channel variable bound to `lanes` (an int n: every channel
+    0..n-1); `memo` (a Graph's) shares slice tests between evaluators."""
     info = cr.rule.info
-    return LaneEval(m.env, functions, cr.channel, lanes, info.values if info else (), cr.rule.loc, cr.rule.name,
-                    memo=memo)
+    every = isinstance(lanes, int)
+    return LaneEval(m.env, functions, cr.channel, torch.arange(lanes) if every else lanes,
+                    info.values if info else (), cr.rule.loc, cr.rule.name, memo=memo, all_lanes=every or None)
 
 
 def conditions(ev: LaneEval, cr: CompiledRule) -> torch.Tensor:
@@ -95,7 +97,7 @@ def _apply_fact(cr: CompiledRule, m: Match, g: Graph, book: RuleBook, functions:
     axis = cr.fact.axis % ty.rank if -ty.rank <= cr.fact.axis < ty.rank else None
     if axis is None or not isinstance(ty.shape[axis], int):
         return
-    ev = evaluator(cr, m, functions, torch.arange(n), g.memo)
+    ev = evaluator(cr, m, functions, n, g.memo)
     try:
         ok = conditions(ev, cr)
         if not ok.any():

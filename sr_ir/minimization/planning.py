@@ -144,7 +144,7 @@ def _site(cr: CompiledRule, m: Match, node: Node, g: Graph, book: RuleBook, func
     n = channel_range(cr, m)
     if not n:
         return None
-    ev = evaluator(cr, m, functions, torch.arange(n), g.memo)
+    ev = evaluator(cr, m, functions, n, g.memo)
     ties: list[Tie] = []
     try:
         ok = torch.ones(n, dtype=torch.bool) if structural else conditions(ev, cr)

@@ -165,7 +165,7 @@ def compile_rule(rule: Rule, ops: dict[str, OpDecl]) -> CompiledRule:
     def err(msg: str) -> TypeCheckError:
         return TypeCheckError(f"rule '{rule.name}': {msg}", rule.loc)
 
-    from .matching import is_static
+    from ..lang.rule import is_static
 
     conditions = tuple(w for w in rule.where if not is_static(rule, w))
     c = rule.conclusion

@@ -19,7 +19,7 @@ from ..ir.checker import attrs_with_defaults, bind_operands
 from ..ir.program import Node, ParamRef, Program, ValueRef
 from ..ir.types import TensorType, dims_equal
 from ..lang import ast as A
-from ..lang.rule import Binding, Rule, run_private_dims
+from ..lang.rule import Binding, Rule
 from ..lang.tensor_eval import Facts, LaneEval, Operand, RuleEvalError
 from ..ir.opdecl import OpDecl
 
@@ -69,25 +69,6 @@ class Match:
         return self.nodes[0]
 
 
-def _tensor_names(rule: Rule) -> set[str]:
-    return set(rule.info.tensors) if rule.info else set()
-
-
-def is_static(rule: Rule, w: Any) -> bool:
-    """A side condition over attributes and dims only (decided once per match)."""
-    tensors = _tensor_names(rule)
-    values = set(rule.info.values) if rule.info else set()
-    channel = rule.info.channel if rule.info else None
-    for sub in A.walk(w):
-        if isinstance(sub, (A.Unused, A.Quant)):
-            return False
-        if isinstance(sub, A.Index) and sub.base in tensors:
-            return False
-        if isinstance(sub, A.Name) and (sub.id in values or sub.id == channel):
-            return False
-    return True
-
-
 def matches(rule: Rule, node: Node, g: Graph, functions: Mapping[str, Any]) -> Iterator[Match]:
     """Every way the rule's match clause binds at `node` (its root binding) with its static side
     conditions holding."""
@@ -99,7 +80,7 @@ def matches(rule: Rule, node: Node, g: Graph, functions: Mapping[str, Any]) -> I
         ev = LaneEval(env, functions, rule=rule.name, where=rule.loc)
         _solve_dims(rule, ev, env)
         try:
-            ok = all(_holds_static(ev, w) for w in rule.where if is_static(rule, w))
+            ok = all(_holds_static(ev, w) for w in rule.static_where)
             ok = ok and all(_attr_required(ev, req, val) for req, val in env.pop("#required", []))
         except (RuleEvalError, TypeError, KeyError, ZeroDivisionError):
             ok = False
@@ -276,7 +257,7 @@ def _check_dims(rule: Rule, env: dict, refs: dict, nodes: list[Node], g: Graph) 
     operands' types; False when an annotation does not fit (rank, or one name two lengths)."""
     dims: dict[str, Any] = {}
     annotated: set[str] = set()
-    private = run_private_dims(rule)
+    private = rule.private_dims
     for bi, b in enumerate(rule.bindings):
         decl = g.ops[b.op]
         for o in b.operands:

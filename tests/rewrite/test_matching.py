@@ -11,7 +11,8 @@ import sr_ir
 from sr_ir.ir.program import ParamRef, ValueRef
 from sr_ir.lang.functions import function_table
 from sr_ir.lang.loader import load_rules
-from sr_ir.rewrite.matching import Graph, is_static, matches
+from sr_ir.lang.rule import is_static
+from sr_ir.rewrite.matching import Graph, matches
 
 N = sympy.Symbol("N", integer=True, positive=True)
 
