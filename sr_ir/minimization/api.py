@@ -119,8 +119,10 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
         from tqdm import tqdm
 
         bar = tqdm(desc="minimize", unit="pass", leave=False)
+    memo: dict = {}  # slice tests of the weights, kept over the passes (see _live_memo)
     for it in range(max_iterations):
         g = Graph.of(p, rs.ops)
+        g.memo = _live_memo(memo, p)
         propagate(g, book, functions)
         pl = plan(g, build_sites(g, book, functions))
         if not pl.any():
@@ -144,6 +146,17 @@ def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations
     refused = {**{n: f"not runnable: {why}" for n, why in book.uncompiled.items()}, **book.refused}
     report.refused_rules = dict(sorted(refused.items()))
     return p, report
+
+
+def _live_memo(memo: dict, p: Program) -> dict:
+    """`memo` (LaneEval's slice tests: key -> (tensor, answer)) without the entries of tensors `p` no
+    longer holds. A weight a pass left alone is the same tensor in the next pass, and its zero rows and
+    columns are not tested again; a replaced weight's entry goes, so that the memo does not keep the
+    tensor alive."""
+    live = {id(t) for t in p.weights.values()}
+    for k in [k for k, (t, _) in memo.items() if id(t) not in live]:
+        del memo[k]
+    return memo
 
 
 def _shallow(p: Program) -> Program:

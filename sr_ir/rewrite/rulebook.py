@@ -24,6 +24,24 @@ class UncertifiedRuleError(SrIrError):
 
 
 
+def _compiled(ruleset: RuleSet, rule: Rule) -> CompiledRule | TypeCheckError:
+    """`compile_rule(rule, ruleset.ops)`, or the error it raises, computed once per rule object of the
+    rule set: every minimize builds a book, and compiling the library is a tenth of a small model's
+    analysis. Kept in the rule set's instance dict (not a field: the fields are what was read from the
+    rule files, compared and cached by the loader); an entry counts only for the very Rule and ops table it was
+    compiled from, and a compiled rule is never modified after compile_rule returns it."""
+    cache = ruleset.__dict__.setdefault("_compiled_rules", {})
+    hit = cache.get(rule.name)
+    if hit is not None and hit[0] is rule and hit[1] is ruleset.ops:
+        return hit[2]
+    try:
+        out: CompiledRule | TypeCheckError = compile_rule(rule, ruleset.ops)
+    except TypeCheckError as e:
+        out = e
+    cache[rule.name] = (rule, ruleset.ops, out)
+    return out
+
+
 @dataclass
 class RuleBook:
     """`certify(rule, ruleset) -> None | str`: None when the rule has a current certificate, else why not."""
@@ -46,10 +64,9 @@ class RuleBook:
             is_raise = r.name.startswith(RAISE_PREFIX)
             if is_raise != (self.stage == "raise"):
                 continue
-            try:
-                cr = compile_rule(r, self.ruleset.ops)
-            except TypeCheckError as e:
-                self.uncompiled[r.name] = e.message
+            cr = _compiled(self.ruleset, r)
+            if isinstance(cr, TypeCheckError):
+                self.uncompiled[r.name] = cr.message
                 continue
             self._by_op.setdefault((r.root.op, cr.kind), []).append(cr)
 
