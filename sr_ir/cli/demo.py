@@ -5,13 +5,7 @@ import argparse
 import json
 import time
 
-import torch
-
-from ..backend import emit
-from ..frontend import lower
-from ..models.lenet import lenet300_100
-from ..comparison import as_dtype, cast_inputs, compare
-from .show import op_sizes
+USES_TORCH = True  # main imports torch before the command runs (sr_ir.cli.main._quiet_torch_logs)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not with the module, so that `sr-ir demo --help` does not import torch
+    import torch
+
+    from ..backend import emit
+    from ..comparison import as_dtype, cast_inputs, compare
+    from ..frontend import lower
+    from ..models.lenet import lenet300_100
+    from .show import op_sizes
+
     torch.manual_seed(0)
     model = lenet300_100().eval()
     x = torch.randn(64, 784)

@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..backend import emit
-from ..backend.export import check_output, save_pt2, save_python
 from ..errors import SrIrError
 from .inputs import add_model_arguments, load_program, rules_for, writing
+
+if TYPE_CHECKING:  # the library (torch) is imported by the functions that run the command
+    import torch
+
+USES_TORCH = True  # main imports torch before the command runs (sr_ir.cli.main._quiet_torch_logs)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,10 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def export_module(module: torch.nn.Module, program, path: str) -> None:
     """Save `module` with torch.export (batch dim dynamic where the program has one), atomically
     (`sr_ir.backend.export.save_pt2`, kept here under its old name)."""
+    from ..backend.export import save_pt2
+
     save_pt2(module, program, path)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backend import emit
+    from ..backend.export import check_output, save_pt2, save_python
+
     if not (args.pt2 or args.python or args.print):
         raise SrIrError("nothing to do: give --pt2, --python and/or --print")
     for out, suffix in ((args.pt2, ".pt2"), (args.python, ".py")):

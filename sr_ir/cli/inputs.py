@@ -9,17 +9,22 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..errors import SrIrError, describe
-from ..ir.program import Program
-from ..ir.persist import NEXT_PREFIX
-from ..ir.types import DTYPES
-from ..lang.loader import RuleSet
 from ..outputs import TEMP_PREFIX
+
+if TYPE_CHECKING:  # torch and the library are imported by the functions that use them, not with the
+    # module: the commands' parsers are built from it (`sr-ir COMMAND --help` imports no torch)
+    import torch
+    from torch import nn
+
+    from ..ir.program import Program
+    from ..lang.loader import RuleSet
+
+# The spellings of --input-dtype: those of sr_ir.ir.types.DTYPES (which imports torch), sorted;
+# tests/cli/test_startup.py keeps the two equal.
+INPUT_DTYPES = ("bf16", "bool", "f16", "f32", "f64", "i16", "i32", "i64", "i8", "u8")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,12 +37,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="example input shape for a module:factory model, e.g. 4x784 (repeat for several inputs); "
         "default: the module's example_inputs() function",
     )
-    p.add_argument("--input-dtype", default="f32", choices=sorted(DTYPES), help="dtype of --input-shape inputs")
+    p.add_argument("--input-dtype", default="f32", choices=INPUT_DTYPES, help="dtype of --input-shape inputs")
     p.add_argument("--rules", action="append", default=[], metavar="DIR", help="extra rule directory (repeatable)")
 
 
 def load_factory(spec: str, weights: str | None = None) -> tuple[nn.Module, Any]:
     """Import `package.module:factory`, call it, load safetensors weights; returns (model, module)."""
+    from torch import nn
+
     if ":" not in spec:
         raise SrIrError(f"{spec!r}: expected a .pt2 or .sr file, or package.module:factory")
     mod_name, _, fn_name = spec.partition(":")
@@ -93,6 +100,8 @@ def _load_weights(model: nn.Module, weights: str, spec: str) -> None:
 def factory_model_and_inputs(args: argparse.Namespace) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """The `package.module:factory` model with its weights and example inputs, run once on them so that
     a forward that fails on them (a wrong --input-shape, a bug in the model) is one line naming both."""
+    import torch
+
     model, mod = load_factory(args.model, args.weights)
     inputs = example_inputs_for(args, mod)
     try:
@@ -125,6 +134,8 @@ def writing(path: str | os.PathLike[str]) -> Iterator[None]:
 def _target_of_temporary(filename: Any) -> Path | None:
     """The file an atomic write's temporary (``.sr-ir-tmp.<pid>.<hex>.<name>``, or a file inside such a
     folder; a program save's ``.sr-ir-next.<id>.<name>`` text) was to become; None for any other path."""
+    from ..ir.persist import NEXT_PREFIX  # a write failed: the command that wrote has imported the library
+
     p = Path(os.fsdecode(filename))
     for q in (p, *p.parents):
         if q.name.startswith(TEMP_PREFIX):
@@ -139,6 +150,10 @@ def _target_of_temporary(filename: Any) -> Path | None:
 
 
 def example_inputs_for(args: argparse.Namespace, mod: Any) -> tuple[torch.Tensor, ...]:
+    import torch
+
+    from ..ir.types import DTYPES
+
     if args.input_shape:
         dtype = DTYPES[args.input_dtype]
         out = []

@@ -6,6 +6,8 @@ import json
 
 from .inputs import add_model_arguments, load_program, writing
 
+USES_TORCH = True  # main imports torch before the command runs (sr_ir.cli.main._quiet_torch_logs)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

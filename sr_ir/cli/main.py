@@ -1,9 +1,12 @@
 """`sr-ir` entry point: dispatches to subcommand modules; every way a command ends is one line on stderr
 and one of the EXIT_* codes below (a bug included, unless --traceback asks for the traceback).
 
-Start-up is kept short: a command's module (most import torch) is imported only when that command is
-run or its --help is asked for; the top-level --help lists the commands from COMMANDS without importing
-any of them."""
+Start-up is kept short: the top-level --help lists the commands from COMMANDS without importing any of
+them; a command's module is imported only when that command is run or its --help is asked for, and
+imports at its top only what its parser needs (no torch, sympy, z3 or lark: the library's values a help
+text shows come from sr_ir.constants, or from light copies that tests/cli/test_startup.py keeps equal to
+the library's). The functions that run a command import the library; torch is imported just before a
+command whose module sets USES_TORCH runs (`_quiet_torch_logs`)."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +23,8 @@ from typing import Any, Iterator, Sequence
 from ..errors import SrIrError, VerificationError, describe
 
 # Subcommands in the order `--help` lists them: name -> (module in sr_ir.cli, one-line summary). Each
-# module defines `register(subparsers)`, which adds the command's parser and sets `func(args) -> int`.
+# module defines `register(subparsers)`, which adds the command's parser and sets `func(args) -> int`,
+# and `USES_TORCH = True` if the command runs torch.
 # The summary is the `help=` the module registers (tests/cli/test_startup.py keeps the two equal): the
 # top-level --help shows it without importing the module.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -140,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command_in(argv)
     if "torch" not in sys.modules:
         _passive_threads()
-    # only the command that runs is imported (and torch with most): `sr-ir --help` and `sr-ir prove
-    # --check` (run by CI and before minimizing) start fast
+    # only the command named is imported, and its module without torch: `sr-ir --help`, `sr-ir COMMAND
+    # --help` and `sr-ir prove --check` (run by CI and before minimizing) start fast
     parser = build_parser(command)
     args = parser.parse_args(argv)
     args.verbosity = max(QUIET, min(args.verbosity, DEBUG))  # -vvv is -vv
@@ -154,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _verbosity(args.verbosity, who), terminate_as_interrupt():
             if not args.traceback and args.verbosity < INFO:
-                _quiet_torch_logs()
+                _quiet_torch_logs(_command(args.command))
             t0, c0 = time.perf_counter(), time.process_time()
             code = int(args.func(args) or 0)
             logging.getLogger("sr_ir").info("done in %.2f s (%.2f s of CPU), exit %d",
@@ -251,14 +255,15 @@ def report_failure(e: Exception | KeyboardInterrupt, who: str, show_traceback: b
     return EXIT_INTERNAL
 
 
-def _quiet_torch_logs() -> None:
+def _quiet_torch_logs(command: Any) -> None:
     """Keep torch's own diagnostics off stderr (the traceback it logs when a .pt2 archive does not load,
     warnings while it traces): the failure they belong to is reported in one line, and --traceback
-    shows them. Only once torch is imported (by the commands' modules), since importing torch sets its
-    loggers' levels."""
+    shows them. Importing torch sets its loggers' levels, so torch is imported first here when the
+    `command` module that is about to run sets USES_TORCH (its functions import torch themselves, later;
+    its module does not, for a fast --help); a command without it (`prove`) is left without torch."""
+    if getattr(command, "USES_TORCH", False):
+        import torch  # noqa: F401
     if "torch" in sys.modules:
-        import logging
-
         logging.getLogger("torch").setLevel(logging.ERROR)
 
 

@@ -5,17 +5,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..backend.export import SUFFIXES, check_output
-from ..ir.sampling import sample_inputs
-from ..lang.loader import RuleSet
-from ..minimization.verify import N_RANDOM
+from ..constants import N_RANDOM
 from .inputs import add_model_arguments, factory_model_and_inputs, rules_for, writing
 
-OUTPUT_KINDS = SUFFIXES
+if TYPE_CHECKING:  # the library (torch, sympy) is imported by the functions that run the command
+    from ..lang.loader import RuleSet
+
+USES_TORCH = True  # main imports torch before the command runs (sr_ir.cli.main._quiet_torch_logs)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace, rules: RuleSet) -> tuple[Any, tuple[Any, ...]]:
+    import torch
+
+    from ..ir.sampling import sample_inputs
+
     spec = args.model
     path = Path(spec)
     if path.suffix == ".sr":
@@ -64,6 +66,7 @@ def _load(args: argparse.Namespace, rules: RuleSet) -> tuple[Any, tuple[Any, ...
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backend.export import check_output
     from ..minimization import minimize
 
     if any(Path(o).suffix == ".safetensors" for o in args.output):

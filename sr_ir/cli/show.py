@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..ir.printer import format_node
-from ..ir.program import Program
 from .inputs import add_model_arguments, load_program
+
+if TYPE_CHECKING:  # the library (torch, sympy) is imported by the functions that run the command
+    from ..ir.program import Program
+
+USES_TORCH = True  # main imports torch before the command runs (sr_ir.cli.main._quiet_torch_logs)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,4 +75,4 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-__all__ = ["op_sizes", "format_node"]
+__all__ = ["op_sizes"]

@@ -18,19 +18,18 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..cycle.cycle import PRESETS
-from ..cycle.pruning import CRITERIA, SCOPES
-from ..cycle.train import DEFAULT_BATCH_SIZE
+from ..constants import CRITERIA, DEFAULT_BATCH_SIZE, SCOPES
 from ..errors import SrIrError, describe
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch and sr_ir.cycle are imported by the functions that run the command
+    import torch
     from torch import nn
     from torch.utils.data import Dataset
 
     from ..cycle import CycleConfig
     from ..cycle.data import Splits
+
+USES_TORCH = True  # main imports torch before the command runs (sr_ir.cli.main._quiet_torch_logs)
 
 MODELS = ("lenet300-100", "convnext-tiny", "convnext-test")
 DATASETS = ("mnist-subset", "digits", "fashion-mnist")
@@ -42,12 +41,22 @@ _OVERRIDES = ("max_cycles", "max_drop", "dense_epochs", "prune_amount", "criteri
               "group_lasso", "seed")
 
 
+# What --help shows of the presets (sr_ir.cycle.cycle.PRESETS, which imports torch): their names in
+# order and these of their values. Only the help text reads it; tests/cli/test_startup.py keeps it equal
+# to PRESETS.
+PRESET_SUMMARY: dict[str, dict[str, Any]] = {
+    "unit": dict(criterion="unit", scope="layer", distill=0.7, group_lasso=5e-3),
+    "coupled": dict(criterion="coupled", scope="layer", distill=0.7, group_lasso=5e-3),
+    "faithful": dict(criterion="magnitude", scope="global", distill=0.0, group_lasso=0.0),
+}
+
+
 def _preset_help() -> str:
     def show(name: str) -> str:
-        p = PRESETS[name]
+        p = PRESET_SUMMARY[name]
         return (f"{name}: {p['criterion']} criterion ({p['scope']}), distill {p['distill']:g}, group lasso "
                 f"{p['group_lasso']:g}")
-    return "; ".join(show(n) for n in PRESETS)
+    return "; ".join(show(n) for n in PRESET_SUMMARY)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "read without pickle); a split it lacks is held out of the training arrays, 10%% per class")
     p.add_argument("--out", default="out/squeeze-release", help="output folder (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run whose checkpoints are in OUT")
-    p.add_argument("--preset", choices=list(PRESETS), default="unit",
+    p.add_argument("--preset", choices=list(PRESET_SUMMARY), default="unit",
                    help=f"the schedule and criterion (default %(default)s; the flags below override it): "
                    f"{_preset_help()}. faithful is the paper's method; unit and coupled favour whole-unit death")
     g = p.add_argument_group("schedule (default: the preset's)")
@@ -148,6 +157,8 @@ def load_data(args: argparse.Namespace) -> Splits:
 
 
 def _bundled(name: str, data: Splits) -> tuple[nn.Module, Dataset, Dataset, Dataset]:
+    import torch
+
     from ..cycle.data import ImageView
     from ..models import convnext, lenet
 
@@ -178,6 +189,8 @@ def _user_model(spec: str, weights: str | None) -> nn.Module:
 
 def _check_model(spec: str, model: nn.Module, example: torch.Tensor, num_classes: int) -> None:
     """The model runs on a batch of the data and gives one row of class scores per example: one line if not."""
+    import torch
+
     shape = "x".join(map(str, example.shape))
     try:
         with torch.no_grad():
@@ -192,6 +205,8 @@ def _check_model(spec: str, model: nn.Module, example: torch.Tensor, num_classes
 
 def model_and_data(args: argparse.Namespace, spec: str):
     """(model, train, val, test, example inputs, data) as the run uses them."""
+    import torch
+
     data = load_data(args)
     if spec in MODELS:
         model, train, val, test = _bundled(spec, data)
@@ -203,6 +218,8 @@ def model_and_data(args: argparse.Namespace, spec: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..cycle import ddp
     from ..cycle.run_files import check_folder, claim
 

@@ -32,12 +32,11 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..constants import CRITERIA, SCOPES
 from ..errors import SrIrError
 from .channel_groups import ChannelGroup, channel_scores
 
 Masks = dict[str, torch.Tensor]
-CRITERIA = ("magnitude", "unit", "coupled")
-SCOPES = ("global", "layer")
 
 
 def prunable_parameters(model: nn.Module, exclude: Iterable[str] = (), vectors: bool = False) -> dict[str, nn.Parameter]:

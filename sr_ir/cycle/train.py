@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from ..constants import DEFAULT_BATCH_SIZE  # where neither the TrainSpec nor a DataLoader gives one
 from ..errors import SrIrError
 from . import ddp
 from .channel_groups import ChannelGroup, group_penalty
@@ -59,9 +60,6 @@ def lr_at(spec: TrainSpec, step: int, total: int) -> float:
     if spec.schedule == "cosine":
         return spec.lr * 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
     return spec.lr
-
-
-DEFAULT_BATCH_SIZE = 128  # where neither the TrainSpec nor a DataLoader gives one
 
 
 def batch_size_of(spec: TrainSpec) -> int:

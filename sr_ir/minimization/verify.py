@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..comparison import cast_inputs, difference, flat_outputs, random_like
+from ..constants import N_RANDOM  # random inputs beside the example: one (why: sr_ir/constants.py)
 from ..errors import VerificationError
 from ..ir.program import Program
 from ..ir.types import DTYPE_NAMES, DTYPES, FLOAT_DTYPES, TensorType
@@ -36,12 +37,6 @@ TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, tor
 # only its folded biases rounded once (unit 2^-9 bfloat16, 2^-12 float16; measured up to 7.4e-4 and
 # 1.9e-4 on the same networks), far less than its own pass's op-by-op rounding, so it gets this bound.
 STORED_ROUNDING = {torch.float16: 1e-3, torch.bfloat16: 4e-3}
-
-# Random inputs beside the example: one. The example may be special (zeros, one token repeated), so a
-# generic input is needed; a wrong rewrite (the proved rules are not what this check is for, the
-# engine, the lowering and the emission are) changes the function on almost every input, which a second
-# or third Gaussian draw of the same batch size would only see again at the same cost each.
-N_RANDOM = 1
 
 _HALF = (torch.float16, torch.bfloat16)
 

@@ -3,6 +3,7 @@ times it), complete --help without the commands' modules, the global -q/-v flags
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -82,6 +83,62 @@ def test_summaries_are_the_commands_own_and_every_help_is_complete():
         lazy = _subparsers(M.build_parser(name)).choices[name]
         assert lazy.format_help() == sub.choices[name].format_help(), name
         assert "-q" in lazy.format_help() and "--traceback" in lazy.format_help()
+
+
+@pytest.mark.parametrize("name", list(M.COMMANDS))
+def test_command_help_imports_no_torch_and_is_the_full_help(name, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")  # the same width for the help here and in the child
+    code = ("import contextlib, io, json, sys\nfrom sr_ir.cli.main import main\nout = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n    try:\n        main([%r, '--help'])\n"
+            "    except SystemExit as e:\n        code = e.code\n"
+            "print(json.dumps({'code': code, 'help': out.getvalue(), 'modules': sorted(sys.modules), "
+            "'loaded': {m: m in sys.modules for m in %r}}))") % (name, HEAVY + ("lark",))
+    got = _python(code)
+    assert got["code"] == 0
+    assert not any(got["loaded"].values()), got["loaded"]
+    # of the library, only modules that import nothing heavy themselves
+    library = {m for m in got["modules"] if m.startswith("sr_ir.") and not m.startswith("sr_ir.cli.")}
+    assert library <= {"sr_ir.cli", "sr_ir.constants", "sr_ir.errors", "sr_ir.outputs"}, library
+    assert got["help"] == _subparsers(M.build_parser(every=True)).choices[name].format_help()
+
+
+def test_the_values_the_help_shows_are_the_library_s():
+    import sr_ir.constants as C
+    from sr_ir.cli.inputs import INPUT_DTYPES
+    from sr_ir.cli.squeeze_release import PRESET_SUMMARY
+    from sr_ir.cycle import pruning, train
+    from sr_ir.cycle.cycle import PRESETS
+    from sr_ir.ir.types import DTYPES
+    from sr_ir.minimization import verify
+
+    assert INPUT_DTYPES == tuple(sorted(DTYPES))
+    assert list(PRESET_SUMMARY) == list(PRESETS)
+    for name, shown in PRESET_SUMMARY.items():
+        assert shown == {k: PRESETS[name][k] for k in shown}, name
+    # the library's own constants are those of sr_ir.constants, not copies
+    assert (verify.N_RANDOM, pruning.CRITERIA, pruning.SCOPES, train.DEFAULT_BATCH_SIZE) == \
+        (C.N_RANDOM, C.CRITERIA, C.SCOPES, C.DEFAULT_BATCH_SIZE)
+    assert pruning.CRITERIA is C.CRITERIA and pruning.SCOPES is C.SCOPES
+
+
+def test_sr_ir_constants_imports_nothing():
+    import ast
+
+    import sr_ir.constants as C
+
+    tree = ast.parse(Path(C.__file__).read_text())
+    imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert [ast.unparse(n) for n in imports] == ["from __future__ import annotations"]
+
+
+def test_a_torch_command_runs_with_torch_imported_and_its_logs_quiet():
+    # the command's module imports torch only in its functions; main imports it before the command
+    # runs, so that it can lower torch's loggers (importing torch resets their levels)
+    code = ("import json, logging, sys\nfrom sr_ir.cli import main as M, show\nseen = {}\n"
+            "def run(args):\n    seen['level'] = logging.getLogger('torch').level\n"
+            "    seen['torch'] = 'torch' in sys.modules\n    return 0\n"
+            "show.run = run\nseen['code'] = M.main(['show', 'x.sr'])\nprint(json.dumps(seen))")
+    assert _python(code) == {"code": 0, "level": logging.ERROR, "torch": True}
 
 
 def test_command_in_argv():
