@@ -1,6 +1,7 @@
 """`sr_ir.minimize`: a masked network in, a smaller network with the same function out, checked."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -104,7 +105,38 @@ def resolve_rules(rules: RulesArg) -> RuleSet:
 def minimize_program(program: Program, rules: RulesArg = None, *, max_iterations: int = 100,
                      progress: bool = False, strict: bool = False, book: RuleBook | None = None) -> tuple[Program, MinimizeReport]:
     """Minimize a Program (no emission, no verification). Iterates facts, planning and rewriting to a
-    fixpoint, so removals cascade: a folded constant can make the next layer's row dead, and so on."""
+    fixpoint, so removals cascade: a folded constant can make the next layer's row dead, and so on.
+
+    Runs on one intra-op thread (torch.set_num_threads, restored on return): see `one_thread`."""
+    with one_thread():
+        return _minimize_program(program, rules, max_iterations=max_iterations, progress=progress,
+                                 strict=strict, book=book)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch's intra-op threads set to one for the block, then restored.
+
+    The analysis is thousands of small tensor operations. With more threads each of them ends at a
+    barrier that waits for every thread, and where a core is busy with another process (a training job,
+    a parallel test run) the thread scheduled there waits for its time slice at every barrier:
+    ConvNeXt-Tiny's minimize took 9.4 s with 2 threads beside one other busy process, 1.2 s on one
+    (benchmarks/RESULTS.md). On an idle machine a second thread saves some wall time and costs more CPU
+    time than it saves. The setting is process-wide: a thread computing with torch concurrently runs on
+    one thread meanwhile."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _minimize_program(program: Program, rules: RulesArg, *, max_iterations: int, progress: bool, strict: bool,
+                      book: RuleBook | None) -> tuple[Program, MinimizeReport]:
     rs = resolve_rules(rules)
     book = book or RuleBook(rs, strict=strict)
     functions = function_table(rs)
