@@ -358,8 +358,9 @@ def run_seed(spec: ModelSpec, data: Splits, a: argparse.Namespace, seed: int, sh
         points = [points[i] for i in pick]
     sr_wall = time.perf_counter() - t_start
 
-    # one tick per baseline training (five per point)
-    prog = tqdm(total=len(points) * (len(METHODS) - 1), desc=f"seed {seed} baselines", unit="run",
+    # one tick per baseline training (up to five per point)
+    want = set(a.methods)
+    prog = tqdm(total=len(points) * len(want), desc=f"seed {seed} baselines", unit="run",
                 dynamic_ncols=True, disable=not show)
     vectors = cfg.prune.criterion == "coupled"
     dense_n = deployable_params(dense)
@@ -370,57 +371,62 @@ def run_seed(spec: ModelSpec, data: Splits, a: argparse.Namespace, seed: int, sh
         teach = {"teacher": dense}
 
         # (a) single pass
-        small, amount = single_pass(dense, cfg, example, P, a.search_iters)
-        masks = nonzero_masks(small, vectors=vectors)
-        train_phase(small, train, ft, show, f"c{k} (a)", seed=seed, tag=f"bl/c{k}/single", masks=masks, **teach)
-        pt["single_pass"] = {"params": deployable_params(small), "nonzero": nonzero_count(small), "epochs": E,
-                             "amount": amount, **accuracies(small, val, test)}
-        prog.update()
+        if "single_pass" in want:
+            small, amount = single_pass(dense, cfg, example, P, a.search_iters)
+            masks = nonzero_masks(small, vectors=vectors)
+            train_phase(small, train, ft, show, f"c{k} (a)", seed=seed, tag=f"bl/c{k}/single", masks=masks, **teach)
+            pt["single_pass"] = {"params": deployable_params(small), "nonzero": nonzero_count(small), "epochs": E,
+                                 "amount": amount, **accuracies(small, val, test)}
+            prog.update()
 
         # (b) the cycle's architecture, kept inputs included, from scratch
-        arch = copy.deepcopy(pt["module"])
-        torch.manual_seed(seed)
-        reinitialize(arch, spec.build(data, 1.0), seed=seed * 1_000_003 + k)
-        train_phase(arch, train, scratch, show, f"c{k} (b)", seed=seed, tag=f"bl/c{k}/arch", **teach)
-        pt["arch_scratch"] = {"params": deployable_params(arch), "nonzero": nonzero_count(arch), "epochs": E,
-                              **accuracies(arch, val, test)}
-        prog.update()
+        if "arch_scratch" in want:
+            arch = copy.deepcopy(pt["module"])
+            torch.manual_seed(seed)
+            reinitialize(arch, spec.build(data, 1.0), seed=seed * 1_000_003 + k)
+            train_phase(arch, train, scratch, show, f"c{k} (b)", seed=seed, tag=f"bl/c{k}/arch", **teach)
+            pt["arch_scratch"] = {"params": deployable_params(arch), "nonzero": nonzero_count(arch), "epochs": E,
+                                  **accuracies(arch, val, test)}
+            prog.update()
 
         # (c) uniform width, same count, from scratch
-        s, _ = uniform_scale(spec, data, P)
-        torch.manual_seed(seed * 1_000_003 + k)
-        uni = spec.build(data, s)
-        train_phase(uni, train, scratch, show, f"c{k} (c)", seed=seed, tag=f"bl/c{k}/uniform", **teach)
-        pt["uniform"] = {"params": deployable_params(uni), "nonzero": nonzero_count(uni), "epochs": E, "scale": s,
-                         **accuracies(uni, val, test)}
-        prog.update()
+        if "uniform" in want:
+            s, _ = uniform_scale(spec, data, P)
+            torch.manual_seed(seed * 1_000_003 + k)
+            uni = spec.build(data, s)
+            train_phase(uni, train, scratch, show, f"c{k} (c)", seed=seed, tag=f"bl/c{k}/uniform", **teach)
+            pt["uniform"] = {"params": deployable_params(uni), "nonzero": nonzero_count(uni), "epochs": E, "scale": s,
+                             **accuracies(uni, val, test)}
+            prog.update()
 
         # (d) Torch-Pruning, iterative, fine-tuned after each step
-        ratio, _ = tp_ratio(dense, spec, example, P, a.tp_steps, a.search_iters)
-        tpm = copy.deepcopy(dense)
-        per = replace(tspec, epochs=(E - a.dense_epochs) / a.tp_steps)
-        tp_prune(tpm, spec, example, ratio, a.tp_steps, lambda i: train_phase(
-            tpm, train, per, show, f"c{k} (d) step {i + 1}", seed=seed, tag=f"bl/c{k}/tp{i}", **teach))
-        pt["torch_pruning"] = {"params": deployable_params(tpm), "nonzero": nonzero_count(tpm), "epochs": E,
-                               "ratio": ratio, **accuracies(tpm, val, test)}
-        prog.update()
+        if "torch_pruning" in want:
+            ratio, _ = tp_ratio(dense, spec, example, P, a.tp_steps, a.search_iters)
+            tpm = copy.deepcopy(dense)
+            per = replace(tspec, epochs=(E - a.dense_epochs) / a.tp_steps)
+            tp_prune(tpm, spec, example, ratio, a.tp_steps, lambda i: train_phase(
+                tpm, train, per, show, f"c{k} (d) step {i + 1}", seed=seed, tag=f"bl/c{k}/tp{i}", **teach))
+            pt["torch_pruning"] = {"params": deployable_params(tpm), "nonzero": nonzero_count(tpm), "epochs": E,
+                                   "ratio": ratio, **accuracies(tpm, val, test)}
+            prog.update()
 
         # (e) unstructured global magnitude to the same non-zero count
-        mag = copy.deepcopy(dense)
-        mmasks = full_masks(mag)
-        fixed = deployable_params(mag) - sum(int(m.numel()) for m in mmasks.values())  # biases, buffers
-        keep_total = max(P - fixed, len(mmasks))
-        per = replace(tspec, epochs=(E - a.dense_epochs) / a.mag_steps)
-        for i, keep in enumerate(magnitude_schedule(sum(int(m.sum()) for m in mmasks.values()), keep_total, a.mag_steps)):
-            alive = sum(int(m.sum()) for m in mmasks.values())
-            if keep < alive:  # +0.5: prune_step floors amount * alive, so exactly alive - keep go
-                mmasks = prune_step(mag, mmasks, PruneSpec((alive - keep + 0.5) / alive, "magnitude", "global"))
-            train_phase(mag, train, per, show, f"c{k} (e) step {i + 1}", seed=seed, tag=f"bl/c{k}/mag{i}",
-                        masks=mmasks, **teach)
-        apply_masks(mag, mmasks)
-        pt["magnitude"] = {"params": dense_n, "nonzero": nonzero_count(mag), "epochs": E,
-                           **accuracies(mag, val, test)}
-        prog.update()
+        if "magnitude" in want:
+            mag = copy.deepcopy(dense)
+            mmasks = full_masks(mag)
+            fixed = deployable_params(mag) - sum(int(m.numel()) for m in mmasks.values())  # biases, buffers
+            keep_total = max(P - fixed, len(mmasks))
+            per = replace(tspec, epochs=(E - a.dense_epochs) / a.mag_steps)
+            for i, keep in enumerate(magnitude_schedule(sum(int(m.sum()) for m in mmasks.values()), keep_total, a.mag_steps)):
+                alive = sum(int(m.sum()) for m in mmasks.values())
+                if keep < alive:  # +0.5: prune_step floors amount * alive, so exactly alive - keep go
+                    mmasks = prune_step(mag, mmasks, PruneSpec((alive - keep + 0.5) / alive, "magnitude", "global"))
+                train_phase(mag, train, per, show, f"c{k} (e) step {i + 1}", seed=seed, tag=f"bl/c{k}/mag{i}",
+                            masks=mmasks, **teach)
+            apply_masks(mag, mmasks)
+            pt["magnitude"] = {"params": dense_n, "nonzero": nonzero_count(mag), "epochs": E,
+                               **accuracies(mag, val, test)}
+            prog.update()
         del pt["module"]
     prog.close()
     return {"seed": seed, "dense": {"params": dense_n, "epochs": a.dense_epochs, **dense_acc},
@@ -443,11 +449,20 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for i in range(n_points):
         have = [r["points"][i] for r in runs if len(r["points"]) > i]
         row: dict[str, Any] = {"index": i, "cycles": [p["cycle"] for p in have], "epochs": _stats([p["epochs"] for p in have])}
-        for m in METHODS:
+        for m in methods_in(runs):
             row[m] = {key: _stats([float(p[m][key]) for p in have]) for key in ("params", "nonzero", "test_acc", "val_acc")}
         rows.append(row)
     dense = {key: _stats([float(r["dense"][key]) for r in runs]) for key in ("params", "test_acc", "val_acc")}
     return {"dense": dense, "points": rows}
+
+
+def methods_in(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The methods every point of every run measured (`--methods` may leave baselines out)."""
+    return [m for m in METHODS if all(m in p for r in runs for p in r["points"])]
+
+
+def _present(agg: dict[str, Any]) -> list[str]:
+    return [m for m in METHODS if all(m in r for r in agg["points"])]
 
 
 def _k(n: float) -> str:
@@ -460,13 +475,13 @@ def table(agg: dict[str, Any]) -> str:
     n = d["test_acc"]["n"]
     head = (f"Dense: {d['params']['mean']:,.0f} params, test {100 * d['test_acc']['mean']:.2f}%"
             + (f" +- {100 * d['test_acc']['std']:.2f}" if n > 1 else "") + f" ({n} seed{'s' if n > 1 else ''}).\n\n")
-    cols = ["point", "SR params (x)", "epochs"] + [SHORT[m] for m in METHODS]
+    cols = ["point", "SR params (x)", "epochs"] + [SHORT[m] for m in _present(agg)]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in agg["points"]:
         p = r["sr"]["params"]["mean"]
         cells = [f"{r['index'] + 1} (cycle {'/'.join(map(str, r['cycles']))})",
                  f"{p:,.0f} ({d['params']['mean'] / p:.1f}x)", f"{r['epochs']['mean']:.1f}"]
-        for m in METHODS:
+        for m in _present(agg):
             acc = r[m]["test_acc"]
             size = r[m]["nonzero" if m == "magnitude" else "params"]["mean"]
             cells.append(f"{100 * acc['mean']:.2f}" + (f" +- {100 * acc['std']:.2f}" if acc["n"] > 1 else "")
@@ -485,7 +500,7 @@ def plot(agg: dict[str, Any], path: str | Path, title: str, runs: Sequence[dict[
 
     fig, ax = plt.subplots(figsize=(8, 5.2))
     styles = {"sr": ("-o", 2.2), "magnitude": ("--s", 1.0)}
-    for m in METHODS:
+    for m in _present(agg):
         key = "nonzero" if m == "magnitude" else "params"
         xs = [r[m][key]["mean"] for r in agg["points"]]
         ys = [100 * r[m]["test_acc"]["mean"] for r in agg["points"]]
@@ -552,6 +567,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--baseline-distill", type=float, default=None,
                    help="distillation weight of every baseline (default: the cycle's)")
+    b.add_argument("--methods", nargs="+", choices=METHODS[1:], default=list(METHODS[1:]), metavar="METHOD",
+                   help=f"the baselines to train (default all: {', '.join(METHODS[1:])})")
     b.add_argument("--tp-steps", type=int, default=4, help="Torch-Pruning iterative steps")
     b.add_argument("--mag-steps", type=int, default=4, help="magnitude pruning steps")
     b.add_argument("--max-points", type=int, default=0, help="baselines at this many evenly spaced sizes (0: all)")

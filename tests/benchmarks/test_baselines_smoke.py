@@ -166,3 +166,15 @@ def test_merge_aggregates_the_seeds_of_several_folders(tmp_path, capsys):
     _fake_result(tmp_path / "again", 1, 0.5)
     with pytest.raises(bl.SrIrError, match=r"--merge: a seed appears twice \(\[0, 1, 1\]\)"):
         bl.run(["--merge", str(tmp_path / "s0"), str(tmp_path / "s1"), str(tmp_path / "again"), "--out", "x"])
+
+
+def test_methods_trains_only_the_baselines_asked_for(tmp_path, capsys):
+    result = bl.run(TINY + ["--methods", "arch_scratch", "--out", str(tmp_path / "out")])
+    (run,) = result["runs"]
+    assert run["points"]
+    for pt in run["points"]:
+        assert "sr" in pt and "arch_scratch" in pt
+        assert not {"single_pass", "uniform", "torch_pruning", "magnitude"} & set(pt)
+    header = (tmp_path / "out" / "table.md").read_text().splitlines()[2]
+    assert "(b) arch scratch" in header and "(a) single" not in header and "(e) magnitude" not in header
+    assert (tmp_path / "out" / "baselines_lenet-300-100_digits.png").is_file()
