@@ -8,7 +8,13 @@ The dense model is trained once per (dataset, seed, dense epochs, lr, schedule, 
 ``dense_epochs=0`` and that model as its start and teacher, as ``squeeze_release(dense_epochs=D)`` would).
 ``--set KEY=VALUE`` overrides any flat CycleConfig setting (``CycleConfig.preset``'s names; VALUE is read as
 JSON where it parses, else as a string). One JSON line per run is appended to ``--log``: the settings, the
-dense accuracies, every cycle's size and accuracies, the best state within the floor, the epochs trained.
+dense accuracies, every cycle's size, sparsity and accuracies, the best state within the floor, the epochs
+trained, the final model's weight shapes.
+
+``--select-drop D`` picks the best state within D validation points of dense instead of the run's own floor
+(``max_drop``). With ``--set max_drop=100`` every pruning step is kept, so every run spends exactly
+``max_cycles * (max_prune_steps * prune_epochs + release_epochs)`` epochs (with ``stop_on_no_removal=false``):
+the way to compare release with no release at equal epochs, selecting the state afterwards.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from typing import Any, Sequence
 
 import torch
 
-from sr_ir.cycle import CycleConfig, TrainSpec, fine_tune, load_dataset, squeeze_release
+from sr_ir.cycle import CycleConfig, TrainSpec, best_state, fine_tune, load_dataset, squeeze_release
 from sr_ir.cycle.cycle import PRESETS
 from sr_ir.cycle.data import DATASETS
 from sr_ir.cycle.train import evaluate
@@ -67,6 +73,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--dense-schedule", default="constant")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--select-drop", type=float, default=None,
+                    help="best state within this many validation points of dense (default: the run's max_drop)")
     ap.add_argument("--log", default=str(ROOT / "out" / "ablations.jsonl"))
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -87,16 +95,22 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     res = squeeze_release(model, data.train, data.val, test=data.test, example_inputs=example, config=cfg,
                           progress=False, on_cycle=show)
-    cycles = [{k: r.get(k) for k in ("cycle", "params", "compression", "prune_steps", "prune_tries", "train_epochs",
-                                      "val_acc", "test_acc", "released_val_acc", "released_test_acc")}
+    cycles = [{k: r.get(k) for k in ("cycle", "params", "compression", "params_before_minimize",
+                                      "sparsity_before_minimize", "units_removed_total", "prune_steps", "prune_tries",
+                                      "train_epochs", "val_acc", "test_acc", "released_val_acc", "released_test_acc")}
               for r in res.records]
     for c, r in zip(cycles, res.records):
         c["alpha"] = (r.get("release") or {}).get("alpha")
+    best = res.best()
+    if a.select_drop is not None:
+        best = best_state({**res.dense_record, "floor": res.dense_record["val_acc"] - a.select_drop / 100.0},
+                          res.records)
+    shapes = {n: list(p.shape) for n, p in res.module.named_parameters() if p.dim() >= 2}
     out = {"name": a.name, "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "argv": list(argv or sys.argv[1:]),
            "dense_key": json.loads(key), "dense_val": res.dense_record["val_acc"], "dense_test": dense_test,
-           "floor": res.dense_record["floor"], "cycles": cycles, "stopped": res.stopped, "best": res.best(),
+           "floor": res.dense_record["floor"], "cycles": cycles, "stopped": res.stopped, "best": best, "select_drop": a.select_drop,
            "cycle_epochs": sum(r["train_epochs"] for r in res.records), "wall_s": time.perf_counter() - t0,
-           "config": cfg.to_dict()}
+           "final_shapes": shapes, "config": cfg.to_dict()}
     Path(a.log).parent.mkdir(parents=True, exist_ok=True)
     with open(a.log, "a") as f:  # an append-only log of runs; a torn last line is visible and harmless
         f.write(json.dumps(out) + "\n")
@@ -106,9 +120,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
            f"cycle {b['cycle']} {b['stage']}" if b else "none") +
           f"; {out['cycle_epochs']:.1f} cycle epochs, {out['wall_s']:.0f} s")
     for c in cycles:
-        print(f"  c{c['cycle']}: {c['params']:,} ({c['compression']:.1f}x) steps {c['prune_steps']}/{c['prune_tries']} "
+        print(f"  c{c['cycle']}: {c['params']:,} ({c['compression']:.1f}x; sparsity before minimize "
+              f"{c['sparsity_before_minimize']:.3f}) steps {c['prune_steps']}/{c['prune_tries']} "
               f"min val {c['val_acc']:.4f} test {c['test_acc']:.4f} | rel val {c['released_val_acc']} "
-              f"test {c['released_test_acc']} alpha {c['alpha']}")
+              f"test {c['released_test_acc']} alpha {c['alpha']} | {c['train_epochs']:g} epochs")
+    print("  final shapes: " + ", ".join(f"{n} {tuple(v)}" for n, v in shapes.items()))
     return out
 
 

@@ -117,7 +117,7 @@ class CycleConfig:
     def preset(cls, name: str, **overrides: Any) -> "CycleConfig":
         """The configuration ``sr-ir squeeze-release --preset NAME`` runs (``PRESETS``), with ``overrides``:
         any CycleConfig field, or a field of its specs by its flat name (``criterion``, ``scope``,
-        ``prune_amount``, ``min_keep``; ``lr``, ``batch_size``, ``distill``, ``group_lasso``,
+        ``prune_amount``, ``min_keep``; ``lr``, ``batch_size``, ``distill``, ``group_lasso``, ``l1``,
         ``weight_decay``, ``temperature``, ``schedule``). The batch size stays ``None``: the DataLoader's.
 
         >>> CycleConfig.preset("unit", max_cycles=2, dense_epochs=0).prune.criterion
@@ -165,6 +165,7 @@ _FLAT: dict[str, tuple[str, str]] = {
     "batch_size": ("train", "batch_size"),
     "distill": ("train", "distill"),
     "group_lasso": ("train", "group_lasso"),
+    "l1": ("train", "l1"),
     "weight_decay": ("train", "weight_decay"),
     "temperature": ("train", "temperature"),
     "schedule": ("train", "schedule"),
@@ -481,7 +482,7 @@ def _squeeze_release(
             raise SrIrError(f"{folder} already holds checkpoints; pass resume=True (--resume) or use another folder")
         t0 = time.perf_counter()
         if cfg.dense_epochs > 0:
-            spec = replace(cfg.dense_train or cfg.train, epochs=cfg.dense_epochs, distill=0.0, group_lasso=0.0)
+            spec = replace(cfg.dense_train or cfg.train, epochs=cfg.dense_epochs, distill=0.0, group_lasso=0.0, l1=0.0)
             fine_tune(model, train_ds, spec, seed=cfg.seed, tag="dense", like=train_like,
                       progress=bar.start("dense", batches_per_phase(train_ds, spec)))
             bar.close()

@@ -296,3 +296,25 @@ def group_norm_penalty(model: nn.Module, names: Iterable[str], protect_rows: Ite
         for t in terms:
             total = t if total is None else total + t
     return total if total is not None else torch.zeros(())
+
+
+def l1_penalty(model: nn.Module, names: Iterable[str]) -> torch.Tensor:
+    """Elementwise L1 term: the sum of ``|w|`` over every weight of the named tensors (unnormalized, so
+    every weight feels the same pull ``sign(w)`` whatever its tensor's size, as the global magnitude
+    ranking treats every weight alike). Fine-tuning with it drives the weights that the data do not need
+    -- those of inputs that carry little signal and of units that are weak or never active -- towards 0,
+    where magnitude pruning removes them; when a whole row or column goes, minimization removes the unit.
+
+    >>> import torch
+    >>> net = torch.nn.Linear(2, 2)
+    >>> with torch.no_grad():
+    ...     _ = net.weight.copy_(torch.tensor([[1.0, -2.0], [0.0, 0.5]]))
+    >>> float(l1_penalty(net, ["weight"]))
+    3.5
+    """
+    params = dict(model.named_parameters())
+    total = None
+    for n in names:
+        t = params[n].abs().sum()
+        total = t if total is None else total + t
+    return total if total is not None else torch.zeros(())

@@ -1,5 +1,5 @@
-"""Fine-tuning under a mask: Adam, cross-entropy, optional distillation and group lasso, a constant or a
-per-phase cosine learning rate.
+"""Fine-tuning under a mask: Adam, cross-entropy, optional distillation, group lasso and elementwise L1,
+a constant or a per-phase cosine learning rate.
 
 Every phase seeds its own randomness from ``(seed, tag)`` (shuffling, dropout), never from history,
 so a run resumed from a checkpoint retraces the uninterrupted run exactly. Under torch.distributed
@@ -23,7 +23,7 @@ from ..constants import DEFAULT_BATCH_SIZE  # where neither the TrainSpec nor a 
 from ..errors import SrIrError
 from . import ddp
 from .channel_groups import ChannelGroup, group_penalty
-from .pruning import group_norm_penalty
+from .pruning import group_norm_penalty, l1_penalty
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class TrainSpec:
     distill: float = 0.0  # weight of the KL term towards the teacher's soft labels (0: plain labels)
     temperature: float = 4.0
     group_lasso: float = 0.0  # coefficient of the group-lasso term (rows/columns, or coupled channels)
+    # coefficient of the elementwise L1 term ``sum |w|`` over the masked (prunable) tensors: pulls what the
+    # data do not need towards 0, so that unstructured magnitude pruning empties whole rows and columns
+    l1: float = 0.0
     # "constant": ``lr`` throughout; "cosine": every phase (dense training, each pruning step's fine-tune,
     # each release fine-tune) anneals from ``lr`` to 0 over its own batches (``lr_at``), so each phase ends
     # at a low rate instead of where a flat Adam leaves the weights bouncing.
@@ -48,6 +51,8 @@ class TrainSpec:
             raise SrIrError(f"unknown learning-rate schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise SrIrError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
+        if not self.l1 >= 0.0:
+            raise SrIrError(f"l1 must be >= 0, got {self.l1!r}")
 
 
 SCHEDULES = ("constant", "cosine")
@@ -109,8 +114,9 @@ def fine_tune(
     """Train ``model`` in place for ``spec.epochs`` (fractions allowed); masked weights stay exactly 0.
 
     Group lasso acts on the rows and columns of ``lasso_names``, or on whole coupled channels when
-    ``lasso_groups`` is given. Returns the mean training loss of the last epoch. ``progress(n)`` is
-    called after every batch.
+    ``lasso_groups`` is given; the L1 term (``spec.l1``) on every weight of the tensors in ``masks``.
+    Returns the mean training loss of the last epoch (regularizers included). ``progress(n)`` is called
+    after every batch.
 
     >>> import torch
     >>> from torch.utils.data import TensorDataset
@@ -131,6 +137,7 @@ def fine_tune(
     mask_list = [(params[n], m.to(device=device, dtype=params[n].dtype)) for n, m in (masks or {}).items()]
     lasso_names = list(lasso_names)
     protect_rows = list(protect_rows)
+    l1_names = list(masks or {}) if spec.l1 > 0 else []
     with torch.no_grad():
         for p, m in mask_list:
             p.mul_(m)
@@ -164,6 +171,8 @@ def fine_tune(
                 loss = loss + spec.group_lasso * group_penalty(model, lasso_groups)
             elif spec.group_lasso > 0 and lasso_names:
                 loss = loss + spec.group_lasso * group_norm_penalty(model, lasso_names, protect_rows)
+            if l1_names:
+                loss = loss + spec.l1 * l1_penalty(model, l1_names)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if spec.schedule != "constant":
