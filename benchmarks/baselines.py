@@ -445,24 +445,21 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
 def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per point index (the i-th size of each seed's run) and method: statistics over seeds."""
     n_points = max(len(r["points"]) for r in runs)
+    methods = methods_in(runs)
     rows = []
     for i in range(n_points):
         have = [r["points"][i] for r in runs if len(r["points"]) > i]
         row: dict[str, Any] = {"index": i, "cycles": [p["cycle"] for p in have], "epochs": _stats([p["epochs"] for p in have])}
-        for m in methods_in(runs):
+        for m in methods:
             row[m] = {key: _stats([float(p[m][key]) for p in have]) for key in ("params", "nonzero", "test_acc", "val_acc")}
         rows.append(row)
     dense = {key: _stats([float(r["dense"][key]) for r in runs]) for key in ("params", "test_acc", "val_acc")}
-    return {"dense": dense, "points": rows}
+    return {"dense": dense, "points": rows, "methods": methods}
 
 
 def methods_in(runs: Sequence[dict[str, Any]]) -> list[str]:
     """The methods every point of every run measured (`--methods` may leave baselines out)."""
     return [m for m in METHODS if all(m in p for r in runs for p in r["points"])]
-
-
-def _present(agg: dict[str, Any]) -> list[str]:
-    return [m for m in METHODS if all(m in r for r in agg["points"])]
 
 
 def _k(n: float) -> str:
@@ -475,13 +472,13 @@ def table(agg: dict[str, Any]) -> str:
     n = d["test_acc"]["n"]
     head = (f"Dense: {d['params']['mean']:,.0f} params, test {100 * d['test_acc']['mean']:.2f}%"
             + (f" +- {100 * d['test_acc']['std']:.2f}" if n > 1 else "") + f" ({n} seed{'s' if n > 1 else ''}).\n\n")
-    cols = ["point", "SR params (x)", "epochs"] + [SHORT[m] for m in _present(agg)]
+    cols = ["point", "SR params (x)", "epochs"] + [SHORT[m] for m in agg["methods"]]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in agg["points"]:
         p = r["sr"]["params"]["mean"]
         cells = [f"{r['index'] + 1} (cycle {'/'.join(map(str, r['cycles']))})",
                  f"{p:,.0f} ({d['params']['mean'] / p:.1f}x)", f"{r['epochs']['mean']:.1f}"]
-        for m in _present(agg):
+        for m in agg["methods"]:
             acc = r[m]["test_acc"]
             size = r[m]["nonzero" if m == "magnitude" else "params"]["mean"]
             cells.append(f"{100 * acc['mean']:.2f}" + (f" +- {100 * acc['std']:.2f}" if acc["n"] > 1 else "")
@@ -500,7 +497,7 @@ def plot(agg: dict[str, Any], path: str | Path, title: str, runs: Sequence[dict[
 
     fig, ax = plt.subplots(figsize=(8, 5.2))
     styles = {"sr": ("-o", 2.2), "magnitude": ("--s", 1.0)}
-    for m in _present(agg):
+    for m in agg["methods"]:
         key = "nonzero" if m == "magnitude" else "params"
         xs = [r[m][key]["mean"] for r in agg["points"]]
         ys = [100 * r[m]["test_acc"]["mean"] for r in agg["points"]]
