@@ -18,3 +18,7 @@ SCOPES = ("global", "layer")
 
 # The fine-tuning batch size where neither the TrainSpec nor a DataLoader gives one (sr_ir.cycle.train).
 DEFAULT_BATCH_SIZE = 128
+
+# Learning-rate schedules of a fine-tuning phase (sr_ir.cycle.train.TrainSpec.schedule,
+# `squeeze-release --schedule`): constant, or cosine from the learning rate to 0 over the phase.
+SCHEDULES = ("constant", "cosine")

@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..constants import CRITERIA, DEFAULT_BATCH_SIZE, SCOPES
+from ..constants import CRITERIA, DEFAULT_BATCH_SIZE, SCHEDULES, SCOPES
 from ..errors import SrIrError, describe
 
 if TYPE_CHECKING:  # torch and sr_ir.cycle are imported by the functions that run the command
@@ -38,7 +38,7 @@ DATASETS = ("mnist-subset", "digits", "fashion-mnist")
 # means "the preset's value", so the preset's definition (sr_ir.cycle.cycle.PRESETS) is the only one.
 _OVERRIDES = ("max_cycles", "max_drop", "dense_epochs", "prune_amount", "criterion", "scope", "prune_epochs",
               "max_prune_steps", "backoff", "release", "release_epochs", "release_tolerance", "lr", "distill",
-              "group_lasso", "seed")
+              "group_lasso", "l1", "weight_decay", "schedule", "seed")
 
 
 # What --help shows of the presets (sr_ir.cycle.cycle.PRESETS, which imports torch): their names in
@@ -111,6 +111,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--distill", type=float, help="weight of distillation from the dense model")
     t.add_argument("--group-lasso", type=float,
                    help="group-lasso coefficient on rows and columns (on coupled channels with --criterion coupled)")
+    t.add_argument("--l1", type=float,
+                   help="elementwise L1 coefficient on the prunable weights while fine-tuning (unit death for --criterion magnitude)")
+    t.add_argument("--weight-decay", type=float, help="Adam's L2 weight decay")
+    t.add_argument("--schedule", choices=SCHEDULES,
+                   help="learning rate within each phase: constant, or cosine from --lr to 0 over the phase")
     t.add_argument("--seed", type=int, help="seed of every random choice in the run (the data split is fixed)")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     o = p.add_argument_group("output")
@@ -123,8 +128,8 @@ def build_config(args: argparse.Namespace) -> CycleConfig:
     """``CycleConfig.preset(--preset)`` with the flags given on the command line (None: the preset's)."""
     from ..cycle import CycleConfig
 
-    for key in ("max_drop", "release_tolerance", "lr", "distill", "group_lasso", "dense_epochs",
-                "prune_epochs", "release_epochs"):
+    for key in ("max_drop", "release_tolerance", "lr", "distill", "group_lasso", "l1", "weight_decay",
+                "dense_epochs", "prune_epochs", "release_epochs"):
         if getattr(args, key) is not None and getattr(args, key) < 0:
             raise SrIrError(f"--{key.replace('_', '-')} must be >= 0")
     for key in ("max_cycles", "batch_size", "max_prune_steps"):

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from ..constants import DEFAULT_BATCH_SIZE  # where neither the TrainSpec nor a DataLoader gives one
+from ..constants import DEFAULT_BATCH_SIZE, SCHEDULES
 from ..errors import SrIrError
 from . import ddp
 from .channel_groups import ChannelGroup, group_penalty
@@ -53,9 +53,6 @@ class TrainSpec:
             raise SrIrError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
         if not self.l1 >= 0.0:
             raise SrIrError(f"l1 must be >= 0, got {self.l1!r}")
-
-
-SCHEDULES = ("constant", "cosine")
 
 
 def lr_at(spec: TrainSpec, step: int, total: int) -> float:

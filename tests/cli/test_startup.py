@@ -118,7 +118,7 @@ def test_the_values_the_help_shows_are_the_library_s():
     # the library's own constants are those of sr_ir.constants, not copies
     assert (verify.N_RANDOM, pruning.CRITERIA, pruning.SCOPES, train.DEFAULT_BATCH_SIZE) == \
         (C.N_RANDOM, C.CRITERIA, C.SCOPES, C.DEFAULT_BATCH_SIZE)
-    assert pruning.CRITERIA is C.CRITERIA and pruning.SCOPES is C.SCOPES
+    assert pruning.CRITERIA is C.CRITERIA and pruning.SCOPES is C.SCOPES and train.SCHEDULES is C.SCHEDULES
 
 
 def test_sr_ir_constants_imports_nothing():

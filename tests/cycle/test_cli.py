@@ -60,5 +60,5 @@ def test_cli_help_lists_the_knobs(capsys):
     with pytest.raises(SystemExit):
         main(["squeeze-release", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--resume", "--no-release", "--preset", "--json", "--max-drop", "--criterion"):
+    for flag in ("--resume", "--no-release", "--preset", "--json", "--max-drop", "--criterion", "--l1", "--schedule"):
         assert flag in text

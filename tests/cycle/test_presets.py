@@ -39,6 +39,16 @@ def test_the_cli_default_is_the_unit_preset_and_flags_override_it():
     assert got.train.batch_size is None and got.prune == PruneSpec(0.2, "unit", "global")
 
 
+def test_the_cli_sets_the_training_regularizers_and_schedule():
+    got = cli_config("--preset", "faithful", "--l1", "1e-4", "--weight-decay", "1e-3", "--schedule", "cosine")
+    assert got == CycleConfig.preset("faithful", l1=1e-4, weight_decay=1e-3, schedule="cosine")
+    assert (got.train.l1, got.train.weight_decay, got.train.schedule) == (1e-4, 1e-3, "cosine")
+    with pytest.raises(SrIrError, match="^--l1 must be >= 0$"):
+        cli_config("--l1", "-1")
+    with pytest.raises(SrIrError, match="^--weight-decay must be >= 0$"):
+        cli_config("--weight-decay", "-0.5")
+
+
 def test_preset_values_pinned():
     u = CycleConfig.preset("unit")
     assert u.prune == PruneSpec(0.1, "unit", "layer") and (u.prune_epochs, u.release_epochs) == (6.0, 15.0)
